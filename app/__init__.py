@@ -1,0 +1,1 @@
+"""skyphot: source detection, deblending, measurement and forced photometry as a service."""

@@ -1,0 +1,98 @@
+"""The ``skyphot`` command: serve, worker, migrate, detect, forced, simulate, demo.
+
+Each subcommand imports what it needs when it runs, so ``skyphot detect`` never loads the
+web stack and ``skyphot serve`` never needs an environment at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.api.server import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from app.jobs.worker import run_worker
+
+    run_worker(threads=args.threads)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.db.migrate import upgrade
+
+    upgrade()
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from app.commands.detect import run
+
+    return run(args)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from app.commands.simulate import run
+
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skyphot", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="serve the API and web front end")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=_serve)
+
+    p = sub.add_parser("worker", help="run a job worker for the distributed setup")
+    p.add_argument("--threads", type=int, default=1, help="jobs run at once by this worker")
+    p.set_defaults(handler=_worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.set_defaults(handler=_migrate)
+
+    p = sub.add_parser("detect", help="detect, deblend and measure sources on an exposure")
+    p.add_argument("input", help="calexp or plain FITS image (.fits, .fits.gz)")
+    p.add_argument("--output", "-o", required=True,
+                   help="catalog file (.fits .vot .csv .parquet .json)")
+    p.add_argument("--footprints", help="write the heavy footprints to this FITS file")
+    p.add_argument("--mask-output",
+                   help="write the exposure with its DETECTED mask to this FITS file")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="config override with LSST names, e.g. detection.thresholdValue=4",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_detect)
+
+    p = sub.add_parser("simulate", help="write a simulated calexp and its truth table")
+    p.add_argument("output", help="calexp FITS path; the truth goes beside it as *_truth.fits")
+    p.add_argument("--width", type=int, default=2048)
+    p.add_argument("--height", type=int, default=2048)
+    p.add_argument("--stars", type=int, default=400)
+    p.add_argument("--galaxies", type=int, default=200)
+    p.add_argument("--pairs", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(handler=_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

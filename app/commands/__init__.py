@@ -1,0 +1,1 @@
+"""CLI subcommands that run the engine on local files."""

@@ -1,0 +1,97 @@
+"""Background: statistics on a mesh of cells, interpolated smoothly across the image.
+
+This is LSST's SubtractBackgroundTask: the image is cut into cells of about ``binSize``
+pixels, each cell's clipped mean (MEANCLIP) is taken with masked pixels (detections, bad,
+edge…) left out, and a bicubic spline through the cell centres gives the background at every
+pixel. Cells with no usable pixels take the value of the nearest cell that has some.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.interpolate import RectBivariateSpline
+
+from app.engine.config import BackgroundConfig
+from app.engine.masks import MaskPlanes
+from app.engine.stats import clipped_stats
+
+
+def _cell_edges(n: int, bin_size: int) -> np.ndarray:
+    """Edges of max(1, round(n / bin_size)) nearly equal cells covering 0..n."""
+    ncell = max(1, int(round(n / bin_size)))
+    return np.linspace(0, n, ncell + 1).round().astype(int)
+
+
+def mesh_statistics(
+    image: np.ndarray, ignore: np.ndarray, config: BackgroundConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-cell background values and the cell centres (yc, xc) in pixels.
+
+    Cells are made equal in size by cutting the image into ``ny × nx`` blocks of at most
+    ``ceil`` size and padding the last ones with NaN, so one vectorized call does all cells.
+    """
+    h, w = image.shape
+    ye, xe = _cell_edges(h, config.binSize), _cell_edges(w, config.binSize)
+    ny, nx = len(ye) - 1, len(xe) - 1
+    by, bx = int(np.diff(ye).max()), int(np.diff(xe).max())
+    data = np.where(ignore, np.nan, image.astype(np.float32))
+    blocks = np.full((ny, by, nx, bx), np.nan, dtype=np.float32)
+    # place each cell's pixels at the start of its block (cells differ by at most one pixel)
+    row_cell = np.searchsorted(ye, np.arange(h), side="right") - 1
+    col_cell = np.searchsorted(xe, np.arange(w), side="right") - 1
+    row_in = np.arange(h) - ye[row_cell]
+    col_in = np.arange(w) - xe[col_cell]
+    blocks[row_cell[:, None], row_in[:, None], col_cell[None, :], col_in[None, :]] = data
+    cells = blocks.transpose(0, 2, 1, 3).reshape(ny, nx, by * bx)
+    mean, median, _ = clipped_stats(
+        cells, nsigma=config.nSigmaClip, niter=config.nIterClip, axis=-1
+    )
+    if config.statisticsProperty == "MEANCLIP":
+        values = mean
+    elif config.statisticsProperty == "MEDIAN":
+        values = np.nanmedian(cells, axis=-1) if np.isfinite(cells).any() else median
+    else:
+        values = np.nanmean(cells, axis=-1)
+    yc = 0.5 * (ye[:-1] + ye[1:]) - 0.5
+    xc = 0.5 * (xe[:-1] + xe[1:]) - 0.5
+    return np.asarray(values, dtype=np.float64), yc, xc
+
+
+def _fill_empty_cells(values: np.ndarray) -> np.ndarray:
+    """Give NaN cells the value of the nearest finite cell."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return values
+    if bad.all():
+        raise ValueError("no usable pixels to estimate the background from")
+    _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
+    return values[iy, ix]
+
+
+def interpolate_mesh(values: np.ndarray, yc: np.ndarray, xc: np.ndarray,
+                     shape: tuple[int, int]) -> np.ndarray:
+    """Smooth spline through the cell values, evaluated on every pixel (float32)."""
+    values = _fill_empty_cells(values)
+    ky = min(3, len(yc) - 1)
+    kx = min(3, len(xc) - 1)
+    if kx == 0 or ky == 0:
+        # one row or column of cells: interpolate along the other axis only
+        line = np.interp(
+            np.arange(shape[1] if ky == 0 else shape[0]),
+            xc if ky == 0 else yc,
+            values.ravel(),
+        )
+        out = np.broadcast_to(line[None, :] if ky == 0 else line[:, None], shape)
+        return np.ascontiguousarray(out, dtype=np.float32)
+    spline = RectBivariateSpline(yc, xc, values, kx=kx, ky=ky, s=0)
+    return spline(np.arange(shape[0]), np.arange(shape[1])).astype(np.float32)
+
+
+def estimate_background(
+    image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig
+) -> np.ndarray:
+    """The background image: mesh statistics of unmasked pixels, interpolated."""
+    ignore = planes.any(mask, config.ignoredPixelMask) | ~np.isfinite(image)
+    values, yc, xc = mesh_statistics(image, ignore, config)
+    return interpolate_mesh(values, yc, xc, image.shape)

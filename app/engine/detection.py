@@ -1,0 +1,262 @@
+"""Source detection, LSST's SourceDetectionTask algorithm.
+
+1. Smooth the image with a normalized Gaussian of the PSF's sigma, kernel width
+   ``(int(7σ + 0.5) // 2) * 2 + 1``; the variance is smoothed with the kernel squared.
+   Pixels where the kernel does not fit are marked EDGE and are not searched.
+2. Threshold the smoothed image: ``stdev`` = value × clipped stdev of the smoothed image
+   (BAD, SAT, EDGE, NO_DATA left out); ``pixel_stdev`` = value × sqrt(smoothed variance) per
+   pixel; ``variance`` = value × sqrt(clipped variance of the smoothed image) (afw's rule);
+   ``value`` = the value itself. ``includeThresholdMultiplier`` keeps only footprints whose
+   peak reaches threshold × multiplier.
+3. 8-connected footprints of at least ``minPixels``; peaks are the local maxima of the
+   smoothed image inside each footprint, sorted by height. (skyphot adds one rule:
+   secondary peaks must rise ``minPeakContrast`` stdevs above their col.)
+4. Grow each footprint by ``int(nSigmaToGrow × σ + 0.5)`` pixels with a disk (isotropic);
+   footprints that touch after growing merge, keeping all their peaks.
+5. Set DETECTED (and DETECTED_NEGATIVE) mask planes; optionally re-estimate the background
+   with the detections masked and subtract it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from app.engine.background import estimate_background
+from app.engine.config import DetectionConfig
+from app.engine.exposure import Exposure
+from app.engine.footprints import PEAK_DTYPE, FootprintSet
+from app.engine.stats import clipped_stats
+
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def kernel_width(sigma: float, n_sigma: float = 7.0) -> int:
+    """LSST's calculateKernelSize: odd width covering ``n_sigma`` × sigma in all."""
+    return (int(sigma * n_sigma + 0.5) // 2) * 2 + 1
+
+
+def gaussian_kernel_1d(sigma: float) -> np.ndarray:
+    """Normalized sampled Gaussian of the LSST detection kernel width."""
+    half = kernel_width(sigma) // 2
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable correlation with ``kernel`` on both axes (float32, edges reflected)."""
+    out = ndimage.correlate1d(image, kernel, axis=0, mode="nearest")
+    return ndimage.correlate1d(out, kernel, axis=1, mode="nearest")
+
+
+@dataclass
+class DetectionResult:
+    """What one detection pass found."""
+
+    positive: FootprintSet | None
+    negative: FootprintSet | None
+    threshold: float  # the pixel threshold applied to the smoothed image (value types)
+    sigma: float  # smoothing sigma, pixels
+    background: np.ndarray | None  # the re-estimated background that was subtracted
+
+    @property
+    def num_pos_peaks(self) -> int:
+        return 0 if self.positive is None else sum(len(f.peaks) for f in self.positive)
+
+
+def _threshold(
+    smoothed: np.ndarray, variance: np.ndarray, kernel: np.ndarray, stdev: float,
+    config: DetectionConfig,
+) -> np.ndarray | float:
+    """The pixel threshold for the smoothed image: a number, or an image for pixel_stdev."""
+    t = config.thresholdType
+    if t == "value":
+        return config.thresholdValue
+    if t == "pixel_stdev":
+        smoothed_var = smooth(variance, kernel**2)
+        return config.thresholdValue * np.sqrt(np.maximum(smoothed_var, 0))
+    if t == "variance":
+        # afw's rule: the clipped stdev of the whole smoothed image, masks not consulted
+        _, _, sd = clipped_stats(smoothed[np.isfinite(smoothed)])
+        return float(config.thresholdValue * sd)
+    return float(config.thresholdValue * stdev)
+
+
+def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation by a disk of ``radius`` pixels (afw's CIRCLE stencil).
+
+    A disk is a stack of horizontal segments: dilate by each distinct half-width once with a
+    1-d maximum filter, then OR the rows shifted vertically. That is ~2r cheap passes instead
+    of a 2-d structuring element over every pixel.
+    """
+    if radius <= 0:
+        return mask.copy()
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    out = np.zeros_like(m)
+    h = m.shape[0]
+    by_width: dict[int, np.ndarray] = {}
+    for dy in range(-radius, radius + 1):
+        hw = int(np.floor(np.sqrt(radius * radius - dy * dy)))
+        if hw not in by_width:
+            by_width[hw] = ndimage.maximum_filter1d(m, 2 * hw + 1, axis=1, mode="constant")
+        row = by_width[hw]
+        if dy >= 0:
+            np.maximum(out[dy:], row[: h - dy], out=out[dy:])
+        else:
+            np.maximum(out[: h + dy], row[-dy:], out=out[: h + dy])
+    return out.astype(bool)
+
+
+def local_maxima(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) of labelled pixels not lower than any labelled 8-neighbour.
+
+    Only the footprint pixels are visited, not the whole image.
+    """
+    ys, xs = np.nonzero(labels > 0)
+    padded = np.pad(np.where(labels > 0, values, -np.inf), 1, constant_values=-np.inf)
+    centre = padded[ys + 1, xs + 1]
+    is_max = np.ones(len(ys), dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                is_max &= centre >= padded[ys + 1 + dy, xs + 1 + dx]
+    return ys[is_max], xs[is_max]
+
+
+def cull_peaks(peaks: np.ndarray, smoothed: np.ndarray, min_contrast: float) -> np.ndarray:
+    """Keep the highest peak and those rising ``min_contrast`` above their col.
+
+    ``peaks`` are sorted by height. A peak's col is approximated by the highest of the minima
+    along the straight lines to each higher kept peak; the true col (over all paths) is at
+    least that low, so a real peak is never dropped for want of a better path.
+    """
+    if len(peaks) < 2 or min_contrast <= 0:
+        return peaks
+    keep = [0]
+    for i in range(1, len(peaks)):
+        x1, y1, v1 = peaks["x"][i], peaks["y"][i], peaks["value"][i]
+        col = -np.inf
+        for j in keep:
+            x0, y0 = peaks["x"][j], peaks["y"][j]
+            n = int(np.ceil(np.hypot(x1 - x0, y1 - y0))) + 1
+            t = np.linspace(0.0, 1.0, n)
+            line = smoothed[np.round(y0 + t * (y1 - y0)).astype(int),
+                            np.round(x0 + t * (x1 - x0)).astype(int)]
+            col = max(col, float(line.min()))
+        if v1 - col >= min_contrast:
+            keep.append(i)
+    return peaks[keep]
+
+
+def find_footprints(
+    smoothed: np.ndarray,
+    above: np.ndarray,
+    include: np.ndarray,
+    search: np.ndarray,
+    *,
+    min_pixels: int,
+    grow: int,
+    isotropic: bool,
+    min_contrast: float = 0.0,
+) -> FootprintSet:
+    """Footprints of ``above & search``, their peaks, grown by ``grow`` pixels.
+
+    ``include`` marks pixels above threshold × includeThresholdMultiplier: a footprint is kept
+    only if it has one. Peaks (pixels ≥ their 8 neighbours in the smoothed image, inside the
+    footprint) are found before growing and sorted by height within each footprint.
+    """
+    labels, n = ndimage.label(above & search, structure=EIGHT_CONNECTED)
+    if n == 0:
+        return FootprintSet([], smoothed.shape, labels=labels)
+    flat = labels.ravel()
+    sizes = np.bincount(flat, minlength=n + 1)
+    reaches = np.bincount(flat, weights=include.ravel(), minlength=n + 1) > 0
+    keep = (sizes >= min_pixels) & reaches
+    keep[0] = False
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[keep] = np.arange(1, keep.sum() + 1)
+    labels = relabel[labels]
+    py, px = local_maxima(smoothed, labels)
+
+    if grow > 0:
+        if isotropic:
+            grown = dilate_disk(labels > 0, grow)
+        else:
+            cross = ndimage.generate_binary_structure(2, 1)
+            grown = ndimage.binary_dilation(labels > 0, structure=cross, iterations=grow)
+        labels, _ = ndimage.label(grown, structure=EIGHT_CONNECTED)
+
+    # group peaks by final footprint, sorted by height within each
+    plab = labels[py, px]
+    pval = smoothed[py, px].astype(np.float64)
+    order = np.lexsort((-pval, plab))
+    py, px, plab, pval = py[order], px[order], plab[order], pval[order]
+    fps = FootprintSet.from_labels(labels)
+    bounds = np.searchsorted(plab, np.arange(1, len(fps) + 2))
+    for k, fp in enumerate(fps.footprints):
+        sl = slice(bounds[k], bounds[k + 1])
+        peaks = np.zeros(sl.stop - sl.start, PEAK_DTYPE)
+        peaks["x"], peaks["y"], peaks["value"] = px[sl], py[sl], pval[sl]
+        fp.peaks = cull_peaks(peaks, smoothed, min_contrast)
+    return fps
+
+
+def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> DetectionResult:
+    """Run detection on ``exposure`` in place: sets DETECTED/EDGE bits, may subtract background.
+
+    ``sigma`` is the PSF's Gaussian sigma in pixels (determinant radius).
+    """
+    planes = exposure.planes
+    mask = exposure.mask
+    mask &= ~np.int32(planes.bitmask(["DETECTED", "DETECTED_NEGATIVE"]))
+    kernel = gaussian_kernel_1d(sigma)
+    half = len(kernel) // 2
+    image = np.where(np.isfinite(exposure.image), exposure.image, 0).astype(np.float32)
+    smoothed = smooth(image, kernel)
+
+    # the kernel does not fit within `half` pixels of the border: EDGE, not searched
+    search = np.zeros(image.shape, dtype=bool)
+    search[half : image.shape[0] - half, half : image.shape[1] - half] = True
+    mask[~search] |= np.int32(planes.bitmask("EDGE"))
+    good = search & ~planes.any(mask, config.excludeMaskPlanes)
+    _, _, stdev = clipped_stats(smoothed[good])
+    if not np.isfinite(stdev) or stdev <= 0:
+        raise ValueError("no usable pixels to measure the image's noise: every pixel is masked "
+                         "(BAD, SAT, EDGE or NO_DATA) or the image is constant")
+    threshold = _threshold(smoothed, exposure.variance, kernel, float(stdev), config)
+    grow = int(config.nSigmaToGrow * sigma + 0.5)
+    kwargs = dict(min_pixels=config.minPixels, grow=grow, isotropic=config.isotropicGrow,
+                  min_contrast=config.minPeakContrast * float(stdev))
+    mult = config.includeThresholdMultiplier
+
+    result = DetectionResult(None, None, float(np.mean(threshold)), sigma, None)
+    if config.thresholdPolarity in ("positive", "both") or config.reEstimateBackground:
+        result.positive = find_footprints(
+            smoothed, smoothed >= threshold, smoothed >= threshold * mult, search, **kwargs
+        )
+    if config.thresholdPolarity in ("negative", "both") or config.reEstimateBackground:
+        neg = -smoothed
+        result.negative = find_footprints(
+            neg, neg >= threshold, neg >= threshold * mult, search, **kwargs
+        )
+        for fp in result.negative:
+            fp.peaks["value"] *= -1
+    for fps, plane in ((result.positive, "DETECTED"), (result.negative, "DETECTED_NEGATIVE")):
+        if fps is not None:
+            mask[fps.to_labels() > 0] |= np.int32(planes.bitmask(plane))
+
+    if config.reEstimateBackground:
+        bkg = estimate_background(exposure.image, mask, planes, config.background)
+        exposure.image -= bkg
+        exposure.background = bkg if exposure.background is None else exposure.background + bkg
+        result.background = bkg
+    if config.thresholdPolarity == "positive":
+        mask &= ~np.int32(planes.bitmask("DETECTED_NEGATIVE"))
+        result.negative = None
+    elif config.thresholdPolarity == "negative":
+        mask &= ~np.int32(planes.bitmask("DETECTED"))
+        result.positive = None
+    return result

@@ -1,0 +1,266 @@
+"""What the plugins measure on: the exposure, the sources, noise-replaced stamp cubes.
+
+Measuring one source with every other source replaced by noise is LSST's NoiseReplacer.
+Instead of inserting and removing footprints one at a time in the full image, the image with
+*all* footprints replaced by noise is built once, and each source's stamp is cut from it with
+that source's own heavy footprint written back: one gather and one scatter for all sources.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.engine.exposure import Exposure
+from app.engine.footprints import Footprint
+from app.engine.psf import PsfModel, lanczos_weights
+from app.engine.stats import clipped_stats
+
+
+@dataclass
+class Stamps:
+    """Per-source square cutouts, all the same size, centred on integer pixels."""
+
+    image: np.ndarray  # (N, S, S) float32, other sources replaced by noise
+    variance: np.ndarray  # (N, S, S)
+    mask: np.ndarray  # (N, S, S) int32; pixels off the exposure carry NO_DATA
+    x0: np.ndarray  # (N,) array-frame x of stamp pixel [.., 0, 0]
+    y0: np.ndarray  # (N,)
+    on_image: np.ndarray  # (N, S, S) bool
+
+    @property
+    def half(self) -> int:
+        return self.image.shape[-1] // 2
+
+
+@dataclass
+class MeasurementContext:
+    """State of one measurement run; plugins read it and update the slot centroid/shape."""
+
+    exposure: Exposure
+    ids: np.ndarray
+    parents: np.ndarray
+    footprints: list[Footprint]  # heavy, one per source (children: deblended)
+    peak_x: np.ndarray  # array-frame coordinates of each source's peak
+    peak_y: np.ndarray
+    replace_with_noise: bool = True
+    noise_seed: int = 0
+    aperture_radii: list[float] = field(default_factory=list)
+    apcorr_radius: float = 17.0
+    # slots, set by the centroid and shape plugins (array frame)
+    x: np.ndarray = field(init=False)
+    y: np.ndarray = field(init=False)
+    shape_xx: np.ndarray = field(init=False)
+    shape_yy: np.ndarray = field(init=False)
+    shape_xy: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.x = self.peak_x.astype(np.float64)
+        self.y = self.peak_y.astype(np.float64)
+        n = len(self.ids)
+        self.shape_xx = np.full(n, np.nan)
+        self.shape_yy = np.full(n, np.nan)
+        self.shape_xy = np.full(n, np.nan)
+        self._base = self._noise_replaced() if self.replace_with_noise else self.exposure.image
+        self._cache: dict[int, Stamps] = {}
+        self._psf_half: int | None = None
+        self._row_cumsums: dict[object, np.ndarray] = {}
+        self._fp_cat = _concat_footprints(self.footprints)
+
+    @property
+    def n_sources(self) -> int:
+        return len(self.ids)
+
+    @property
+    def psf(self) -> PsfModel:
+        if self.exposure.psf is None:
+            raise ValueError("this exposure has no PSF model; characterize it first")
+        return self.exposure.psf
+
+    @property
+    def base_image(self) -> np.ndarray:
+        """The image with every top-level footprint replaced by noise."""
+        return self._base
+
+    def _noise_replaced(self) -> np.ndarray:
+        """Image with the pixels of every parent footprint replaced by Gaussian noise.
+
+        The noise has the clipped mean and stdev of the pixels outside all footprints
+        (NoiseReplacer's ``noiseSource="measure"``), drawn from a seeded generator.
+        """
+        image = self.exposure.image
+        covered = np.zeros(image.shape, dtype=bool)
+        for fp, parent in zip(self.footprints, self.parents, strict=True):
+            if parent == 0:
+                ys, xs = fp.indices()
+                covered[ys, xs] = True
+        unusable = self.exposure.planes.any(self.exposure.mask, ["BAD", "SAT", "NO_DATA"])
+        free = image[~covered & ~unusable]
+        mean, _, std = clipped_stats(free[::max(1, free.size // 2_000_000)])
+        rng = np.random.default_rng(self.noise_seed)
+        out = image.copy()
+        n = int(covered.sum())
+        out[covered] = rng.normal(float(mean), float(std), n).astype(np.float32)
+        return out
+
+    def stamps(self, half: int) -> Stamps:
+        """(2·half+1)² stamps centred on the rounded slot centroid, own footprint inserted.
+
+        Cached per size; the slot centroid should be final before stamps are requested by
+        flux plugins (the centroid plugin asks for its own before updating it).
+        """
+        if half in self._cache:
+            return self._cache[half]
+        ex = self.exposure
+        h, w = ex.shape
+        size = 2 * half + 1
+        cx = np.round(np.where(np.isfinite(self.x), self.x, self.peak_x)).astype(np.int64)
+        cy = np.round(np.where(np.isfinite(self.y), self.y, self.peak_y)).astype(np.int64)
+        x0, y0 = cx - half, cy - half
+        off = np.arange(size)
+        yy = y0[:, None, None] + off[None, :, None]
+        xx = x0[:, None, None] + off[None, None, :]
+        on = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        yc, xc = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
+        image = np.where(on, self._base[yc, xc], 0).astype(np.float32)
+        variance = np.where(on, ex.variance[yc, xc], np.inf).astype(np.float32)
+        nodata = np.int32(ex.planes.bitmask("NO_DATA"))
+        mask = np.where(on, ex.mask[yc, xc], nodata).astype(np.int32)
+        if self.replace_with_noise:
+            src, fy, fx, values = self._fp_cat
+            sy, sx = fy - y0[src], fx - x0[src]
+            inside = (sy >= 0) & (sy < size) & (sx >= 0) & (sx < size)
+            image[src[inside], sy[inside], sx[inside]] = values[inside]
+        stamps = Stamps(image, variance, mask, x0, y0, on)
+        self._cache[half] = stamps
+        return stamps
+
+    def clear_stamps(self) -> None:
+        """Forget cached stamps (after the slot centroid moved)."""
+        self._cache.clear()
+
+    def psf_images(self, half: int) -> np.ndarray:
+        """(N, S, S) PSF images at each slot centroid, on the stamps' pixel grid, sum 1."""
+        stamps = self.stamps(half)
+        kern = psf_kernels(self.psf, self.x, self.y)
+        kern = _resize(kern, 2 * half + 1)
+        dx = self.x - (stamps.x0 + half)
+        dy = self.y - (stamps.y0 + half)
+        shifted = shift_cube(kern, dx, dy)
+        total = shifted.sum(axis=(1, 2), keepdims=True)
+        return shifted / np.where(total > 0, total, 1)
+
+    def psf_sigma(self) -> np.ndarray:
+        """PSF determinant radius at each slot centroid (pixels)."""
+        batched = getattr(self.psf, "sigmas", None)
+        if batched is not None:
+            return np.asarray(batched(self.x, self.y), float)
+        return np.array([self.psf.sigma(float(a), float(b)) for a, b in zip(self.x, self.y,
+                                                                           strict=True)])
+
+    def psf_half(self) -> int:
+        """Half-size of the PSF model's kernel."""
+        if self._psf_half is None:
+            self._psf_half = self.psf.kernel(float(self.exposure.width) / 2,
+                                             float(self.exposure.height) / 2).shape[-1] // 2
+        return self._psf_half
+
+    def row_cumsums(self, replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Row-wise cumulative sums (leading zero column) of the image — noise-replaced or
+        the exposure's own — and of the variance, for aperture sums by row spans."""
+        def cs(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((a.shape[0], a.shape[1] + 1), dtype=np.float64)
+            np.cumsum(np.nan_to_num(a, posinf=0.0), axis=1, out=out[:, 1:])
+            return out
+
+        image = self._base if replaced else self.exposure.image
+        key = id(image)
+        if key not in self._row_cumsums:
+            self._row_cumsums[key] = cs(image)
+        if "variance" not in self._row_cumsums:
+            self._row_cumsums["variance"] = cs(self.exposure.variance)
+        return self._row_cumsums[key], self._row_cumsums["variance"]
+
+    def mask_in_footprints(self, bitmask: int) -> np.ndarray:
+        """Per source: whether any of its footprint's pixels has one of ``bitmask``'s bits."""
+        src, fy, fx, _ = self._fp_cat
+        hit = (self.exposure.mask[fy, fx] & np.int32(bitmask)) != 0
+        return np.bincount(src, weights=hit, minlength=self.n_sources) > 0
+
+    def footprint_areas(self) -> np.ndarray:
+        return np.array([fp.area for fp in self.footprints], dtype=np.int64)
+
+    def footprint_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """All sources' footprint pixels: (source index, y, x, own heavy value)."""
+        return self._fp_cat
+
+
+def _concat_footprints(fps: list[Footprint]) -> tuple[np.ndarray, ...]:
+    """One flat list of every footprint's pixels, tagged with the source index."""
+    if not fps:
+        z = np.zeros(0, np.int64)
+        return z, z, z, np.zeros(0, np.float32)
+    ys, xs, vals, src = [], [], [], []
+    for k, fp in enumerate(fps):
+        y, x = fp.indices()
+        ys.append(y)
+        xs.append(x)
+        vals.append(fp.image if fp.image is not None else np.zeros(len(y), np.float32))
+        src.append(np.full(len(y), k, dtype=np.int64))
+    return (
+        np.concatenate(src),
+        np.concatenate(ys).astype(np.int64),
+        np.concatenate(xs).astype(np.int64),
+        np.concatenate(vals).astype(np.float32),
+    )
+
+
+def psf_kernels(psf: PsfModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(N, K, K) centred PSF kernels at each position (batched when the model can)."""
+    batched = getattr(psf, "kernels", None)
+    if batched is not None:
+        return batched(np.asarray(x, float), np.asarray(y, float))
+    if len(x) == 0:
+        k = psf.kernel(0.0, 0.0)
+        return np.zeros((0,) + k.shape)
+    return np.stack([psf.kernel(float(a), float(b)) for a, b in zip(x, y, strict=True)])
+
+
+def _resize(cube: np.ndarray, size: int) -> np.ndarray:
+    """Crop or zero-pad the last two axes of a centred cube to ``size``."""
+    k = cube.shape[-1]
+    if k == size:
+        return cube
+    if k > size:
+        c = (k - size) // 2
+        return cube[:, c : c + size, c : c + size]
+    p = (size - k) // 2
+    return np.pad(cube, ((0, 0), (p, p), (p, p)))
+
+
+def shift_cube(cube: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 5) -> np.ndarray:
+    """Shift each stamp of a cube by its own (dx, dy) with separable Lanczos interpolation.
+
+    ``out[k](x, y) = cube[k](x - dx[k], y - dy[k])``; shifts are expected within ±1 pixel.
+    Each axis costs 2·order passes over the cube, whatever the number of stamps.
+    """
+    out = cube.astype(np.float64)
+    n, s, _ = out.shape
+    for axis, shift in ((2, np.asarray(dx, float)), (1, np.asarray(dy, float))):
+        whole = np.floor(-shift).astype(np.int64)
+        frac = -shift - whole
+        weights = lanczos_weights(frac, order)  # (N, 2*order)
+        pad = order + 2
+        padded = np.pad(out, [(0, 0)] + [(pad, pad) if a == axis else (0, 0) for a in (1, 2)])
+        acc = np.zeros_like(out)
+        idx = np.arange(s)
+        for k, off in enumerate(range(-order + 1, order + 1)):
+            src = idx[None, :] + pad + whole[:, None] + off  # (N, S)
+            if axis == 2:
+                taken = np.take_along_axis(padded, src[:, None, :].repeat(s, axis=1), axis=2)
+            else:
+                taken = np.take_along_axis(padded, src[:, :, None].repeat(s, axis=2), axis=1)
+            acc += weights[:, k, None, None] * taken
+        out = acc
+    return out

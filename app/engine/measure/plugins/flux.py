@@ -1,0 +1,236 @@
+"""Flux plugins: PSF, Gaussian, circular-aperture fluxes and the local background."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.engine.measure.context import MeasurementContext
+from app.engine.measure.cubes import circle_overlap, gaussian_weight, stamp_offsets
+from app.engine.measure.registry import FLUX_ORDER, Column, Plugin, register
+from app.engine.stats import clipped_stats
+
+BAD_PLANES = ["BAD", "SAT", "NO_DATA"]
+
+
+def psf_flux(data: np.ndarray, variance: np.ndarray, psf: np.ndarray, good: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear PSF fit at fixed position for every stamp: F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)².
+
+    ``psf`` is normalized to sum 1 over its full stamp; pixels not ``good`` are left out of
+    the sums. Returns (flux, error, effective area (ΣP)²/ΣP², fraction of PSF weight kept).
+    """
+    p = np.where(good, psf, 0.0)
+    spp = (p * p).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        flux = (p * np.where(good, data, 0)).sum(axis=(1, 2)) / spp
+        err = np.sqrt((p * p * np.where(good, variance, 0)).sum(axis=(1, 2))) / spp
+        area = p.sum(axis=(1, 2)) ** 2 / spp
+        kept = spp / (psf * psf).sum(axis=(1, 2))
+    return flux, err, area, kept
+
+
+@register
+class PsfFlux(Plugin):
+    name = "base_PsfFlux"
+    order = FLUX_ORDER
+
+    def columns(self, ctx: MeasurementContext) -> list[Column]:
+        n = self.name
+        return [
+            Column(f"{n}_instFlux", "f8", "ct", "Flux of a PSF model fit at the centroid."),
+            Column(f"{n}_instFluxErr", "f8", "ct", "1σ uncertainty of the PSF flux."),
+            Column(f"{n}_area", "f4", "pix", "Effective area of the PSF, (ΣP)²/ΣP²."),
+            Column(f"{n}_flag_noGoodPixels", "bool", None, "No usable pixel under the PSF."),
+            Column(f"{n}_flag_edge", "bool", None,
+                   "Part of the PSF fell off the image or on BAD/SAT/NO_DATA pixels."),
+        ]
+
+    def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
+        if ctx.n_sources == 0:
+            return
+        half = ctx.psf_half()
+        st = ctx.stamps(half)
+        p = ctx.psf_images(half)
+        good = st.on_image & ~ctx.exposure.planes.any(st.mask, BAD_PLANES)
+        flux, err, area, kept = psf_flux(st.image, st.variance, p, good)
+        n = self.name
+        none = ~(kept > 0)
+        out[f"{n}_instFlux"][:] = np.where(none, np.nan, flux)
+        out[f"{n}_instFluxErr"][:] = np.where(none, np.nan, err)
+        out[f"{n}_area"][:] = area
+        out[f"{n}_flag_noGoodPixels"][:] = none
+        out[f"{n}_flag_edge"][:] = kept < 1 - 1e-9
+        out[f"{n}_flag"][:] = none | ~np.isfinite(flux)
+
+
+@register
+class GaussianFlux(Plugin):
+    """Flux in an elliptical Gaussian weight of the source's adaptive moments (×2)."""
+
+    name = "base_GaussianFlux"
+    order = FLUX_ORDER
+
+    def columns(self, ctx: MeasurementContext) -> list[Column]:
+        n = self.name
+        return [
+            Column(f"{n}_instFlux", "f8", "ct", "Flux in a Gaussian weight of the source's shape."),
+            Column(f"{n}_instFluxErr", "f8", "ct", "1σ uncertainty of the Gaussian flux."),
+        ]
+
+    def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
+        if ctx.n_sources == 0:
+            return
+        xx, yy, xy = ctx.shape_xx, ctx.shape_yy, ctx.shape_xy
+        no_shape = ~np.isfinite(xx + yy + xy)
+        psf_var = ctx.psf_sigma() ** 2
+        xx = np.where(no_shape, psf_var, xx)
+        yy = np.where(no_shape, psf_var, yy)
+        xy = np.where(no_shape, 0.0, xy)
+        half = int(np.clip(np.ceil(4 * np.sqrt(np.nanmax(np.maximum(xx, yy)))), 6, 30))
+        st = ctx.stamps(half)
+        dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
+        w = gaussian_weight(dx, dy, xx, yy, xy)
+        good = st.on_image & ~ctx.exposure.planes.any(st.mask, BAD_PLANES)
+        w = np.where(good, w, 0)
+        n = self.name
+        out[f"{n}_instFlux"][:] = 2 * (w * np.where(good, st.image, 0)).sum(axis=(1, 2))
+        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(
+            (w * w * np.where(good, st.variance, 0)).sum(axis=(1, 2)))
+        out[f"{n}_flag"][:] = no_shape
+
+
+def radius_name(r: float) -> str:
+    """LSST's column stem for a radius: 4.5 → '4_5'."""
+    return f"{r:.1f}".replace(".", "_")
+
+
+EXACT_MAX_RADIUS = 12.0  # LSST uses sinc apertures up to ~10-12 px and naive ones beyond
+
+
+@register
+class CircularApertureFlux(Plugin):
+    """Fluxes in circular apertures of the configured radii.
+
+    Radii up to 12 px use the exact area of overlap of each pixel with the circle; larger
+    ones count the pixels whose centre is inside (LSST's "naive" apertures), summed row by
+    row from cumulative sums of the noise-replaced image, so a 70-pixel aperture costs 141
+    look-ups per source rather than 20,000 pixels.
+    """
+
+    name = "base_CircularApertureFlux"
+    order = FLUX_ORDER
+
+    def columns(self, ctx: MeasurementContext) -> list[Column]:
+        cols = []
+        for r in ctx.aperture_radii:
+            stem = f"{self.name}_{radius_name(r)}"
+            cols += [
+                Column(f"{stem}_instFlux", "f8", "ct", f"Flux within a {r:g}-pixel radius."),
+                Column(f"{stem}_instFluxErr", "f8", "ct", f"1σ uncertainty, {r:g}-pixel radius."),
+                Column(f"{stem}_flag", "bool", None, f"The {r:g}-pixel aperture failed."),
+                Column(f"{stem}_flag_apertureTruncated", "bool", None,
+                       f"The {r:g}-pixel aperture runs off the image."),
+            ]
+        return cols
+
+    def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
+        if ctx.n_sources == 0:
+            return
+        exact = [r for r in ctx.aperture_radii if r <= EXACT_MAX_RADIUS]
+        naive = [r for r in ctx.aperture_radii if r > EXACT_MAX_RADIUS]
+        h, w = ctx.exposure.shape
+        for r in ctx.aperture_radii:
+            stem = f"{self.name}_{radius_name(r)}"
+            trunc = (ctx.x - r < -0.5) | (ctx.y - r < -0.5) | (ctx.x + r > w - 0.5) | (
+                ctx.y + r > h - 0.5)
+            out[f"{stem}_flag_apertureTruncated"][:] = trunc
+        if exact:
+            half = int(np.ceil(max(exact))) + 1
+            st = ctx.stamps(half)
+            dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
+            img = np.where(st.on_image, st.image, 0)
+            var = np.where(st.on_image, st.variance, 0)
+            for r in exact:
+                ov = circle_overlap(dx, dy, r)
+                self._store(out, r, (ov * img).sum(axis=(1, 2)),
+                            np.sqrt((ov * ov * var).sum(axis=(1, 2))))
+        for r in naive:
+            flux, var = naive_aperture_sums(ctx, r)
+            self._store(out, r, flux, np.sqrt(var))
+
+    def _store(self, out: dict[str, np.ndarray], r: float, flux: np.ndarray, err: np.ndarray
+               ) -> None:
+        stem = f"{self.name}_{radius_name(r)}"
+        out[f"{stem}_instFlux"][:] = flux
+        out[f"{stem}_instFluxErr"][:] = err
+        out[f"{stem}_flag"][:] = ~np.isfinite(flux) | out[f"{stem}_flag_apertureTruncated"]
+
+
+def naive_aperture_sums(ctx: MeasurementContext, r: float, *, replaced: bool = True
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of (image, variance) over pixels whose centres lie within r, for every source.
+
+    With ``replaced`` the image is the noise-replaced one with each source's own footprint
+    added back: the sum over the noise image by row spans, plus the source's footprint pixels
+    inside the circle times (own value − noise value). Without it, the exposure's own image.
+    """
+    img_cs, var_cs = ctx.row_cumsums(replaced)
+    h, w = ctx.exposure.shape
+    x, y = ctx.x, ctx.y
+    dyi = np.arange(-int(np.ceil(r)), int(np.ceil(r)) + 1)
+    rows = np.round(y).astype(np.int64)[:, None] + dyi[None, :]
+    chord2 = r * r - (rows - y[:, None]) ** 2
+    half_w = np.sqrt(np.maximum(chord2, 0))
+    xa = np.ceil(x[:, None] - half_w).astype(np.int64)
+    xb = np.floor(x[:, None] + half_w).astype(np.int64)
+    valid = (chord2 >= 0) & (rows >= 0) & (rows < h)
+    xa, xb = np.clip(xa, 0, w), np.clip(xb + 1, 0, w)
+    rr = np.clip(rows, 0, h - 1)
+    flux = np.where(valid, img_cs[rr, xb] - img_cs[rr, xa], 0).sum(axis=1)
+    var = np.where(valid, var_cs[rr, xb] - var_cs[rr, xa], 0).sum(axis=1)
+    if replaced and ctx.replace_with_noise:
+        src, fy, fx, own = ctx.footprint_pixels()
+        inside = (fx - x[src]) ** 2 + (fy - y[src]) ** 2 <= r * r
+        delta = np.where(inside, own - ctx.base_image[fy, fx], 0)
+        flux = flux + np.bincount(src, weights=delta, minlength=ctx.n_sources)
+    return flux, var
+
+
+@register
+class LocalBackground(Plugin):
+    """Clipped mean of the pixels in an annulus (7σ–15σ of the PSF), detections left out."""
+
+    name = "base_LocalBackground"
+    order = FLUX_ORDER
+    inner = 7.0
+    outer = 15.0
+
+    def columns(self, ctx: MeasurementContext) -> list[Column]:
+        n = self.name
+        return [
+            Column(f"{n}_instFlux", "f8", "ct", "Local background level per pixel."),
+            Column(f"{n}_instFluxErr", "f8", "ct", "Clipped stdev of the annulus pixels."),
+            Column(f"{n}_flag_noGoodPixels", "bool", None, "No usable pixel in the annulus."),
+            Column(f"{n}_flag_noPsf", "bool", None, "No PSF to size the annulus."),
+        ]
+
+    def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
+        if ctx.n_sources == 0:
+            return
+        sigma = float(np.median(ctx.psf_sigma()))
+        r_in, r_out = self.inner * sigma, self.outer * sigma
+        half = int(np.ceil(r_out)) + 1
+        st = ctx.stamps(half)
+        dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
+        d2 = dx * dx + dy * dy
+        ex = ctx.exposure
+        excluded = ex.planes.any(st.mask, BAD_PLANES + ["DETECTED", "DETECTED_NEGATIVE"])
+        use = (d2 >= r_in**2) & (d2 <= r_out**2) & st.on_image & ~excluded
+        values = np.where(use, st.image, np.nan).reshape(ctx.n_sources, -1)
+        mean, _, std = clipped_stats(values, axis=-1)
+        n = self.name
+        none = ~np.isfinite(mean)
+        out[f"{n}_instFlux"][:] = mean
+        out[f"{n}_instFluxErr"][:] = std
+        out[f"{n}_flag_noGoodPixels"][:] = none
+        out[f"{n}_flag"][:] = none

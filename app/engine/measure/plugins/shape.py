@@ -1,0 +1,168 @@
+"""base_SdssShape: adaptive second moments (an elliptical Gaussian weight matched to the source).
+
+SDSS/LSST's algorithm: iterate the weight's covariance W ← 2·M, where M are the second moments
+of the image weighted by exp(−½ dᵀW⁻¹d) about a centre that is also re-estimated, until the
+moments change by less than 1e-5 (relative). For a Gaussian source of covariance C the fixed
+point is W = C, so the moments are the source's own; ``instFlux`` = 2·Σ w·I is then its total
+flux. All sources iterate together; a source that has converged stops changing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.engine.measure.context import MeasurementContext
+from app.engine.measure.cubes import gaussian_weight, stamp_offsets
+from app.engine.measure.registry import SHAPE_ORDER, Column, Plugin, register
+
+NAME = "base_SdssShape"
+MAX_ITER = 100
+TOL_MOMENTS = 1e-5
+TOL_SHIFT = 1e-4
+
+
+@register
+class SdssShape(Plugin):
+    name = NAME
+    order = SHAPE_ORDER
+
+    def columns(self, ctx: MeasurementContext) -> list[Column]:
+        c = [
+            Column(f"{NAME}_xx", "f8", "pix2", "Adaptive second moment Ixx."),
+            Column(f"{NAME}_yy", "f8", "pix2", "Adaptive second moment Iyy."),
+            Column(f"{NAME}_xy", "f8", "pix2", "Adaptive second moment Ixy."),
+            Column(f"{NAME}_xxErr", "f4", "pix2", "1σ uncertainty of Ixx."),
+            Column(f"{NAME}_yyErr", "f4", "pix2", "1σ uncertainty of Iyy."),
+            Column(f"{NAME}_xyErr", "f4", "pix2", "1σ uncertainty of Ixy."),
+            Column(f"{NAME}_x", "f8", "pix", "Centre of the adaptive weight, x."),
+            Column(f"{NAME}_y", "f8", "pix", "Centre of the adaptive weight, y."),
+            Column(f"{NAME}_instFlux", "f8", "ct", "Adaptive-moment flux 2·Σ w·I."),
+            Column(f"{NAME}_instFluxErr", "f8", "ct", "1σ uncertainty of instFlux."),
+            Column(f"{NAME}_psf_xx", "f8", "pix2", "PSF model second moment Ixx here."),
+            Column(f"{NAME}_psf_yy", "f8", "pix2", "PSF model second moment Iyy here."),
+            Column(f"{NAME}_psf_xy", "f8", "pix2", "PSF model second moment Ixy here."),
+            Column(f"{NAME}_flag_unweightedBad", "bool", None,
+                   "Even the unweighted moments could not be computed."),
+            Column(f"{NAME}_flag_unweighted", "bool", None,
+                   "Adaptive moments failed; unweighted moments are reported."),
+            Column(f"{NAME}_flag_shift", "bool", None, "The centre moved more than 2 pixels."),
+            Column(f"{NAME}_flag_maxIter", "bool", None, "No convergence in 100 iterations."),
+            Column(f"{NAME}_flag_psf", "bool", None, "The PSF moments could not be computed."),
+        ]
+        return c
+
+    def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
+        n = ctx.n_sources
+        if n == 0:
+            return
+        psf_m = psf_moments(ctx)
+        out[f"{NAME}_psf_xx"][:], out[f"{NAME}_psf_yy"][:], out[f"{NAME}_psf_xy"][:] = psf_m
+        out[f"{NAME}_flag_psf"][:] = ~np.isfinite(psf_m[0])
+        sig = np.sqrt(np.nanmedian(psf_m[0]))
+        half = int(np.clip(np.ceil(6 * sig), 8, 24))
+        st = ctx.stamps(half)
+        res = adaptive_moments(st.image, np.where(st.on_image, st.variance, 0),
+                               st.on_image, st.x0, st.y0, ctx.x, ctx.y,
+                               np.where(np.isfinite(psf_m[0]), psf_m[0], sig**2))
+        xx, yy, xy, x, y, flux, flux_err, errs, converged, shifted = res
+        failed = ~np.isfinite(xx) | ~converged
+        ox, oy = ctx.exposure.xy0
+        out[f"{NAME}_xx"][:], out[f"{NAME}_yy"][:], out[f"{NAME}_xy"][:] = xx, yy, xy
+        out[f"{NAME}_xxErr"][:], out[f"{NAME}_yyErr"][:], out[f"{NAME}_xyErr"][:] = errs
+        out[f"{NAME}_x"][:], out[f"{NAME}_y"][:] = x + ox, y + oy
+        out[f"{NAME}_instFlux"][:], out[f"{NAME}_instFluxErr"][:] = flux, flux_err
+        out[f"{NAME}_flag_maxIter"][:] = ~converged & np.isfinite(xx)
+        out[f"{NAME}_flag_shift"][:] = shifted
+        out[f"{NAME}_flag_unweightedBad"][:] = ~np.isfinite(xx)
+        out[f"{NAME}_flag"][:] = failed | shifted
+        ctx.shape_xx, ctx.shape_yy, ctx.shape_xy = xx, yy, xy
+
+
+def psf_moments(ctx: MeasurementContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptive moments of the PSF model at each slot centroid (noise-free)."""
+    from app.engine.measure.context import psf_kernels
+
+    kern = psf_kernels(ctx.psf, ctx.x, ctx.y)
+    k = kern.shape[-1]
+    half = k // 2
+    z = np.zeros(len(kern))
+    guess = np.full(len(kern), 4.0)
+    res = adaptive_moments(kern, np.zeros_like(kern), np.ones(kern.shape, bool),
+                           z, z, z + half, z + half, guess)
+    return res[0], res[1], res[2]
+
+
+def adaptive_moments(
+    image: np.ndarray, variance: np.ndarray, good: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+    x: np.ndarray, y: np.ndarray, guess: np.ndarray,
+) -> tuple:
+    """Iterate the adaptive moments of every stamp at once.
+
+    Returns (xx, yy, xy, x, y, flux, flux_err, (xx_err, yy_err, xy_err), converged, shifted).
+    """
+    n, s, _ = image.shape
+    half = s // 2
+    img = np.where(good, image, 0).astype(np.float64)
+    xx = np.asarray(guess, float).copy()
+    yy = xx.copy()
+    xy = np.zeros(n)
+    xc, yc = np.asarray(x, float).copy(), np.asarray(y, float).copy()
+    x_start, y_start = xc.copy(), yc.copy()
+    converged = np.zeros(n, dtype=bool)
+    active = np.ones(n, dtype=bool)
+    for _ in range(MAX_ITER):
+        a = np.nonzero(active)[0]
+        if len(a) == 0:
+            break
+        dx, dy = stamp_offsets(half, x0[a], y0[a], xc[a], yc[a])
+        w = gaussian_weight(dx, dy, xx[a], yy[a], xy[a])
+        wi = w * img[a]
+        s0 = wi.sum(axis=(1, 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mx = (wi * dx).sum(axis=(1, 2)) / s0
+            my = (wi * dy).sum(axis=(1, 2)) / s0
+            mxx = (wi * dx * dx).sum(axis=(1, 2)) / s0
+            myy = (wi * dy * dy).sum(axis=(1, 2)) / s0
+            mxy = (wi * dx * dy).sum(axis=(1, 2)) / s0
+        # the weighted moments M of a Gaussian C with weight W are (C⁻¹ + W⁻¹)⁻¹: invert
+        # for C so a source of any size converges in a few steps
+        det_m = mxx * myy - mxy**2
+        det_w = xx[a] * yy[a] - xy[a] ** 2
+        im_xx, im_yy, im_xy = myy / det_m, mxx / det_m, -mxy / det_m
+        iw_xx, iw_yy, iw_xy = yy[a] / det_w, xx[a] / det_w, -xy[a] / det_w
+        ic_xx, ic_yy, ic_xy = im_xx - iw_xx, im_yy - iw_yy, im_xy - iw_xy
+        det_ic = ic_xx * ic_yy - ic_xy**2
+        ok = np.isfinite(det_ic) & (det_ic > 0) & (ic_xx > 0) & (s0 > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nxx, nyy, nxy = ic_yy / det_ic, ic_xx / det_ic, -ic_xy / det_ic
+        # fall back to doubling the weighted moments where the inversion is ill-posed
+        nxx = np.where(ok, nxx, 2 * mxx)
+        nyy = np.where(ok, nyy, 2 * myy)
+        nxy = np.where(ok, nxy, 2 * mxy)
+        nxx, nyy = np.clip(nxx, 0.1, 4 * half * half), np.clip(nyy, 0.1, 4 * half * half)
+        change = np.abs(nxx - xx[a]) + np.abs(nyy - yy[a]) + np.abs(nxy - xy[a])
+        done = (change < TOL_MOMENTS * (xx[a] + yy[a])) & (np.hypot(mx, my) < TOL_SHIFT)
+        bad = ~np.isfinite(nxx + nyy + nxy + mx + my)
+        xx[a], yy[a], xy[a] = np.where(bad, np.nan, nxx), np.where(bad, np.nan, nyy), np.where(
+            bad, np.nan, nxy)
+        # a centre step by the weighted first moment, scaled for the weight (C+W)/W ≈ 2
+        xc[a] += np.where(bad, 0, 2 * mx)
+        yc[a] += np.where(bad, 0, 2 * my)
+        converged[a] = done & ~bad
+        active[a] = ~(done | bad)
+    shifted = np.hypot(xc - x_start, yc - y_start) > 2
+    dx, dy = stamp_offsets(half, x0, y0, xc, yc)
+    w = gaussian_weight(dx, dy, xx, yy, xy)
+    s0 = (w * img).sum(axis=(1, 2))
+    flux = 2 * s0
+    var = np.where(good, variance, 0)
+    flux_err = 2 * np.sqrt((w * w * var).sum(axis=(1, 2)))
+    def moment_error(d2: np.ndarray, m: np.ndarray) -> np.ndarray:
+        # linear propagation of pixel noise into a (doubled) weighted moment
+        terms = w * w * var * (d2 - m[:, None, None] / 2) ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return 2 * np.sqrt(terms.sum(axis=(1, 2))) / s0
+
+    e_xx, e_yy, e_xy = moment_error(dx * dx, xx), moment_error(dy * dy, yy), moment_error(
+        dx * dy, xy)
+    return xx, yy, xy, xc, yc, flux, flux_err, (e_xx, e_yy, e_xy), converged, shifted

@@ -1,0 +1,1 @@
+"""Reading and writing exposures, catalogs and footprints."""

@@ -1,0 +1,333 @@
+"""Catalog writers and readers: FITS, VOTable, CSV (ECSV), Parquet and JSON.
+
+Every format keeps each column's unit; all but plain-JSON consumers also get the column
+descriptions (JSON carries them in its ``columns`` list). Tables are astropy Tables whose
+columns carry ``.unit`` and ``.description``, as the engine's catalogs do.
+
+- FITS: binary table, units in ``TUNITn``, descriptions in ``TDOCn`` (as afw writes them)
+  and, as far as they fit, as the ``TTYPEn`` comments,
+  booleans as ``L``.
+- VOTable: units and descriptions in the FIELD elements. Null floats read back as NaN.
+- CSV: ECSV with a ``,`` delimiter: units, descriptions and types in the ``#`` header, so
+  astropy restores them and any CSV reader that skips ``#`` lines reads the values.
+- Parquet: astropy's layout (the ECSV-style header in the schema metadata
+  ``table_meta_yaml``), read back here with pyarrow alone.
+- JSON: ``{"columns": [{"name", "unit", "description", "datatype"}], "rows": [{...}]}``
+  with NaN and infinities as ``null``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+import pyarrow.parquet as pq
+from astropy.io import fits
+from astropy.table import Column, MaskedColumn, Table
+from astropy.table.meta import get_header_from_yaml
+
+CatalogFormat = Literal["fits", "votable", "csv", "parquet", "json"]
+Target = str | os.PathLike[str] | BinaryIO
+
+FORMATS: dict[str, tuple[str, str]] = {
+    "fits": ("application/fits", ".fits"),
+    "votable": ("application/x-votable+xml", ".vot"),
+    "csv": ("text/csv", ".csv"),
+    "parquet": ("application/vnd.apache.parquet", ".parquet"),
+    "json": ("application/json", ".json"),
+}
+"""Format name → (media type, file extension)."""
+
+SUFFIXES: dict[str, CatalogFormat] = {
+    ".fits": "fits", ".fit": "fits", ".fts": "fits",
+    ".vot": "votable", ".votable": "votable", ".xml": "votable",
+    ".csv": "csv", ".ecsv": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".json": "json",
+}
+
+# JSON "datatype" by numpy kind and size: the VOTable names, which clients already know.
+JSON_DATATYPES = {
+    ("b", 1): "boolean",
+    ("i", 1): "short", ("i", 2): "short", ("i", 4): "int", ("i", 8): "long",
+    ("u", 1): "unsignedByte", ("u", 2): "int", ("u", 4): "long", ("u", 8): "long",
+    ("f", 4): "float", ("f", 8): "double",
+}
+NUMPY_FROM_JSON = {
+    "boolean": np.bool_, "short": np.int16, "int": np.int32, "long": np.int64,
+    "unsignedByte": np.uint8, "float": np.float32, "double": np.float64, "char": np.str_,
+}
+
+
+def _check_format(format: str) -> CatalogFormat:
+    if format not in FORMATS:
+        raise ValueError(f"unknown catalog format {format!r}; expected one of {list(FORMATS)}")
+    return format  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def catalog_bytes(table: Table, format: CatalogFormat) -> bytes:
+    """Serialize ``table`` in ``format`` (see `FORMATS`) to bytes.
+
+    Parameters
+    ----------
+    table
+        Columns with ``.unit`` and ``.description``.
+    format
+        One of ``fits``, ``votable``, ``csv``, ``parquet``, ``json``.
+
+    Returns
+    -------
+    bytes
+        The file content, ready for an HTTP body with the media type in `FORMATS`.
+    """
+    buffer = io.BytesIO()
+    write_catalog(table, buffer, format)
+    return buffer.getvalue()
+
+
+def write_catalog(table: Table, target: Target, format: CatalogFormat) -> None:
+    """Write ``table`` to a path (overwritten) or a binary file object in ``format``.
+
+    Parameters
+    ----------
+    table
+        Columns with ``.unit`` and ``.description``.
+    target
+        Path or writable binary file.
+    format
+        One of ``fits``, ``votable``, ``csv``, ``parquet``, ``json``.
+    """
+    writer = _WRITERS[_check_format(format)]
+    if isinstance(target, str | os.PathLike):
+        with open(target, "wb") as f:
+            writer(table, f)
+    else:
+        writer(table, target)
+
+
+def _write_fits(table: Table, f: BinaryIO) -> None:
+    hdu = fits.table_to_hdu(table)
+    for i, column in enumerate(table.columns.values(), start=1):
+        if column.description:
+            # the full text as afw writes it (TDOCn, CONTINUE cards if long); the TTYPEn
+            # comment gets what fits on its card
+            hdu.header[f"TDOC{i}"] = column.description
+            value = f"{'TTYPE' + str(i):8}= '{column.name:8}'"
+            room = 80 - max(len(value), 30) - 3  # fixed format: comment after col 30, " / "
+            hdu.header.comments[f"TTYPE{i}"] = column.description[: max(room, 0)]
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(f)
+
+
+def _write_votable(table: Table, f: BinaryIO) -> None:
+    table.write(f, format="votable")
+
+
+def _write_csv(table: Table, f: BinaryIO) -> None:
+    text = io.StringIO()
+    table.write(text, format="ascii.ecsv", delimiter=",")
+    f.write(text.getvalue().encode("utf-8"))
+
+
+def _write_parquet(table: Table, f: BinaryIO) -> None:
+    # astropy's writer (the one that records units and descriptions) only takes a path.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "catalog.parquet"
+        table.write(path, format="parquet")
+        f.write(path.read_bytes())
+
+
+def _write_json(table: Table, f: BinaryIO) -> None:
+    columns = [
+        {
+            "name": name,
+            "unit": None if column.unit is None else column.unit.to_string(),
+            "description": column.description or None,
+            "datatype": _json_datatype(column),
+        }
+        for name, column in table.columns.items()
+    ]
+    values = [_json_values(column) for column in table.columns.values()]
+    rows = [dict(zip(table.colnames, row, strict=True)) for row in zip(*values, strict=True)]
+    f.write(json.dumps({"columns": columns, "rows": rows}, allow_nan=False).encode("utf-8"))
+
+
+def _json_datatype(column: Column) -> str:
+    kind = column.dtype.kind
+    if kind in "US":
+        return "char"
+    try:
+        return JSON_DATATYPES[(kind, column.dtype.itemsize)]
+    except KeyError:
+        raise ValueError(
+            f"column {column.name!r} has type {column.dtype}, which JSON output does not "
+            "support; expected booleans, integers, floats or strings"
+        ) from None
+
+
+def _json_values(column: Column) -> list[Any]:
+    """Python values for one column: NaN, infinities and masked entries become None."""
+    data = np.asarray(column)
+    if data.dtype.kind == "S":
+        data = np.char.decode(data, "utf-8")
+    missing = np.ma.getmaskarray(column) if isinstance(column, MaskedColumn) else None
+    if data.dtype.kind == "f":
+        invalid = ~np.isfinite(data)
+        missing = invalid if missing is None else missing | invalid
+    if missing is None or not missing.any():
+        return data.tolist()  # numpy scalars → Python bool/int/float/str
+    values = np.empty(data.shape, dtype=object)
+    values[...] = data.tolist()
+    values[missing] = None
+    return values.tolist()
+
+
+_WRITERS = {
+    "fits": _write_fits,
+    "votable": _write_votable,
+    "csv": _write_csv,
+    "parquet": _write_parquet,
+    "json": _write_json,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_catalog(source: Target, format: CatalogFormat | None = None) -> Table:
+    """Read a catalog written by `write_catalog`, units and descriptions kept.
+
+    Parameters
+    ----------
+    source
+        Path or readable binary file.
+    format
+        One of ``fits``, ``votable``, ``csv``, ``parquet``, ``json``; guessed from the
+        path's extension (``.fits``, ``.vot``/``.xml``, ``.csv``/``.ecsv``, ``.parquet``,
+        ``.json``, optionally followed by ``.gz`` for FITS) when omitted.
+
+    Returns
+    -------
+    astropy.table.Table
+        Floats with NaN for nulls; other columns with nulls come back masked.
+    """
+    if format is None:
+        format = _guess_format(source)
+    reader = _READERS[_check_format(format)]
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return reader(f)
+    return reader(source)
+
+
+def _guess_format(source: Target) -> CatalogFormat:
+    if not isinstance(source, str | os.PathLike):
+        raise ValueError("format is required to read a catalog from a file object")
+    suffixes = [s.lower() for s in Path(source).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] in SUFFIXES:
+        return SUFFIXES[suffixes[-1]]
+    raise ValueError(
+        f"cannot tell the catalog format of {os.fspath(source)!r} from its extension; "
+        f"expected one of {sorted(SUFFIXES)} or an explicit format"
+    )
+
+
+def _read_fits(f: BinaryIO) -> Table:
+    hdul = fits.open(f, memmap=False)
+    try:
+        hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+        if hdu is None:
+            raise ValueError("the FITS file holds no binary table")
+        table = Table.read(hdu, character_as_bytes=False, mask_invalid=False)
+        for i, column in enumerate(table.columns.values(), start=1):
+            column.description = (hdu.header.get(f"TDOC{i}")
+                                  or hdu.header.comments[f"TTYPE{i}"] or None)
+    finally:
+        hdul.close(closed=False)  # the caller owns ``f``
+    return table
+
+
+def _read_votable(f: BinaryIO) -> Table:
+    return _unmask_floats(Table.read(f, format="votable"))
+
+
+def _read_csv(f: BinaryIO) -> Table:
+    return Table.read(f.read().decode("utf-8"), format="ascii.ecsv")
+
+
+def _read_parquet(f: BinaryIO) -> Table:
+    """Read astropy's Parquet layout with pyarrow alone (astropy's reader needs pandas)."""
+    arrow = pq.read_table(f)
+    table = Table()
+    for name in arrow.column_names:
+        data = arrow[name].to_numpy()
+        if data.dtype == object and len(data):
+            first = data[0]
+            data = np.stack(data) if isinstance(first, np.ndarray) else data.astype(str)
+        table[name] = data
+    metadata = arrow.schema.metadata or {}
+    yaml = metadata.get(b"table_meta_yaml")
+    if yaml is not None:
+        header = get_header_from_yaml(yaml.decode("utf-8").split("\n"))
+        for spec in header["datatype"]:
+            if spec["name"] in table.colnames:
+                column = table[spec["name"]]
+                column.unit = spec.get("unit")
+                column.description = spec.get("description")
+        table.meta.update(header.get("meta", {}))
+    return table
+
+
+def _read_json(f: BinaryIO) -> Table:
+    document = json.loads(f.read())
+    table = Table()
+    for spec in document["columns"]:
+        name = spec["name"]
+        values = [row.get(name) for row in document["rows"]]
+        dtype = NUMPY_FROM_JSON.get(spec.get("datatype"), None)
+        missing = np.array([v is None for v in values], dtype=bool)
+        if dtype in (np.float32, np.float64):
+            data = np.array([np.nan if v is None else v for v in values], dtype=dtype)
+            column: Column = Column(data, name=name)
+        elif missing.any():
+            filler = "" if dtype is np.str_ else 0
+            data = np.array([filler if v is None else v for v in values], dtype=dtype)
+            column = MaskedColumn(data, name=name, mask=missing)
+        else:
+            column = Column(np.array(values, dtype=dtype), name=name)
+        column.unit = spec.get("unit")
+        column.description = spec.get("description")
+        table.add_column(column)
+    return table
+
+
+def _unmask_floats(table: Table) -> Table:
+    """Replace masked float columns by plain ones with NaN, as the other formats give."""
+    for name in table.colnames:
+        column = table[name]
+        if isinstance(column, MaskedColumn) and column.dtype.kind == "f":
+            table[name] = Column(
+                column.filled(np.nan), name=name, unit=column.unit,
+                description=column.description, meta=column.meta,
+            )
+    return table
+
+
+_READERS = {
+    "fits": _read_fits,
+    "votable": _read_votable,
+    "csv": _read_csv,
+    "parquet": _read_parquet,
+    "json": _read_json,
+}

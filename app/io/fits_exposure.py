@@ -1,0 +1,855 @@
+"""Read and write exposures as FITS: the LSST calexp layout and plain single-HDU images.
+
+An LSST calexp is a header-only primary HDU followed by the image extensions ``IMAGE``,
+``MASK`` and ``VARIANCE`` (``EXTNAME`` and ``EXTTYPE``), each carrying the WCS, and an
+archive of binary tables (PSF, PhotoCalib, ...) pointed at by ``AR_HDU`` and ``*_ID`` keys in
+the primary header. skyphot writes the same layout, plus an optional ``BACKGROUND`` extension
+holding the background that was subtracted, and calibration and observation keys in the
+primary header. It does not write the archive tables.
+
+Pixels with a non-finite image or variance value are flagged ``NO_DATA`` on reading, their
+image value set to 0 and their variance to a typical value, so the engine's sums stay finite
+and its masks decide what to ignore.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+import numpy as np
+from astropy.io import fits
+from astropy.stats import sigma_clipped_stats
+from astropy.time import Time
+from astropy.wcs import WCS, FITSFixedWarning
+
+from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoCalib
+from app.engine.masks import MAX_PLANES, MaskPlanes
+from app.io.errors import ExposureReadError
+
+Source = str | os.PathLike[str] | BinaryIO
+ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
+T = TypeVar("T")
+
+FITS_MAGIC = b"SIMPLE  ="
+GZIP_MAGIC = b"\x1f\x8b"
+FITS_BLOCK = 2880
+GZIP_LEVEL = 6  # zlib's default: most of the gain of 9 at a fraction of the time
+SKY_SAMPLE = 1 << 20  # pixels sampled for the sky-noise estimate of a plain image
+
+FLOAT_BITPIX = {8, 16, 32, 64, -32, -64}  # all FITS image types; integers are converted
+MASK_BITPIX = {8, 16, 32, 64}  # a mask holds bit planes, so it must be an integer image
+
+# Header keys for observation metadata, most specific first. The "LSST BUTLER DATAID" keys
+# are the data ID the Rubin butler writes into every dataset's primary header; the short
+# ones are the obs_* / afw VisitInfo and common observatory conventions.
+VISIT_KEYS = ("LSST BUTLER DATAID VISIT", "VISIT", "EXPID")
+DETECTOR_KEYS = ("LSST BUTLER DATAID DETECTOR", "DETECTOR", "CCDNUM")
+BAND_KEYS = ("LSST BUTLER DATAID BAND", "BAND")
+FILTER_KEYS = ("LSST BUTLER DATAID PHYSICAL_FILTER", "FILTER")
+DATE_KEYS = ("MJD-OBS", "DATE-AVG", "DATE-OBS")
+EXPTIME_KEYS = ("EXPTIME",)
+CALIB_KEYS = ("FLUXMAG0", "FLUXMAG0ERR", "MAGZERO")
+LSST_BANDS = "ugrizy"
+
+# Primary-header cards not kept in ``info.extra["header"]``: FITS structure, WCS (written
+# from ``exposure.wcs`` into each extension), and keys written from typed fields.
+STRUCTURAL_KEYS = {
+    "", "SIMPLE", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME",
+    "EXTTYPE", "EXTVER", "INHERIT", "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM",
+    "TIMESYS", *CALIB_KEYS,
+}
+WCS_KEY = re.compile(
+    r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CTYPE\d|CUNIT\d|CROTA\d|CRDER\d|CSYER\d|CD\d_\d|"
+    r"PC\d_\d|PV\d_\d+|PS\d_\d+|LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|WCSNAME|"
+    r"[AB]P?_ORDER|[AB]P?_\d+_\d+|[AB]_DMAX|LTV\d|LTM\d_\d|NAXIS\d+)[A-Z]?$"
+)
+# afw's archive pointers (AR_HDU, PSF_ID, PHOTOCALIB_ID, ...): meaningless once the archive
+# tables are not written, and harmful if a reader followed them into the wrong HDU.
+ARCHIVE_KEY = re.compile(r"^(AR_HDU|[A-Z0-9_]+_ID|ARCHIVE_ID.*)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening and checking the file
+
+
+@contextmanager
+def _open_fits(source: Source) -> Iterator[fits.HDUList]:
+    """Open ``source`` (path or binary file, plain or gzipped) with every header read.
+
+    Pixels stay on disk (memory-mapped) for an uncompressed path, so header-only callers
+    read no data. A caller's file object is left open. Raises ExposureReadError
+    ``not_fits`` or ``truncated``.
+    """
+    with ExitStack() as files:
+        stream, size, memmap = _fits_stream(source, files)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hdul = fits.open(stream, memmap=memmap, mode="readonly")  # primary header only
+            except Exception as exc:
+                # It starts like FITS, so it is cut short or corrupt; a FITS file is always
+                # a whole number of 2880-byte blocks, which tells the two apart.
+                if size % FITS_BLOCK:
+                    raise ExposureReadError(
+                        "truncated",
+                        f"the primary header cannot be parsed ({exc}) and the file is {size} "
+                        f"bytes long, not a multiple of {FITS_BLOCK}: it was cut short "
+                        "(interrupted upload or copy?)",
+                    ) from exc
+                raise ExposureReadError(
+                    "not_fits",
+                    f"the file starts like FITS but its primary header is corrupt: {exc}",
+                ) from exc
+            try:
+                hdul.readall()
+            except Exception as exc:
+                # Not hdul.close(): it would try to read the broken header again.
+                raise ExposureReadError(
+                    "truncated",
+                    f"a header after the primary HDU cannot be parsed ({exc}): the file was "
+                    "cut short (interrupted upload or copy?) or is corrupt",
+                ) from exc
+        try:
+            _check_complete(hdul, size, bool(caught))
+            yield hdul
+        finally:
+            hdul.close(closed=False)  # the file itself is closed by ``files`` if ours
+
+
+def _fits_stream(source: Source, files: ExitStack) -> tuple[BinaryIO, int, bool]:
+    """The uncompressed FITS stream for astropy, its length, and whether to memory-map it.
+
+    Gzip is recognised by its magic bytes, whatever the name. A gzipped or non-seekable
+    input is decompressed into memory; an uncompressed path is memory-mapped. Files opened
+    here are registered on ``files`` to be closed.
+    """
+    if isinstance(source, str | os.PathLike):
+        f = files.enter_context(open(source, "rb"))
+        head = f.read(len(FITS_MAGIC))
+        f.seek(0)
+        if head.startswith(GZIP_MAGIC):
+            return (*_gunzip(f), False)
+        _check_magic(head)
+        return f, os.fstat(f.fileno()).st_size, True
+    if source.seekable() and source.tell() == 0:
+        head = source.read(len(FITS_MAGIC))
+        source.seek(0)
+        if head.startswith(GZIP_MAGIC):
+            return (*_gunzip(source), False)
+        _check_magic(head)
+        size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        return source, size, False
+    data = source.read()
+    if data.startswith(GZIP_MAGIC):
+        return (*_gunzip(io.BytesIO(data)), False)
+    _check_magic(data)
+    return io.BytesIO(data), len(data), False
+
+
+def _gunzip(f: BinaryIO) -> tuple[BinaryIO, int]:
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+            data = gz.read()
+    except EOFError as exc:
+        raise ExposureReadError(
+            "truncated",
+            "the gzip stream ends before its end marker: the file was cut short "
+            "(interrupted upload or copy?)",
+        ) from exc
+    except (OSError, zlib.error) as exc:
+        raise ExposureReadError("not_fits", f"the gzip stream is corrupt: {exc}") from exc
+    _check_magic(data)
+    return io.BytesIO(data), len(data)
+
+
+def _check_magic(head: bytes) -> None:
+    if not head:
+        raise ExposureReadError("not_fits", "the file is empty; expected a FITS file")
+    if not head.startswith(FITS_MAGIC):
+        raise ExposureReadError(
+            "not_fits",
+            f"the file starts with {head[: len(FITS_MAGIC)]!r}, not {FITS_MAGIC!r}: it is not "
+            "a FITS file (expected .fits or .fits.gz)",
+        )
+
+
+def _check_complete(hdul: fits.HDUList, size: int, warned: bool) -> None:
+    """Raise ``truncated`` when an HDU's data or a later header runs past the end of the file.
+
+    Astropy only warns about either; checking sizes here turns them into one clear error.
+    Missing padding after the last HDU's data is tolerated: no pixel is lost.
+    """
+    for index, hdu in enumerate(hdul):
+        if isinstance(hdu, fits.CompImageHDU):
+            continue  # its table bytes are checked when the tiles are decompressed
+        info = hdul.fileinfo(index)
+        end = info["datLoc"] + hdu.size
+        if end > size:
+            raise ExposureReadError(
+                "truncated",
+                f"HDU #{index} ({_describe(hdu)}) needs data up to byte {end} but the file "
+                f"ends at byte {size}: it was cut short (interrupted upload or copy?)",
+            )
+    last = hdul.fileinfo(len(hdul) - 1)
+    end = last["datLoc"] + last["datSpan"]
+    if warned and size > end:
+        raise ExposureReadError(
+            "truncated",
+            f"after HDU #{len(hdul) - 1} the file holds {size - end} more bytes that are not a "
+            "complete FITS header: it was cut short or is corrupt",
+        )
+
+
+def _describe(hdu: fits.hdu.base._BaseHDU) -> str:
+    """E.g. "image IMAGE of shape (4072, 4000)", "table SOURCES", "image PRIMARY without data"."""
+    name = hdu.name or "PRIMARY"
+    if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
+        return f"table {name}"
+    shape = _header_shape(hdu.header)
+    return f"image {name}" + (f" of shape {shape}" if shape else " without data")
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the planes
+
+
+@dataclass
+class _Layout:
+    """Which HDUs hold what; built from headers only."""
+
+    primary: fits.Header
+    image: ImageLike
+    image_name: str
+    mask: ImageLike | None
+    variance: ImageLike | None
+    background: ImageLike | None
+    calexp: bool  # True when the planes were found by EXTNAME, as LSST writes them
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return _header_shape(self.image.header)  # type: ignore[return-value]
+
+    @property
+    def meta_headers(self) -> tuple[fits.Header, ...]:
+        """Headers to read metadata from: the primary, and for a plain image its own header.
+
+        LSST puts all metadata in the primary header, and says so with ``INHERIT = T`` in
+        the extensions; without it (old afw files, plain images in an extension) the image
+        header is searched too, as afw does.
+        """
+        if self.image.header is self.primary or self.image.header.get("INHERIT") is True:
+            return (self.primary,)
+        return (self.primary, self.image.header)
+
+
+def _header_shape(header: fits.Header) -> tuple[int, ...]:
+    """Array shape from NAXISn, leading length-1 axes dropped (a 1×H×W cube is an image)."""
+    shape = [int(header.get(f"NAXIS{i}", 0)) for i in range(int(header.get("NAXIS", 0)), 0, -1)]
+    while len(shape) > 2 and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def _plane_name(hdu: fits.hdu.base._BaseHDU) -> str:
+    return str(hdu.header.get("EXTNAME") or hdu.header.get("EXTTYPE") or "").strip().upper()
+
+
+def _locate(hdul: fits.HDUList) -> _Layout:
+    """Find the image, mask, variance and background HDUs and check their shapes and types."""
+    images = [h for h in hdul if isinstance(h, ImageLike)]
+    named = {_plane_name(h): h for h in images}
+    if "IMAGE" in named:
+        image, name, calexp = named["IMAGE"], "IMAGE", True
+        mask, variance = named.get("MASK"), named.get("VARIANCE")
+    else:
+        with_data = [h for h in images if len(_header_shape(h.header)) >= 2]
+        if not with_data:
+            found = ", ".join(f"#{i} {_describe(h)}" for i, h in enumerate(hdul))
+            raise ExposureReadError(
+                "no_image",
+                f"no 2-d image in the file (it holds: {found}); expected an LSST calexp "
+                "(IMAGE, MASK and VARIANCE extensions) or a FITS image",
+            )
+        image, calexp, mask, variance = with_data[0], False, None, None
+        name = _plane_name(image) or "PRIMARY"
+    shape = _header_shape(image.header)
+    if len(shape) != 2:
+        raise ExposureReadError(
+            "no_image", f"{name} has shape {shape}; expected a 2-d image (height, width)"
+        )
+    background = named.get("BACKGROUND")
+    for plane, hdu in (("MASK", mask), ("VARIANCE", variance), ("BACKGROUND", background)):
+        if hdu is not None and _header_shape(hdu.header) != shape:
+            raise ExposureReadError(
+                "shape_mismatch",
+                f"extension {plane} has shape {_header_shape(hdu.header)} but {name} has "
+                f"{shape}; a calexp needs IMAGE, MASK and VARIANCE of one shape",
+            )
+    for plane, hdu, allowed in (
+        (name, image, FLOAT_BITPIX),
+        ("MASK", mask, MASK_BITPIX),
+        ("VARIANCE", variance, FLOAT_BITPIX),
+        ("BACKGROUND", background, FLOAT_BITPIX),
+    ):
+        if hdu is not None and hdu.header.get("BITPIX") not in allowed:
+            raise ExposureReadError(
+                "unsupported_bitpix",
+                f"{plane} has BITPIX {hdu.header.get('BITPIX')}; expected one of "
+                f"{sorted(allowed)}" + (" (a mask holds integer bit planes)" if plane == "MASK"
+                                        else ""),
+            )
+    return _Layout(hdul[0].header, image, name, mask, variance, background, calexp)
+
+
+def _pixels(
+    hdu: ImageLike, plane: str, dtype: type[np.generic], shape: tuple[int, int]
+) -> np.ndarray:
+    """The HDU's data as a native ``dtype`` array (one copy: FITS data are big-endian)."""
+    try:
+        data = hdu.data
+    except Exception as exc:  # astropy raises TypeError/ValueError/OSError on short data
+        raise ExposureReadError(
+            "truncated", f"the pixels of {plane} cannot be read ({exc}): the file is cut short"
+        ) from exc
+    data = data.reshape(shape)
+    wide = data.dtype.itemsize > 4 or (data.dtype.kind == "u" and data.dtype.itemsize == 4)
+    if dtype is np.int32 and data.dtype.kind in "iu" and wide and data.size:
+        low, high = int(data.min()), int(data.max())
+        if low < -(2**31) or high >= 2**MAX_PLANES:
+            raise ExposureReadError(
+                "unsupported_bitpix",
+                f"MASK values span {low}..{high}, beyond the {MAX_PLANES} bit planes an int32 "
+                "mask holds",
+            )
+    elif dtype is np.int32 and data.dtype.kind == "f":
+        raise ExposureReadError(
+            "unsupported_bitpix",
+            "MASK is scaled to floating point by BSCALE/BZERO; a mask holds integer bit planes",
+        )
+    return np.asarray(data, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Header parsing (shared by read_exposure and read_exposure_metadata)
+
+
+def _read_wcs(header: fits.Header, plane: str) -> WCS | None:
+    """The celestial WCS of ``header``; None when it has none, ``bad_wcs`` when it is broken."""
+    if "CTYPE1" not in header and "CTYPE2" not in header:
+        return None
+    try:
+        with warnings.catch_warnings():
+            # astropy reports each header fix it applies (e.g. MJD-OBS from DATE-OBS); the
+            # fixed WCS is what we want, so the notes are noise here.
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header)
+        if not wcs.has_celestial:
+            return None
+        celestial = wcs.celestial
+        ny, nx = _header_shape(header)[-2:]
+        world = celestial.all_pix2world([[nx / 2.0, ny / 2.0]], 0)
+        if not np.all(np.isfinite(world)):
+            raise ValueError("the image centre does not map to a finite sky position")
+    except Exception as exc:
+        raise ExposureReadError(
+            "bad_wcs",
+            f"the WCS in the {plane} header cannot be used ({exc}); expected a celestial FITS "
+            "WCS such as RA---TAN/DEC--TAN, optionally with SIP distortion (-SIP)",
+        ) from exc
+    return celestial
+
+
+def _read_xy0(header: fits.Header) -> tuple[int, int]:
+    """Origin of the array in the parent image: ``-LTV1, -LTV2`` (ds9/IRAF), else afw's
+    ``A`` WCS (``CRVAL1A`` at ``CRPIX1A``), else (0, 0)."""
+    def number(key: str, default: float) -> float:
+        value, _ = _first((header,), (key,), _as_finite)
+        return default if value is None else value
+
+    if "LTV1" in header or "LTV2" in header:
+        return (-round(number("LTV1", 0.0)), -round(number("LTV2", 0.0)))
+    if str(header.get("CTYPE1A", "")).strip().upper() == "LINEAR":
+        return (
+            round(number("CRVAL1A", 0.0) - number("CRPIX1A", 1.0) + 1),
+            round(number("CRVAL2A", 0.0) - number("CRPIX2A", 1.0) + 1),
+        )
+    return (0, 0)
+
+
+def _read_planes(header: fits.Header | None) -> MaskPlanes:
+    """Mask planes from the ``MP_<NAME> = bit`` keys afw writes; the LSST default otherwise."""
+    if header is None:
+        return MaskPlanes()
+    bits = {key[3:]: value for key, value in header.items() if key.startswith("MP_")}
+    if not bits:
+        return MaskPlanes()
+    try:
+        return MaskPlanes({name: int(bit) for name, bit in bits.items()})
+    except (TypeError, ValueError) as exc:
+        raise ExposureReadError(
+            "unsupported_bitpix",
+            f"the MASK header's plane definitions {bits} are unusable ({exc}); expected "
+            f"MP_<NAME> = distinct bit numbers 0..{MAX_PLANES - 1}",
+        ) from exc
+
+
+def _first(
+    headers: Iterable[fits.Header], keys: Iterable[str], parse: Callable[[Any], T]
+) -> tuple[T | None, str | None]:
+    """The first of ``keys`` in ``headers`` whose value ``parse`` accepts, and that key."""
+    for header in headers:
+        for key in keys:
+            if key in header:
+                try:
+                    return parse(header[key]), key
+                except (TypeError, ValueError, OverflowError):
+                    continue
+    return None, None
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, bool) or float(value) != int(value):
+        raise ValueError(f"{value!r} is not an integer")
+    return int(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{value!r} is not a name")
+    return value.strip()
+
+
+def _as_positive(value: Any) -> float:
+    number = float(value)
+    if not number > 0 or not np.isfinite(number):
+        raise ValueError(f"{value!r} is not a positive number")
+    return number
+
+
+def _as_finite(value: Any) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"{value!r} is not finite")
+    return number
+
+
+def _time_parser(headers: tuple[fits.Header, ...]) -> Callable[[Any], float]:
+    """Parse an MJD number or ISO date to an MJD in UTC, honouring ``TIMESYS``.
+
+    afw writes ``DATE-AVG`` in TAI with ``TIMESYS = 'TAI'``; FITS defaults to UTC.
+    """
+    timesys, _ = _first(headers, ("TIMESYS",), _as_str)
+    scale = (timesys or "utc").lower()
+    if scale not in Time.SCALES:
+        scale = "utc"
+
+    def parse(value: Any) -> float:
+        if isinstance(value, str):
+            time = Time(value.strip().rstrip("Z"), scale=scale)  # ISO/FITS, date-only too
+        else:
+            time = Time(_as_finite(value), format="mjd", scale=scale)
+        return float(time.utc.mjd if scale != "utc" else time.mjd)
+
+    return parse
+
+
+def _band_from_filter(physical_filter: str | None) -> str | None:
+    """An LSST band from a physical filter name such as ``i`` or ``i_sim_1.4``."""
+    if physical_filter and physical_filter[0] in LSST_BANDS and (
+        len(physical_filter) == 1 or physical_filter[1] in "_ "
+    ):
+        return physical_filter[0]
+    return None
+
+
+def _read_info(layout: _Layout) -> ExposureInfo:
+    """Observation metadata, plus the primary-header cards not otherwise interpreted."""
+    headers = layout.meta_headers
+    visit, visit_key = _first(headers, VISIT_KEYS, _as_int)
+    detector, detector_key = _first(headers, DETECTOR_KEYS, _as_int)
+    band, band_key = _first(headers, BAND_KEYS, _as_str)
+    physical_filter, filter_key = _first(headers, FILTER_KEYS, _as_str)
+    mjd, date_key = _first(headers, DATE_KEYS, _time_parser(headers))
+    exptime, exptime_key = _first(headers, EXPTIME_KEYS, _as_finite)
+    used = {visit_key, detector_key, band_key, filter_key, date_key, exptime_key}
+    has_archive = "AR_HDU" in layout.primary
+    extra = [
+        (card.keyword, card.value, card.comment)
+        for card in layout.primary.cards
+        if card.keyword not in used
+        and card.keyword not in STRUCTURAL_KEYS
+        and not WCS_KEY.match(card.keyword)
+        and not (has_archive and ARCHIVE_KEY.match(card.keyword))
+    ]
+    return ExposureInfo(
+        visit=visit,
+        detector=detector,
+        band=band or _band_from_filter(physical_filter),
+        physical_filter=physical_filter,
+        mjd=mjd,
+        exptime=exptime,
+        extra={"header": extra},
+    )
+
+
+def _read_calib(hdul: fits.HDUList, layout: _Layout) -> PhotoCalib | None:
+    """Calibration from afw's archived PhotoCalib, else ``FLUXMAG0``, else ``MAGZERO``."""
+    archived = _archived_photocalib(hdul, layout.primary)
+    if archived is not None:
+        return archived
+    headers = layout.meta_headers
+    fluxmag0, _ = _first(headers, ("FLUXMAG0",), _as_positive)
+    if fluxmag0 is not None:
+        err, _ = _first(headers, ("FLUXMAG0ERR",), _as_finite)
+        return PhotoCalib.from_fluxmag0(fluxmag0, abs(err or 0.0))
+    magzero, _ = _first(headers, ("MAGZERO",), _as_finite)
+    return None if magzero is None else PhotoCalib.from_magzero(magzero)
+
+
+def _archived_photocalib(hdul: fits.HDUList, primary: fits.Header) -> PhotoCalib | None:
+    """The PhotoCalib afw persists in its archive (``calibrationMean`` is nJy per count).
+
+    Followed as afw does: ``AR_HDU`` (1-based) is the ARCHIVE_INDEX table, whose row with
+    ``id == PHOTOCALIB_ID`` gives the catalog (``cat.archive``, relative to the index) and
+    rows (``row0``, ``nrows``). Without those pointers, a lone one-row table named
+    PhotoCalib (``AR_NAME``/``EXTNAME``) is used. A spatially varying PhotoCalib is reduced
+    to its mean. Anything malformed falls back to the header keys.
+    """
+    try:
+        rows = None
+        ar_hdu, pc_id = primary.get("AR_HDU"), primary.get("PHOTOCALIB_ID")
+        if isinstance(ar_hdu, int) and isinstance(pc_id, int) and 1 <= ar_hdu <= len(hdul):
+            index = hdul[ar_hdu - 1].data
+            entry = index[index["id"] == pc_id]
+            if len(entry) == 1:
+                table = hdul[ar_hdu - 1 + int(entry["cat.archive"][0])].data
+                row0 = int(entry["row0"][0])
+                rows = table[row0 : row0 + int(entry["nrows"][0])]
+        if rows is None:
+            tables = [
+                hdu.data
+                for hdu in hdul
+                if isinstance(hdu, fits.BinTableHDU)
+                and "PhotoCalib" in [c.value for c in hdu.header.cards if c.keyword == "AR_NAME"]
+                + [hdu.header.get("EXTNAME")]
+            ]
+            if len(tables) == 1:
+                rows = tables[0]
+        if rows is None or len(rows) != 1:
+            return None
+        if "version" in rows.names and int(rows["version"][0]) < 1:
+            return None  # version 0 was in maggies, not nJy
+        mean = float(rows["calibrationMean"][0])
+        err = float(rows["calibrationErr"][0]) if "calibrationErr" in rows.names else 0.0
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        return None
+    if not (mean > 0 and np.isfinite(mean)):
+        return None
+    return PhotoCalib(mean, err if np.isfinite(err) else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_exposure(source: Source) -> Exposure:
+    """Read an exposure from a FITS file: an LSST calexp or a plain image.
+
+    Parameters
+    ----------
+    source
+        Path or binary file object of a ``.fits`` or gzipped ``.fits.gz`` file (gzip is
+        recognised by its magic bytes).
+
+    Returns
+    -------
+    Exposure
+        Image, mask and variance as float32/int32/float32; WCS, calibration, ``xy0``, mask
+        planes, metadata and background from the file. A plain image gets an empty mask and
+        a variance estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the
+        header gives a positive ``GAIN``). Non-finite pixels are flagged ``NO_DATA``.
+        ``exposure.psf`` is never read: the archived LSST PSF is not decoded yet.
+
+    Raises
+    ------
+    ExposureReadError
+        With ``code`` ``not_fits``, ``truncated``, ``no_image``, ``shape_mismatch``,
+        ``unsupported_bitpix``, ``all_nan`` or ``bad_wcs``.
+    """
+    with _open_fits(source) as hdul:
+        layout = _locate(hdul)
+        shape = layout.shape
+        wcs = _read_wcs(layout.image.header, layout.image_name)
+        planes = _read_planes(None if layout.mask is None else layout.mask.header)
+        image = _pixels(layout.image, layout.image_name, np.float32, shape)
+        finite = np.isfinite(image)
+        if not finite.any():
+            raise ExposureReadError(
+                "all_nan", f"every pixel of {layout.image_name} {shape} is NaN or infinite; "
+                "expected an image with data"
+            )
+        if layout.mask is None:
+            mask = np.zeros(shape, dtype=np.int32)
+        else:
+            mask = _pixels(layout.mask, "MASK", np.int32, shape)
+        if layout.variance is None:
+            variance, typical = _estimate_variance(image, finite, layout)
+        else:
+            variance = _pixels(layout.variance, "VARIANCE", np.float32, shape)
+            typical = None
+        background = (
+            None if layout.background is None
+            else _pixels(layout.background, "BACKGROUND", np.float32, shape)
+        )
+        _flag_no_data(image, mask, variance, finite, planes, typical)
+        return Exposure(
+            image=image,
+            mask=mask,
+            variance=variance,
+            planes=planes,
+            wcs=wcs,
+            photo_calib=_read_calib(hdul, layout),
+            info=_read_info(layout),
+            background=background,
+            xy0=_read_xy0(layout.image.header),
+        )
+
+
+def _estimate_variance(
+    image: np.ndarray, finite: np.ndarray, layout: _Layout
+) -> tuple[np.ndarray, float]:
+    """Per-pixel variance for an image that has none, and the sky variance.
+
+    The sky variance is the square of a sigma-clipped MAD-based standard deviation of up to
+    a million evenly spread pixels (robust to sources, fast on 4k×4k). With a positive
+    ``GAIN`` (e-/count), each pixel adds the Poisson variance of its signal above the sky,
+    ``max(image - sky, 0) / GAIN`` in counts², since the sky's own shot noise is already
+    in the measured sky variance.
+    """
+    step = max(1, image.size // SKY_SAMPLE)
+    sample = image.ravel()[::step]
+    sample = sample[np.isfinite(sample)]
+    _, sky, sigma = sigma_clipped_stats(sample, sigma=3.0, maxiters=5, stdfunc="mad_std")
+    sky_var = float(sigma) ** 2
+    if not sky_var > 0:
+        # A flat image has no noise to measure: unit variance keeps S/N finite and the
+        # caller can see the estimate is nominal.
+        sky_var = float(np.var(sample)) or 1.0
+    variance = np.full(image.shape, sky_var, dtype=np.float32)
+    gain, _ = _first(layout.meta_headers, ("GAIN",), _as_positive)
+    if gain is not None:
+        signal = np.where(finite, image - np.float32(sky), 0).astype(np.float32)
+        variance += np.maximum(signal, 0) / np.float32(gain)
+    return variance, sky_var
+
+
+def _flag_no_data(
+    image: np.ndarray,
+    mask: np.ndarray,
+    variance: np.ndarray,
+    finite: np.ndarray,
+    planes: MaskPlanes,
+    typical: float | None,
+) -> None:
+    """Set NO_DATA where the image or variance is not finite; zero the image there and give
+    the variance a typical value (the sky variance, or the median of the finite variance)."""
+    bad = ~finite | ~np.isfinite(variance)
+    if not bad.any():
+        return
+    mask[bad] |= np.int32(planes.bitmask("NO_DATA"))
+    image[bad] = 0.0
+    if typical is None:
+        sample = variance.ravel()[:: max(1, variance.size // SKY_SAMPLE)]
+        sample = sample[np.isfinite(sample)]
+        typical = float(np.median(sample)) if sample.size else 1.0
+    variance[bad] = typical
+
+
+def read_exposure_metadata(source: Source) -> dict[str, Any]:
+    """Summarise an exposure file from its headers, without reading pixels.
+
+    Parameters
+    ----------
+    source
+        As for `read_exposure`.
+
+    Returns
+    -------
+    dict
+        ``layout`` ("calexp" or "image"), ``shape`` (height, width), ``xy0``, ``visit``,
+        ``detector``, ``band``, ``physical_filter``, ``mjd``, ``exptime``, ``wcs`` (the WCS
+        header as a dict, or None), ``corners`` (RA, Dec in degrees of the outer corners of
+        the pixel grid, counter-clockwise from pixel (0, 0), or None), ``njy_per_count`` and
+        ``njy_per_count_err`` (None when uncalibrated), ``mask_planes`` (name → bit) and
+        ``has_background``.
+
+    Raises
+    ------
+    ExposureReadError
+        As `read_exposure`, except ``all_nan`` (pixels are not read).
+    """
+    with _open_fits(source) as hdul:
+        layout = _locate(hdul)
+        wcs = _read_wcs(layout.image.header, layout.image_name)
+        info = _read_info(layout)
+        calib = _read_calib(hdul, layout)
+        height, width = layout.shape
+        corners = None
+        if wcs is not None:
+            pix = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5],
+                            [-0.5, height - 0.5]])
+            world = wcs.all_pix2world(pix, 0)
+            corners = [(float(ra), float(dec)) for ra, dec in world]
+        return {
+            "layout": "calexp" if layout.calexp else "image",
+            "shape": (height, width),
+            "xy0": _read_xy0(layout.image.header),
+            "visit": info.visit,
+            "detector": info.detector,
+            "band": info.band,
+            "physical_filter": info.physical_filter,
+            "mjd": info.mjd,
+            "exptime": info.exptime,
+            "wcs": None if wcs is None else dict(wcs.to_header(relax=True)),
+            "corners": corners,
+            "njy_per_count": None if calib is None else calib.njy_per_count,
+            "njy_per_count_err": None if calib is None else calib.njy_per_count_err,
+            "mask_planes": _read_planes(
+                None if layout.mask is None else layout.mask.header
+            ).as_dict(),
+            "has_background": layout.background is not None,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_exposure(
+    exposure: Exposure, target: Source, *, compress: bool | None = None
+) -> None:
+    """Write an exposure in the LSST calexp layout.
+
+    Parameters
+    ----------
+    exposure
+        The exposure. Its PSF model (``exposure.psf``) is NOT persisted yet: a file read back
+        has ``psf = None`` and needs re-characterizing for PSF photometry.
+    target
+        Path or writable binary file. An existing path is overwritten.
+    compress
+        Gzip the whole file. Default: when ``target`` is a path ending in ``.gz``.
+
+    Notes
+    -----
+    Primary HDU: ``VISIT``, ``DETECTOR``, ``BAND``, ``FILTER`` (physical filter),
+    ``MJD-OBS`` (UTC, with ``TIMESYS``), ``EXPTIME``, ``MAGZERO``/``FLUXMAG0``/``FLUXMAG0ERR``
+    when calibrated, then the kept cards of ``info.extra["header"]``. Extensions IMAGE
+    (float32), MASK (int32, ``MP_<NAME>`` for every plane), VARIANCE (float32), each with
+    ``EXTTYPE``, ``INHERIT``, the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's
+    ``A`` WCS; then BACKGROUND (float32) when ``exposure.background`` is set. The output is
+    byte-for-byte reproducible (gzip without timestamp or name), so content hashes are stable.
+    """
+    hdul = _to_hdulist(exposure)
+    if compress is None:
+        compress = isinstance(target, str | os.PathLike) and os.fspath(target).endswith(".gz")
+    if isinstance(target, str | os.PathLike):
+        with open(target, "wb") as f:
+            _write(hdul, f, compress)
+    else:
+        _write(hdul, target, compress)
+
+
+def _write(hdul: fits.HDUList, f: BinaryIO, compress: bool) -> None:
+    if compress:
+        with gzip.GzipFile(filename="", fileobj=f, mode="wb", compresslevel=GZIP_LEVEL,
+                           mtime=0) as gz:
+            hdul.writeto(gz)
+    else:
+        hdul.writeto(f)
+
+
+def _card(key: str, value: Any, comment: str = "") -> fits.Card:
+    """A card, as HIERARCH when the key is longer than 8 characters or has spaces."""
+    if len(key) > 8 or " " in key:
+        key = f"HIERARCH {key}"
+    return fits.Card(key, value, comment)
+
+
+def _to_hdulist(exposure: Exposure) -> fits.HDUList:
+    info = exposure.info
+    primary = fits.PrimaryHDU()
+    written = set()
+    for key, value, comment in (
+        ("VISIT", info.visit, "visit id"),
+        ("DETECTOR", info.detector, "detector id"),
+        ("BAND", info.band, "abstract filter (band)"),
+        ("FILTER", info.physical_filter, "physical filter"),
+        ("TIMESYS", None if info.mjd is None else "UTC", "time scale of MJD-OBS"),
+        ("MJD-OBS", info.mjd, "MJD of the observation"),
+        ("EXPTIME", info.exptime, "exposure time (s)"),
+    ):
+        if value is not None:
+            primary.header.append(_card(key, value, comment))
+            written.add(key)
+    calib = exposure.photo_calib
+    if calib is not None:
+        fluxmag0 = 3631e9 / calib.njy_per_count
+        # MAGZERO = 31.4 - 2.5 log10(nJy per count), the inverse of PhotoCalib.from_magzero.
+        magzero = AB_NJY_ZEROPOINT - 2.5 * np.log10(calib.njy_per_count)
+        primary.header.append(_card("MAGZERO", magzero, "AB magnitude of 1 count"))
+        primary.header.append(_card("FLUXMAG0", fluxmag0, "counts of a 0-mag AB source"))
+        primary.header.append(_card(
+            "FLUXMAG0ERR", fluxmag0 * calib.njy_per_count_err / calib.njy_per_count,
+            "1-sigma error on FLUXMAG0",
+        ))
+    for key, value, comment in info.extra.get("header", []):  # type: ignore[union-attr]
+        if key in written or key in STRUCTURAL_KEYS:
+            continue
+        try:
+            primary.header.append(_card(key, value, comment))
+        except ValueError:
+            continue  # a value FITS cannot hold (NaN, non-ASCII text): the card is dropped
+
+    def plane(name: str, data: np.ndarray, extra: Iterable[fits.Card] = ()) -> fits.ImageHDU:
+        header = fits.Header([fits.Card("EXTTYPE", name), fits.Card("INHERIT", True)])
+        if exposure.wcs is not None:
+            header.extend(exposure.wcs.to_header(relax=True).cards)
+        x0, y0 = exposure.xy0
+        header.extend([
+            fits.Card("LTV1", float(-x0), "-x0: parent pixel of array column 0 (ds9)"),
+            fits.Card("LTV2", float(-y0), "-y0: parent pixel of array row 0 (ds9)"),
+            fits.Card("CTYPE1A", "LINEAR", "afw: parent-image pixel x"),
+            fits.Card("CTYPE2A", "LINEAR", "afw: parent-image pixel y"),
+            fits.Card("CRPIX1A", 1.0), fits.Card("CRPIX2A", 1.0),
+            fits.Card("CRVAL1A", float(x0)), fits.Card("CRVAL2A", float(y0)),
+            fits.Card("CUNIT1A", "PIXEL"), fits.Card("CUNIT2A", "PIXEL"),
+        ])
+        header.extend(extra)
+        return fits.ImageHDU(data=data, header=header, name=name)
+
+    mask_keys = [_card(f"MP_{name}", bit, "mask plane bit") for name, bit in
+                 exposure.planes.as_dict().items()]
+    hdus: list[fits.hdu.base._BaseHDU] = [
+        primary,
+        plane("IMAGE", exposure.image.astype(np.float32, copy=False)),
+        plane("MASK", exposure.mask.astype(np.int32, copy=False), mask_keys),
+        plane("VARIANCE", exposure.variance.astype(np.float32, copy=False)),
+    ]
+    if exposure.background is not None:
+        hdus.append(fits.ImageHDU(
+            data=exposure.background.astype(np.float32, copy=False), name="BACKGROUND"
+        ))
+    return fits.HDUList(hdus)

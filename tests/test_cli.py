@@ -1,0 +1,59 @@
+"""The CLI on real files: simulate a calexp, detect on it, read back what was written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.cli import main
+from app.io.catalogs import read_catalog
+from app.io.fits_exposure import read_exposure
+from app.io.footprints import read_footprints
+
+
+@pytest.fixture(scope="module")
+def calexp(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "field.fits"
+    assert main(["simulate", str(path), "--width", "768", "--height", "768", "--stars", "250",
+                 "--galaxies", "60", "--pairs", "3", "--seed", "2"]) == 0
+    return path
+
+
+def test_simulate_writes_calexp_and_truth(calexp):
+    exposure = read_exposure(calexp)
+    truth = read_catalog(calexp.with_name("field_truth.fits"))
+    assert exposure.shape == (768, 768)
+    assert exposure.photo_calib is not None and exposure.wcs is not None
+    assert len(truth) == 250 + 60 + 2 * 3 + 3  # stars, galaxies, pair members, saturated
+
+
+def test_detect_writes_catalog_footprints_and_mask(calexp, tmp_path, capsys):
+    out = tmp_path / "cat.parquet"
+    fps = tmp_path / "fp.fits"
+    masked = tmp_path / "masked.fits"
+    code = main(["detect", str(calexp), "--output", str(out), "--footprints", str(fps),
+                 "--mask-output", str(masked), "--set", "detection.thresholdValue=10",
+                 "--set", "detection.thresholdType=stdev", "--quiet"])
+    assert code == 0
+    line = capsys.readouterr().out.strip()
+    cat = read_catalog(out)
+    assert f"{len(cat)} sources" in line and "PSF FWHM" in line
+    assert len(cat) > 50
+    assert cat["base_PsfFlux_instFlux"].unit == "ct"
+    footprints = read_footprints(fps)
+    assert set(footprints) == set(np.asarray(cat["id"]).tolist())
+    fp = footprints[int(cat["id"][0])]
+    assert fp.is_heavy and len(fp.image) == fp.area
+    mask = read_exposure(masked).mask
+    assert ((mask & 32) != 0).sum() == sum(f.area for i, f in footprints.items()
+                                           if cat["parent"][cat["id"] == i][0] == 0)
+
+
+def test_detect_reports_bad_config_and_bad_file(calexp, tmp_path, capsys):
+    assert main(["detect", str(calexp), "-o", str(tmp_path / "c.fits"),
+                 "--set", "detection.thresholdVlue=3"]) == 2
+    assert "thresholdVlue" in capsys.readouterr().err
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"not a fits file at all")
+    assert main(["detect", str(bad), "-o", str(tmp_path / "c.fits")]) == 2
+    assert "FITS" in capsys.readouterr().err
