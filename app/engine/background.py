@@ -3,7 +3,8 @@
 This is LSST's SubtractBackgroundTask: the image is cut into cells of about ``binSize``
 pixels, each cell's clipped mean (MEANCLIP) is taken with masked pixels (detections, bad,
 edge…) left out, and a bicubic spline through the cell centres gives the background at every
-pixel. Cells with no usable pixels take the value of the nearest cell that has some.
+pixel (continued linearly beyond the outermost cell centres). Cells with no usable pixels
+take the value of the nearest cell that has some.
 """
 
 from __future__ import annotations
@@ -85,8 +86,17 @@ def interpolate_mesh(values: np.ndarray, yc: np.ndarray, xc: np.ndarray,
         out = np.broadcast_to(line[None, :] if ky == 0 else line[:, None], shape)
         return np.ascontiguousarray(out, dtype=np.float32)
     spline = RectBivariateSpline(yc, xc, values, kx=kx, ky=ky, s=0)
-    return spline(np.arange(shape[0]), np.arange(shape[1])).astype(np.float32)
-
+    # inside the outermost cell centres the spline; beyond them a linear continuation along
+    # its slope at the edge (a cubic extrapolated over half a cell amplifies the cells' noise)
+    y = np.arange(shape[0], dtype=float)
+    x = np.arange(shape[1], dtype=float)
+    yi, xi = np.clip(y, yc[0], yc[-1]), np.clip(x, xc[0], xc[-1])
+    out = spline(yi, xi)
+    if (y != yi).any():
+        out += spline(yi, xi, dx=1) * (y - yi)[:, None]
+    if (x != xi).any():
+        out += spline(yi, xi, dy=1) * (x - xi)[None, :]
+    return out.astype(np.float32)
 
 def estimate_background(
     image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig

@@ -224,8 +224,11 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
     good = search & ~planes.any(mask, config.excludeMaskPlanes)
     _, _, stdev = clipped_stats(smoothed[good])
     if not np.isfinite(stdev) or stdev <= 0:
-        raise ValueError("no usable pixels to measure the image's noise: every pixel is masked "
-                         "(BAD, SAT, EDGE or NO_DATA) or the image is constant")
+        if config.thresholdType == "stdev":
+            raise ValueError("no usable pixels to measure the image's noise: every pixel is "
+                             "masked (BAD, SAT, EDGE or NO_DATA) or the image is constant; "
+                             "use thresholdType 'value' for a noiseless image")
+        stdev = 0.0
     threshold = _threshold(smoothed, exposure.variance, kernel, float(stdev), config)
     grow = int(config.nSigmaToGrow * sigma + 0.5)
     kwargs = dict(min_pixels=config.minPixels, grow=grow, isotropic=config.isotropicGrow,

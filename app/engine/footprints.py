@@ -168,6 +168,14 @@ class FootprintSet:
         dense = labels if len(fps) == int(labels.max(initial=0)) else None
         return cls(fps, labels.shape, labels=dense)
 
+    @classmethod
+    def from_mask(cls, mask: np.ndarray) -> FootprintSet:
+        """One footprint per 8-connected region of a boolean mask (no peaks)."""
+        from scipy import ndimage
+
+        labels, _ = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3), bool))
+        return cls.from_labels(labels)
+
     def to_labels(self) -> np.ndarray:
         """Segmentation image: footprint i (0-based) has value i+1, background 0."""
         if self.labels is not None:
