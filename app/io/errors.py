@@ -16,6 +16,7 @@ ExposureErrorCode = Literal[
     "all_nan",
     "truncated",
     "bad_wcs",
+    "bad_psf",
 ]
 
 

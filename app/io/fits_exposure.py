@@ -33,7 +33,9 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoCalib
 from app.engine.masks import MAX_PLANES, MaskPlanes
+from app.engine.psf import PsfModel
 from app.io.errors import ExposureReadError
+from app.io.psf_fits import psf_from_hdu, psf_to_hdu
 
 Source = str | os.PathLike[str] | BinaryIO
 ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
@@ -580,7 +582,9 @@ def read_exposure(source: Source) -> Exposure:
         planes, metadata and background from the file. A plain image gets an empty mask and
         a variance estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the
         header gives a positive ``GAIN``). Non-finite pixels are flagged ``NO_DATA``.
-        ``exposure.psf`` is never read: the archived LSST PSF is not decoded yet.
+        ``exposure.psf`` is read from skyphot's PSF extension when present; an LSST
+        calexp's archived PSF (PSFEx/Piff tables) is not decoded, so such a file needs
+        characterizing for PSF photometry.
 
     Raises
     ------
@@ -624,7 +628,14 @@ def read_exposure(source: Source) -> Exposure:
             info=_read_info(layout),
             background=background,
             xy0=_read_xy0(layout.image.header),
+            psf=_read_psf(hdul),
         )
+
+
+def _read_psf(hdul: fits.HDUList) -> PsfModel | None:
+    """skyphot's PSF extension (marked by PSFTYPE); other HDUs named PSF are not ours."""
+    hdu = next((h for h in hdul[1:] if "PSFTYPE" in h.header), None)
+    return None if hdu is None else psf_from_hdu(hdu)
 
 
 def _estimate_variance(
@@ -745,8 +756,8 @@ def write_exposure(
     Parameters
     ----------
     exposure
-        The exposure. Its PSF model (``exposure.psf``) is NOT persisted yet: a file read back
-        has ``psf = None`` and needs re-characterizing for PSF photometry.
+        The exposure. Its PSF model is written when it is a measured pixel PSF or a Gaussian;
+        other models (a simulation's exact PSF) are not.
     target
         Path or writable binary file. An existing path is overwritten.
     compress
@@ -759,7 +770,8 @@ def write_exposure(
     when calibrated, then the kept cards of ``info.extra["header"]``. Extensions IMAGE
     (float32), MASK (int32, ``MP_<NAME>`` for every plane), VARIANCE (float32), each with
     ``EXTTYPE``, ``INHERIT``, the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's
-    ``A`` WCS; then BACKGROUND (float32) when ``exposure.background`` is set. The output is
+    ``A`` WCS; then BACKGROUND (float32) when ``exposure.background`` is set, and PSF when
+    the exposure's PSF model can be persisted (see :mod:`app.io.psf_fits`). The output is
     byte-for-byte reproducible (gzip without timestamp or name), so content hashes are stable.
     """
     hdul = _to_hdulist(exposure)
@@ -852,4 +864,7 @@ def _to_hdulist(exposure: Exposure) -> fits.HDUList:
         hdus.append(fits.ImageHDU(
             data=exposure.background.astype(np.float32, copy=False), name="BACKGROUND"
         ))
+    psf = psf_to_hdu(exposure.psf)
+    if psf is not None:
+        hdus.append(psf)
     return fits.HDUList(hdus)

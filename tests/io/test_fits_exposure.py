@@ -448,3 +448,27 @@ def test_bad_wcs() -> None:
                        "CRVAL2": 10.0, "CDELT1": 1e-4, "CDELT2": 1e-4})
     error = read_error(to_bytes(fits.HDUList([hdu])))
     assert error.code == "bad_wcs" and "PRIMARY" in str(error)
+
+
+def test_measured_psf_round_trips(tmp_path):
+    """A characterized exposure written and read back evaluates the same PSF everywhere."""
+    from app.engine.characterize import characterize
+    from app.engine.config import CharacterizeConfig
+    from app.engine.psf import GaussianPsf
+    from app.engine.simulate import SimulationConfig, simulate_exposure
+
+    sim = simulate_exposure(SimulationConfig(width=1024, height=1024, n_stars=300,
+                                             star_mag_range=(17.0, 21.0), n_galaxies=20,
+                                             n_pairs=0, seed=4))
+    exposure = sim.exposure
+    characterize(exposure, CharacterizeConfig())
+    path = tmp_path / "characterized.fits"
+    write_exposure(exposure, path)
+    back = read_exposure(path)
+    for x, y in [(100.0, 100.0), (512.0, 700.0), (900.0, 50.0)]:
+        np.testing.assert_allclose(back.psf.kernel(x, y), exposure.psf.kernel(x, y), atol=1e-12)
+        assert back.psf.sigma(x, y) == pytest.approx(exposure.psf.sigma(x, y), rel=1e-9)
+    exposure.psf = GaussianPsf(2.1, size=21)
+    write_exposure(exposure, path)
+    back = read_exposure(path)
+    assert back.psf.sigma(5.0, 5.0) == 2.1 and back.psf.kernel(0, 0).shape == (21, 21)
