@@ -138,6 +138,36 @@ class MeasurementConfig(_Config):
     noiseSeed: int = Field(0, description="Seed of the noise replacing other sources.")
 
 
+FORCED_DEFAULT_PLUGINS = [
+    "base_TransformedCentroid",
+    "base_PsfFlux",
+    "base_TransformedShape",
+    "base_PixelFlags",
+]
+FORCED_PLUGINS = FORCED_DEFAULT_PLUGINS + ["base_CircularApertureFlux", "base_LocalBackground"]
+
+
+class ForcedConfig(_Config):
+    """ForcedMeasurementTask: measurements at positions the caller gives."""
+
+    plugins: list[Literal[
+        "base_TransformedCentroid", "base_PsfFlux", "base_TransformedShape", "base_PixelFlags",
+        "base_CircularApertureFlux", "base_LocalBackground",
+    ]] = Field(default_factory=lambda: list(FORCED_DEFAULT_PLUGINS))
+    apertureRadii: list[float] = Field(
+        default_factory=lambda: [3.0, 4.5, 6.0, 9.0, 12.0],
+        description="base_CircularApertureFlux radii in pixels.",
+    )
+    badMaskPlanes: list[str] = Field(
+        default_factory=lambda: ["BAD", "SAT", "NO_DATA"],
+        description="Pixels with these planes are left out of the PSF fit (and flagged).",
+    )
+    psfRadius: float = Field(
+        2.2, gt=0.5, le=6,
+        description="Half-size of the PSF fit region in units of the PSF FWHM.",
+    )
+
+
 class DetectConfig(_Config):
     """Everything a ``detect`` job takes."""
 

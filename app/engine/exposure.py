@@ -18,6 +18,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 from app.engine.masks import MaskPlanes
 
 if TYPE_CHECKING:
+    from app.engine.apcorr import ApCorr
     from app.engine.psf import PsfModel
 
 AB_NJY_ZEROPOINT = 31.4  # AB magnitude of 1 nJy
@@ -77,6 +78,7 @@ class Exposure:
     info: ExposureInfo = field(default_factory=ExposureInfo)
     background: np.ndarray | None = None
     xy0: tuple[int, int] = (0, 0)
+    ap_corr: dict[str, ApCorr] = field(default_factory=dict)  # flux name → correction field
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -122,6 +124,7 @@ class Exposure:
             variance=self.variance.copy(),
             planes=MaskPlanes(self.planes.as_dict()),
             background=None if self.background is None else self.background.copy(),
+            ap_corr=dict(self.ap_corr),
         )
 
     def with_background_added(self) -> Exposure:

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from astropy.table import Table
 
+from app.engine.apcorr import ApCorr
 from app.engine.characterize import characterize
 from app.engine.config import DetectConfig
 from app.engine.deblend import deblend
 from app.engine.detection import DetectionResult, detect
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
-from app.engine.measure.task import ApCorr, measure_sources
+from app.engine.measure.task import measure_sources
 from app.engine.psf import psf_fwhm
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def run_detect(exposure: Exposure, config: DetectConfig | None = None,
         ex, records, config.measurement,
         progress=lambda f, step: report("measure", f),
     )
+    ex.ap_corr = apcorr
     if progress is not None:
         progress(1.0, "done")
     scale = ex.pixel_scale_arcsec()

@@ -35,7 +35,7 @@ from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoC
 from app.engine.masks import MAX_PLANES, MaskPlanes
 from app.engine.psf import PsfModel
 from app.io.errors import ExposureReadError
-from app.io.psf_fits import psf_from_hdu, psf_to_hdu
+from app.io.psf_fits import apcorr_from_hdu, apcorr_to_hdu, psf_from_hdu, psf_to_hdu
 
 Source = str | os.PathLike[str] | BinaryIO
 ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
@@ -629,6 +629,7 @@ def read_exposure(source: Source) -> Exposure:
             background=background,
             xy0=_read_xy0(layout.image.header),
             psf=_read_psf(hdul),
+            ap_corr=apcorr_from_hdu(hdul["APCORR"]) if "APCORR" in hdul else {},
         )
 
 
@@ -864,7 +865,7 @@ def _to_hdulist(exposure: Exposure) -> fits.HDUList:
         hdus.append(fits.ImageHDU(
             data=exposure.background.astype(np.float32, copy=False), name="BACKGROUND"
         ))
-    psf = psf_to_hdu(exposure.psf)
-    if psf is not None:
-        hdus.append(psf)
+    for extra in (psf_to_hdu(exposure.psf), apcorr_to_hdu(exposure.ap_corr)):
+        if extra is not None:
+            hdus.append(extra)
     return fits.HDUList(hdus)

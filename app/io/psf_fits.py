@@ -1,9 +1,9 @@
-"""PSF models to and from a FITS extension named PSF, so a stored exposure keeps its PSF.
+"""PSF models and aperture corrections to and from FITS, so a stored exposure keeps them.
 
 ``PSFTYPE`` says which model: ``PIXEL`` (the measured :class:`~app.engine.psf_model.PixelPsf`:
 its basis cube as the data, spatial order and image size in the header) or ``GAUSSIAN``
 (sigma and kernel size in the header). Models of other kinds (e.g. a simulation's exact
-PSF) are not written.
+PSF) are not written. Aperture corrections go to a small APCORR table.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.io import fits
 
+from app.engine.apcorr import ApCorr
 from app.engine.psf import GaussianPsf, PsfModel
 from app.engine.psf_model import PixelPsf
 from app.io.errors import ExposureReadError
@@ -48,3 +49,34 @@ def psf_from_hdu(hdu: fits.ImageHDU) -> PsfModel:
         raise ExposureReadError("bad_psf", f"the PSF extension is damaged: {exc}") from exc
     raise ExposureReadError(
         "bad_psf", f"the PSF extension has PSFTYPE {kind!r}; expected 'PIXEL' or 'GAUSSIAN'")
+
+
+def apcorr_to_hdu(ap_corr: dict[str, ApCorr]) -> fits.BinTableHDU | None:
+    """The APCORR table: one row per corrected flux (coefficients of a linear field)."""
+    if not ap_corr:
+        return None
+    names = sorted(ap_corr)
+    coef = np.zeros((len(names), 3))
+    for i, name in enumerate(names):
+        c = ap_corr[name].coef
+        coef[i, : len(c)] = c
+    hdu = fits.BinTableHDU.from_columns([
+        fits.Column("name", "32A", array=np.array(names)),
+        fits.Column("ncoef", "J", array=[len(ap_corr[n].coef) for n in names]),
+        fits.Column("coef", "3D", array=coef),
+        fits.Column("err", "D", array=[ap_corr[n].err for n in names]),
+        fits.Column("nstars", "J", array=[ap_corr[n].n_stars for n in names]),
+        fits.Column("width", "J", array=[ap_corr[n].width for n in names]),
+        fits.Column("height", "J", array=[ap_corr[n].height for n in names]),
+    ], name="APCORR")
+    return hdu
+
+
+def apcorr_from_hdu(hdu: fits.BinTableHDU) -> dict[str, ApCorr]:
+    """The aperture corrections stored in an APCORR table."""
+    out = {}
+    for row in hdu.data:
+        out[str(row["name"]).strip()] = ApCorr(
+            np.asarray(row["coef"][: int(row["ncoef"])], float), float(row["err"]),
+            int(row["nstars"]), int(row["width"]), int(row["height"]))
+    return out

@@ -11,38 +11,20 @@ annulus, so a residual background does not leak into the correction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
 
+from app.engine.apcorr import ApCorr, fit_apcorr
 from app.engine.config import MeasurementConfig
 from app.engine.deblend import DEBLEND_FLAGS, SourceRecord
 from app.engine.exposure import Exposure
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.plugins.flux import naive_aperture_sums
 from app.engine.measure.registry import APCORR_ORDER, Column, resolve, run_plugins
-from app.engine.psf_model import poly_terms
 
 APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
 APCORR_MIN_SNR = 100.0
-APCORR_MIN_STARS = 6
-
-
-@dataclass
-class ApCorr:
-    """One aperture-correction field: coefficients of a linear polynomial in (u, v)."""
-
-    coef: np.ndarray
-    err: float
-    n_stars: int
-    width: int
-    height: int
-
-    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        u = 2 * np.asarray(x, float) / max(self.width - 1, 1) - 1
-        v = 2 * np.asarray(y, float) / max(self.height - 1, 1) - 1
-        return poly_terms(u, v, 1 if len(self.coef) == 3 else 0) @ self.coef
 
 
 def base_columns() -> list[Column]:
@@ -177,29 +159,6 @@ def reference_flux(ctx: MeasurementContext, radius: float) -> tuple[np.ndarray, 
     ref = flux - sky * area
     ref_var = var + (area / ann_area) ** 2 * (outer_var - inner_var)
     return ref, np.sqrt(np.maximum(ref_var, 0))
-
-
-def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
-               height: int) -> ApCorr | None:
-    """Weighted, clipped fit of the ratio: linear in position with enough stars, else constant."""
-    if len(ratio) < APCORR_MIN_STARS:
-        return None
-    order = 1 if len(ratio) >= 3 * APCORR_MIN_STARS else 0
-    u = 2 * x / max(width - 1, 1) - 1
-    v = 2 * y / max(height - 1, 1) - 1
-    a = poly_terms(u, v, order)
-    wts = 1.0 / np.maximum(err, 1e-6) ** 2
-    keep = np.ones(len(ratio), dtype=bool)
-    coef = np.zeros(a.shape[1])
-    for _ in range(3):
-        sw = np.sqrt(wts[keep])
-        coef, *_ = np.linalg.lstsq(a[keep] * sw[:, None], ratio[keep] * sw, rcond=None)
-        resid = (ratio - a @ coef) / np.maximum(err, 1e-6)
-        keep = np.abs(resid) < 3 * max(1.4826 * np.median(np.abs(resid[keep])), 1.0)
-        if keep.sum() < APCORR_MIN_STARS:
-            return None
-    err_mean = float(1.0 / np.sqrt(wts[keep].sum()))
-    return ApCorr(coef, err_mean, int(keep.sum()), width, height)
 
 
 def add_calibrated_fluxes(exposure: Exposure, out: dict[str, np.ndarray],

@@ -1,0 +1,340 @@
+"""Forced measurement at positions the caller chooses: LSST's ForcedMeasurementTask.
+
+Plugins (LSST names): ``base_TransformedCentroid`` (RA/Dec through the WCS, or pixels as
+given), ``base_PsfFlux`` (a linear fit of the PSF at that fixed position,
+F = ΣP·D / ΣP², σ² = ΣP²V / (ΣP²)², pixels with ``badMaskPlanes`` left out and flagged,
+times the exposure's aperture correction so it matches the detection catalog's PSF flux),
+``base_TransformedShape`` (the caller's shape when given, else the PSF's), ``base_PixelFlags``,
+and optionally ``base_CircularApertureFlux`` and ``base_LocalBackground``.
+
+Every input row comes back, in input order, with the caller's columns unchanged beside the
+measurements; a position off the image or on NO_DATA keeps its row with a flag and NaN
+flux. Positions are processed in chunks, each fully vectorized: no Python loop per position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from astropy.table import Table
+
+from app.engine.config import ForcedConfig
+from app.engine.exposure import Exposure
+from app.engine.measure.cubes import circle_overlap
+from app.engine.measure.plugins.flux import psf_flux, radius_name
+from app.engine.measure.registry import Column
+from app.engine.measure.task import make_table
+from app.engine.psf import SIGMA_TO_FWHM
+from app.engine.psf_sampling import PsfSampler
+from app.engine.stats import clipped_stats
+
+CHUNK = 8192
+SKY_COLUMNS = (("ra", "dec"), ("coord_ra", "coord_dec"))
+PIXEL_COLUMNS = (("x", "y"),)
+SHAPE_COLUMNS = ("shape_xx", "shape_yy", "shape_xy")
+FLAG_PLANES = {
+    "edge": ["EDGE", "NO_DATA"],
+    "interpolated": ["INTRP"],
+    "saturated": ["SAT"],
+    "cr": ["CR"],
+    "bad": ["BAD"],
+    "suspect": ["SUSPECT"],
+}
+
+
+def positions_kind(table: Table) -> tuple[str, str, bool]:
+    """The two position columns of ``table`` and whether they are sky coordinates."""
+    for a, b in SKY_COLUMNS:
+        if a in table.colnames and b in table.colnames:
+            return a, b, True
+    for a, b in PIXEL_COLUMNS:
+        if a in table.colnames and b in table.colnames:
+            return a, b, False
+    raise ValueError(
+        "positions need columns ra and dec (degrees, ICRS) or x and y (pixels); "
+        f"got columns {table.colnames}")
+
+
+def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:
+    """The measurement columns, with units and descriptions, for these plugins."""
+    plugins = set(config.plugins)
+    cols: list[Column] = []
+    if "base_TransformedCentroid" in plugins:
+        cols += [
+            Column("base_TransformedCentroid_x", "f8", "pix", "Forced position x (parent frame)."),
+            Column("base_TransformedCentroid_y", "f8", "pix", "Forced position y (parent frame)."),
+            Column("slot_Centroid_x", "f8", "pix", "Alias of base_TransformedCentroid_x."),
+            Column("slot_Centroid_y", "f8", "pix", "Alias of base_TransformedCentroid_y."),
+            Column("coord_ra", "f8", "deg", "Right ascension (ICRS) of the forced position."),
+            Column("coord_dec", "f8", "deg", "Declination (ICRS) of the forced position."),
+            Column("base_TransformedCentroid_flag", "bool", None,
+                   "The position could not be transformed (no WCS, or not finite)."),
+        ]
+    if "base_PsfFlux" in plugins:
+        cols += [
+            Column("base_PsfFlux_instFlux", "f8", "ct", "PSF flux at the fixed position."),
+            Column("base_PsfFlux_instFluxErr", "f8", "ct", "1σ uncertainty of the PSF flux."),
+            Column("base_PsfFlux_area", "f4", "pix", "Effective area of the PSF, (ΣP)²/ΣP²."),
+            Column("base_PsfFlux_apCorr", "f8", None,
+                   "Aperture correction applied (the exposure's; 1 when it has none)."),
+            Column("base_PsfFlux_flag", "bool", None, "No PSF flux could be measured."),
+            Column("base_PsfFlux_flag_noGoodPixels", "bool", None,
+                   "No usable pixel under the PSF (off the image, or all masked)."),
+            Column("base_PsfFlux_flag_edge", "bool", None,
+                   "Part of the PSF fell off the image or on masked pixels, left out."),
+        ]
+        if calibrated:
+            cols += [Column("base_PsfFlux_flux", "f8", "nJy", "Calibrated PSF flux."),
+                     Column("base_PsfFlux_fluxErr", "f8", "nJy", "1σ uncertainty, calibrated.")]
+    if "base_TransformedShape" in plugins:
+        cols += [
+            Column("base_TransformedShape_xx", "f8", "pix2", "Shape moment Ixx used here."),
+            Column("base_TransformedShape_yy", "f8", "pix2", "Shape moment Iyy used here."),
+            Column("base_TransformedShape_xy", "f8", "pix2", "Shape moment Ixy used here."),
+            Column("slot_Shape_xx", "f8", "pix2", "Alias of base_TransformedShape_xx."),
+            Column("slot_Shape_yy", "f8", "pix2", "Alias of base_TransformedShape_yy."),
+            Column("slot_Shape_xy", "f8", "pix2", "Alias of base_TransformedShape_xy."),
+            Column("base_TransformedShape_flag", "bool", None,
+                   "No shape: the input gave none and the PSF's could not be computed."),
+        ]
+    if "base_PixelFlags" in plugins:
+        cols.append(Column("base_PixelFlags_flag_offimage", "bool", None,
+                           "The position is off the image."))
+        for name in FLAG_PLANES:
+            cols.append(Column(f"base_PixelFlags_flag_{name}", "bool", None,
+                               f"{'/'.join(FLAG_PLANES[name])} pixel within one PSF FWHM."))
+            cols.append(Column(f"base_PixelFlags_flag_{name}Center", "bool", None,
+                               f"{'/'.join(FLAG_PLANES[name])} pixel within 1 pixel."))
+    if "base_CircularApertureFlux" in plugins:
+        for r in config.apertureRadii:
+            stem = f"base_CircularApertureFlux_{radius_name(r)}"
+            cols += [
+                Column(f"{stem}_instFlux", "f8", "ct", f"Flux within {r:g} pixels (exact)."),
+                Column(f"{stem}_instFluxErr", "f8", "ct", f"1σ uncertainty, {r:g} pixels."),
+                Column(f"{stem}_flag", "bool", None, f"The {r:g}-pixel aperture leaves the image."),
+            ]
+            if calibrated:
+                cols += [Column(f"{stem}_flux", "f8", "nJy", f"Calibrated {r:g}-pixel flux."),
+                         Column(f"{stem}_fluxErr", "f8", "nJy", "1σ uncertainty, calibrated.")]
+    if "base_LocalBackground" in plugins:
+        cols += [
+            Column("base_LocalBackground_instFlux", "f8", "ct", "Local background per pixel."),
+            Column("base_LocalBackground_instFluxErr", "f8", "ct", "Clipped stdev in the annulus."),
+            Column("base_LocalBackground_flag", "bool", None, "No usable pixel in the annulus."),
+        ]
+    return cols
+
+
+def run_forced(
+    exposure: Exposure, positions: Table, config: ForcedConfig | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> Table:
+    """Forced measurements at every row of ``positions`` (which must carry a PSF'd exposure)."""
+    config = config or ForcedConfig()
+    if exposure.psf is None:
+        raise ValueError("forced photometry needs the exposure's PSF; characterize it first")
+    a, b, from_sky = positions_kind(positions)
+    n = len(positions)
+    ox, oy = exposure.xy0
+    cal = exposure.photo_calib
+    cols = forced_columns(config, cal is not None)
+    clash = [c.name for c in cols if c.name in positions.colnames]
+    if clash:
+        raise ValueError(f"input columns {clash} have the names of measurement columns; "
+                         "rename them")
+    out = {c.name: np.full(n, np.nan if np.dtype(c.dtype).kind == "f" else 0, dtype=c.dtype)
+           for c in cols}
+    va = np.asarray(positions[a], dtype=float)
+    vb = np.asarray(positions[b], dtype=float)
+    if from_sky:
+        if exposure.wcs is None:
+            raise ValueError("positions are RA/Dec but the exposure has no WCS; give x and y")
+        ra, dec = va, vb
+        x, y = exposure.sky_to_pixel(ra, dec)
+    else:
+        x, y = va, vb
+        ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
+                   else (np.full(n, np.nan), np.full(n, np.nan)))
+    ax, ay = x - ox, y - oy  # array frame
+    bad_pos = ~(np.isfinite(ax) & np.isfinite(ay))
+    if "base_TransformedCentroid" in config.plugins:
+        out["base_TransformedCentroid_x"][:] = out["slot_Centroid_x"][:] = x
+        out["base_TransformedCentroid_y"][:] = out["slot_Centroid_y"][:] = y
+        out["coord_ra"][:], out["coord_dec"][:] = ra, dec
+        out["base_TransformedCentroid_flag"][:] = bad_pos
+    fwhm = _psf_fwhm(exposure)
+    half = max(5, int(np.ceil(config.psfRadius * fwhm)))
+    sampler = PsfSampler(exposure.psf, half) if "base_PsfFlux" in config.plugins else None
+    for start in range(0, n, CHUNK):
+        sl = slice(start, min(start + CHUNK, n))
+        _measure_chunk(exposure, config, ax[sl], ay[sl], sl, out, sampler, half, fwhm)
+        if progress is not None:
+            progress(sl.stop / n, "forced")
+    if "base_PsfFlux" in config.plugins:
+        field = exposure.ap_corr.get("base_PsfFlux")
+        corr = field(ax, ay) if field is not None else np.ones(n)
+        out["base_PsfFlux_apCorr"][:] = corr
+        out["base_PsfFlux_instFlux"] *= corr
+        out["base_PsfFlux_instFluxErr"] *= corr
+    if "base_TransformedShape" in config.plugins:
+        _shapes(exposure, positions, ax, ay, out)
+    if cal is not None:
+        for name in [c.name for c in cols if c.name.endswith("_flux")]:
+            stem = name[: -len("_flux")]
+            out[name][:] = out[f"{stem}_instFlux"] * cal.njy_per_count
+            out[f"{stem}_fluxErr"][:] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
+    measured = make_table(out, {c.name: c for c in cols})
+    result = positions.copy(copy_data=True)
+    for name in measured.colnames:
+        result[name] = measured[name]
+    return result
+
+
+def _psf_fwhm(exposure: Exposure) -> float:
+    assert exposure.psf is not None
+    return float(exposure.psf.sigma(exposure.width / 2, exposure.height / 2) * SIGMA_TO_FWHM)
+
+
+def _stamps(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, half: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image, variance, mask, on_image, x0, y0) cubes around the nearest pixels."""
+    h, w = exposure.shape
+    n = len(ax)
+    size = 2 * half + 1
+    cx = np.round(np.nan_to_num(ax, nan=-1e6)).astype(np.int64)
+    cy = np.round(np.nan_to_num(ay, nan=-1e6)).astype(np.int64)
+    off = np.arange(-half, half + 1)
+    inside = (cx >= half) & (cx < w - half) & (cy >= half) & (cy < h - half)
+    # stamps wholly on the image: one flat gather; the few at the edges are clipped
+    idx = np.empty((n, size, size), dtype=np.int64)
+    idx[inside] = (cy[inside] * w + cx[inside])[:, None, None] + (
+        off[:, None] * w + off[None, :])[None]
+    on = np.ones((n, size, size), dtype=bool)
+    edge = np.nonzero(~inside)[0]
+    if len(edge):
+        yy = cy[edge, None, None] + off[None, :, None]
+        xx = cx[edge, None, None] + off[None, None, :]
+        on[edge] = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        idx[edge] = np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)
+    image = exposure.image.ravel().take(idx)
+    variance = exposure.variance.ravel().take(idx)
+    mask = exposure.mask.ravel().take(idx)
+    if len(edge):
+        image[edge] = np.where(on[edge], image[edge], 0.0)
+        variance[edge] = np.where(on[edge], variance[edge], 0.0)
+        mask[edge] = np.where(on[edge], mask[edge], exposure.planes.bitmask("NO_DATA"))
+    return image, variance, mask, on, cx - half, cy - half
+
+
+def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
+                   sl: slice, out: dict[str, np.ndarray], sampler: PsfSampler | None, half: int,
+                   fwhm: float) -> None:
+    h, w = exposure.shape
+    planes = exposure.planes
+    offimage = ~((ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5))
+    image, variance, mask, on, x0, y0 = _stamps(exposure, ax, ay, half)
+    centre_nodata = planes.any(mask[:, half, half], "NO_DATA") | offimage
+    if sampler is not None:
+        p = sampler.images(np.nan_to_num(ax), np.nan_to_num(ay))
+        # pixels within a circle about the true position (not the square stamp about the
+        # nearest pixel), so the fit changes continuously with the position
+        off = np.arange(-half, half + 1, dtype=float)
+        ddx = (x0 + half - ax)[:, None, None] + off[None, None, :]
+        ddy = (y0 + half - ay)[:, None, None] + off[None, :, None]
+        within = ddx * ddx + ddy * ddy <= (half - 0.5) ** 2
+        good = on & within & ~planes.any(mask, config.badMaskPlanes)
+        flux, err, area, kept = psf_flux(image, variance, p, good)
+        none = ~(kept > 0) | centre_nodata
+        out["base_PsfFlux_instFlux"][sl] = np.where(none, np.nan, flux)
+        out["base_PsfFlux_instFluxErr"][sl] = np.where(none, np.nan, err)
+        out["base_PsfFlux_area"][sl] = area
+        out["base_PsfFlux_flag_noGoodPixels"][sl] = none
+        inside = np.where(within, p, 0.0)
+        full = (inside * inside).sum(axis=(1, 2))
+        out["base_PsfFlux_flag_edge"][sl] = (p * p * good).sum(axis=(1, 2)) < full * (1 - 1e-9)
+        out["base_PsfFlux_flag"][sl] = none
+    if "base_PixelFlags" in config.plugins:
+        d2 = (np.arange(-half, half + 1)[None, :, None] ** 2
+              + np.arange(-half, half + 1)[None, None, :] ** 2)
+        # OR of the mask bits near each position, once; then one test per flag
+        near_bits = np.bitwise_or.reduce(mask[:, (d2 <= fwhm**2)[0]], axis=1)
+        centre_bits = np.bitwise_or.reduce(mask[:, (d2 <= 2)[0]], axis=1)
+        out["base_PixelFlags_flag_offimage"][sl] = offimage
+        for name, plane_names in FLAG_PLANES.items():
+            bits = np.int32(planes.bitmask(plane_names))
+            out[f"base_PixelFlags_flag_{name}"][sl] = (near_bits & bits) != 0
+            out[f"base_PixelFlags_flag_{name}Center"][sl] = (centre_bits & bits) != 0
+    if "base_CircularApertureFlux" in config.plugins:
+        _apertures(exposure, config, ax, ay, sl, out, offimage)
+    if "base_LocalBackground" in config.plugins:
+        _local_background(exposure, ax, ay, sl, out, fwhm)
+
+
+def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
+               sl: slice, out: dict[str, np.ndarray], offimage: np.ndarray) -> None:
+    h, w = exposure.shape
+    half = int(np.ceil(max(config.apertureRadii))) + 1
+    image, variance, _, on, x0, y0 = _stamps(exposure, ax, ay, half)
+    off = np.arange(2 * half + 1, dtype=float)
+    dx = x0[:, None, None] + off[None, None, :] - ax[:, None, None]
+    dy = y0[:, None, None] + off[None, :, None] - ay[:, None, None]
+    for r in config.apertureRadii:
+        stem = f"base_CircularApertureFlux_{radius_name(r)}"
+        ov = circle_overlap(dx, dy, r)
+        trunc = (ax - r < -0.5) | (ay - r < -0.5) | (ax + r > w - 0.5) | (ay + r > h - 0.5)
+        out[f"{stem}_instFlux"][sl] = np.where(offimage, np.nan, (ov * image).sum(axis=(1, 2)))
+        out[f"{stem}_instFluxErr"][sl] = np.where(
+            offimage, np.nan, np.sqrt((ov * ov * variance).sum(axis=(1, 2))))
+        out[f"{stem}_flag"][sl] = trunc | offimage
+
+
+def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, sl: slice,
+                      out: dict[str, np.ndarray], fwhm: float) -> None:
+    """Clipped mean in an annulus of 7σ–15σ of the PSF, detected and bad pixels left out."""
+    sigma = fwhm / SIGMA_TO_FWHM
+    r_in, r_out = 7 * sigma, 15 * sigma
+    half = int(np.ceil(r_out)) + 1
+    image, _, mask, on, x0, y0 = _stamps(exposure, ax, ay, half)
+    off = np.arange(2 * half + 1, dtype=float)
+    dx = x0[:, None, None] + off[None, None, :] - ax[:, None, None]
+    dy = y0[:, None, None] + off[None, :, None] - ay[:, None, None]
+    d2 = dx * dx + dy * dy
+    excluded = exposure.planes.any(mask, ["BAD", "SAT", "NO_DATA", "DETECTED",
+                                          "DETECTED_NEGATIVE"])
+    use = (d2 >= r_in**2) & (d2 <= r_out**2) & on & ~excluded
+    mean, _, std = clipped_stats(np.where(use, image, np.nan).reshape(len(ax), -1), axis=-1)
+    out["base_LocalBackground_instFlux"][sl] = mean
+    out["base_LocalBackground_instFluxErr"][sl] = std
+    out["base_LocalBackground_flag"][sl] = ~np.isfinite(mean)
+
+
+def _shapes(exposure: Exposure, positions: Table, ax: np.ndarray, ay: np.ndarray,
+            out: dict[str, np.ndarray]) -> None:
+    """The caller's shape where given (pixels), else the PSF's adaptive moments there."""
+    assert exposure.psf is not None
+    n = len(ax)
+    if all(c in positions.colnames for c in SHAPE_COLUMNS):
+        xx, yy, xy = (np.asarray(positions[c], float) for c in SHAPE_COLUMNS)
+    else:
+        xx = yy = xy = np.full(n, np.nan)
+    missing = ~np.isfinite(xx + yy + xy)
+    if missing.any():
+        sigma = np.asarray(psf_sigmas(exposure, np.nan_to_num(ax[missing]),
+                                      np.nan_to_num(ay[missing])))
+        xx, yy, xy = xx.copy(), yy.copy(), xy.copy()
+        xx[missing], yy[missing], xy[missing] = sigma**2, sigma**2, 0.0
+    for axis, values in (("xx", xx), ("yy", yy), ("xy", xy)):
+        out[f"base_TransformedShape_{axis}"][:] = values
+        out[f"slot_Shape_{axis}"][:] = values
+    out["base_TransformedShape_flag"][:] = ~np.isfinite(xx + yy + xy)
+
+
+def psf_sigmas(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """PSF determinant radius at many positions (batched when the model can)."""
+    psf = exposure.psf
+    assert psf is not None
+    batched = getattr(psf, "sigmas", None)
+    if batched is not None:
+        return np.asarray(batched(x, y), float)
+    return np.array([psf.sigma(float(a), float(b)) for a, b in zip(x, y, strict=True)])

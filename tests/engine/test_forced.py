@@ -1,0 +1,123 @@
+"""Forced photometry against simulated truth: blank sky, faint sources, inputs and flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from app.engine.config import DetectConfig, ForcedConfig
+from app.engine.forced import run_forced
+from app.engine.pipeline import run_detect
+from app.engine.psf_kolmogorov import KolmogorovPsf
+from app.engine.random_positions import NotEnoughBlankSky, random_positions
+from app.engine.simulate import SimulationConfig, simulate_exposure
+
+SKY_SIGMA = np.sqrt(1000.0 + 25.0)  # default sky 1000 counts, read noise 5 e-, gain 1
+
+
+def _faint_flux(target_sn: float) -> float:
+    """Flux of a point source of PSF S/N ``target_sn`` on the default sky (0.75″ seeing)."""
+    kernel = KolmogorovPsf(3.75, kernel_size=41).kernel(1024.0, 1024.0)
+    return target_sn * SKY_SIGMA / np.sqrt((kernel**2).sum())
+
+
+@pytest.fixture(scope="module")
+def faint_field():
+    """A calexp with 400 injected point sources of S/N ≈ 4.5 on a grid, plus a normal field."""
+    rng = np.random.default_rng(8)
+    gx, gy = np.meshgrid(np.linspace(60, 1988, 20), np.linspace(60, 1988, 20))
+    flux = _faint_flux(4.5)
+    injected = [(float(x + rng.uniform(-3, 3)), float(y + rng.uniform(-3, 3)), flux, "star")
+                for x, y in zip(gx.ravel(), gy.ravel(), strict=True)]
+    sim = simulate_exposure(SimulationConfig(
+        width=2048, height=2048, n_stars=500, star_mag_range=(17.0, 23.0), n_galaxies=150,
+        n_pairs=0, positions=injected, min_separation_px=20.0, seed=21))
+    result = run_detect(sim.exposure, DetectConfig())
+    return sim, result, len(injected)
+
+
+def test_blank_sky_fluxes_are_consistent_with_zero(faint_field):
+    _, result, _ = faint_field
+    x, y = random_positions(result.exposure, 600, min_distance_px=40, seed=3)
+    out = run_forced(result.exposure, Table({"x": x, "y": y}))
+    z = np.asarray(out["base_PsfFlux_instFlux"] / out["base_PsfFlux_instFluxErr"])
+    assert np.isfinite(z).all()
+    assert abs(z.mean()) < 0.1
+    assert 0.9 <= z.std() <= 1.1
+
+
+def test_sub_threshold_sources_are_measured_without_bias(faint_field):
+    sim, result, n_injected = faint_field
+    truth = sim.truth[:n_injected]  # injected sources come first
+    sn = np.asarray(truth["psf_sn"])
+    sel = (sn > 4) & (sn < 5) & (np.asarray(truth["nearest_px"]) > 20)
+    assert sel.sum() >= 200
+    out = run_forced(result.exposure, Table({"ra": truth["ra"][sel], "dec": truth["dec"][sel]}))
+    pull = np.asarray((out["base_PsfFlux_instFlux"] - truth["flux"][sel])
+                      / out["base_PsfFlux_instFluxErr"])
+    assert abs(np.median(pull)) < 0.2
+    assert 0.9 <= pull.std() <= 1.1
+
+
+def test_sky_and_pixel_inputs_agree(faint_field):
+    _, result, _ = faint_field
+    ex = result.exposure
+    x = np.array([100.25, 777.7, 1500.1, 2000.9])
+    y = np.array([300.5, 1024.0, 99.9, 1800.3])
+    ra, dec = ex.pixel_to_sky(x, y)
+    by_pixel = run_forced(ex, Table({"x": x, "y": y}))
+    by_sky = run_forced(ex, Table({"ra": ra, "dec": dec}))
+    sky_flux = np.asarray(by_sky["base_PsfFlux_instFlux"])
+    pixel_flux = np.asarray(by_pixel["base_PsfFlux_instFlux"])
+    # agreement to 1e-6 of the flux scale (the error: fluxes here may be near zero)
+    scale = np.asarray(by_pixel["base_PsfFlux_instFluxErr"])
+    assert np.all(np.abs(sky_flux - pixel_flux) <= 1e-6 * np.maximum(np.abs(pixel_flux), scale))
+    np.testing.assert_allclose(by_sky["base_TransformedCentroid_x"], x, atol=1e-6)
+
+
+def test_tags_pass_through_and_bad_positions_keep_their_rows(faint_field):
+    _, result, _ = faint_field
+    ex = result.exposure.copy()
+    ex.mask[500:520, 500:520] |= ex.planes.bitmask("NO_DATA")
+    positions = Table({
+        "x": [1000.0, -50.0, 510.0, 1200.0],
+        "y": [1000.0, 40.0, 510.0, 3000.0],
+        "name": ["a", "off-left", "no-data", "off-top"],
+        "type_flag": [0, 1, 1, 0],
+    })
+    out = run_forced(ex, positions, ForcedConfig(plugins=[
+        "base_TransformedCentroid", "base_PsfFlux", "base_TransformedShape", "base_PixelFlags",
+        "base_CircularApertureFlux", "base_LocalBackground"]))
+    assert out["name"].tolist() == ["a", "off-left", "no-data", "off-top"]
+    assert out["type_flag"].tolist() == [0, 1, 1, 0]
+    flux = np.asarray(out["base_PsfFlux_instFlux"])
+    assert np.isfinite(flux[0]) and np.isnan(flux[1:]).all()
+    assert out["base_PsfFlux_flag"].tolist() == [False, True, True, True]
+    assert out["base_PixelFlags_flag_offimage"].tolist() == [False, True, False, True]
+    assert out["base_PixelFlags_flag_edgeCenter"][2]  # NO_DATA counts as edge
+    assert out["base_PsfFlux_flux"].unit == "nJy"
+    assert np.isfinite(out["base_CircularApertureFlux_3_0_instFlux"][0])
+    sigma = ex.psf.sigma(1000.0, 1000.0)
+    assert out["base_TransformedShape_xx"][0] == pytest.approx(sigma**2)
+
+
+def test_positions_need_known_columns(faint_field):
+    _, result, _ = faint_field
+    with pytest.raises(ValueError, match="ra and dec"):
+        run_forced(result.exposure, Table({"alpha": [1.0], "delta": [2.0]}))
+
+
+def test_random_positions_avoid_detections_and_refuse_impossible_requests(faint_field):
+    _, result, _ = faint_field
+    ex = result.exposure
+    x, y = random_positions(ex, 300, min_distance_px=40, seed=1)
+    detected = np.argwhere(ex.planes.any(ex.mask, "DETECTED"))
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(detected[:, ::-1]).query(np.column_stack([x, y]))
+    assert d.min() >= 40
+    again = random_positions(ex, 300, min_distance_px=40, seed=1)
+    np.testing.assert_array_equal(again[0], x)
+    with pytest.raises(NotEnoughBlankSky, match="asked for"):
+        random_positions(ex, 10, min_distance_px=5000)
