@@ -40,6 +40,12 @@ def _detect(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _forced(args: argparse.Namespace) -> int:
+    from app.commands.forced import run
+
+    return run(args)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from app.commands.simulate import run
 
@@ -75,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_detect)
+
+    p = sub.add_parser("forced", help="forced photometry at the positions of a table")
+    p.add_argument("exposure", help="calexp or plain FITS image")
+    p.add_argument("--positions", required=True,
+                   help="table (.csv .fits .vot .parquet) with ra/dec or x/y; other columns "
+                   "are passed through")
+    p.add_argument("--output", "-o", required=True, help="output table; format by extension")
+    p.add_argument("--plugins", nargs="+", help="forced plugins (default: LSST's four)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_forced)
 
     p = sub.add_parser("simulate", help="write a simulated calexp and its truth table")
     p.add_argument("output", help="calexp FITS path; the truth goes beside it as *_truth.fits")

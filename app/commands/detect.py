@@ -6,46 +6,25 @@ import argparse
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from app.commands.progress import progress_bar
 from app.engine.config import DetectConfig, apply_overrides
 from app.engine.pipeline import run_detect
-from app.io.catalogs import FORMATS, write_catalog
+from app.io.catalogs import guess_format, write_catalog
 from app.io.errors import ExposureReadError
 from app.io.fits_exposure import read_exposure, write_exposure
 from app.io.footprints import write_footprints
 
 
-def catalog_format(path: str) -> str:
-    """The catalog format named by a file's extension."""
-    name = path.lower()
-    for fmt, (_, ext) in FORMATS.items():
-        if name.endswith(ext):
-            return fmt
-    if name.endswith((".fit", ".fits.gz")):
-        return "fits"
-    known = ", ".join(ext for _, ext in FORMATS.values())
-    raise ValueError(f"cannot tell the catalog format of {path!r}; use one of {known}")
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = apply_overrides(DetectConfig(), args.set)
-        fmt = catalog_format(args.output)
+        fmt = guess_format(args.output)
         exposure = read_exposure(args.input)
     except (ValueError, ExposureReadError) as e:
         print(f"skyphot detect: {e}", file=sys.stderr)
         return 2
-    bar = tqdm(total=100, desc="detect", unit="%", file=sys.stderr, disable=args.quiet,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-
-    def progress(fraction: float, step: str) -> None:
-        bar.n = int(round(100 * fraction))
-        bar.set_postfix_str(step)
-        bar.refresh()
-
-    result = run_detect(exposure, config, progress)
-    bar.close()
+    with progress_bar("detect", args.quiet) as progress:
+        result = run_detect(exposure, config, progress)
     write_catalog(result.catalog, args.output, fmt)
     if args.footprints:
         write_footprints(result.footprints, args.footprints, result.exposure.xy0)

@@ -11,9 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.measure.context import MeasurementContext
+from app.engine.measure.plugins.flux import naive_aperture_sums
 from app.engine.psf_model import poly_terms
 
+APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
 APCORR_MIN_STARS = 6
+APCORR_MIN_SNR = 50.0
+CLEAN = ["SAT", "EDGE", "BAD", "INTRP", "NO_DATA", "CR", "SUSPECT"]
 
 
 @dataclass
@@ -53,3 +58,55 @@ def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray,
             return None
     err_mean = float(1.0 / np.sqrt(wts[keep].sum()))
     return ApCorr(coef, err_mean, int(keep.sum()), width, height)
+
+
+def measure_ap_corr(ctx: MeasurementContext, out: dict[str, np.ndarray], candidates: np.ndarray,
+                    radius: float) -> dict[str, ApCorr]:
+    """Correction fields from the ``candidates`` that are clean, bright point sources.
+
+    For each flux in ``APCORR_FLUXES`` present in ``out``: the ratio of the reference
+    aperture flux (``radius``, local sky) to that flux, fitted over the image.
+    """
+    ref, ref_err = reference_flux(ctx, radius)
+    n = ctx.n_sources
+    clean = candidates & ~ctx.mask_in_footprints(ctx.exposure.planes.bitmask(CLEAN))
+    psf = out.get("base_PsfFlux_instFlux")
+    gauss = out.get("base_GaussianFlux_instFlux")
+    pointlike = np.ones(n, dtype=bool)
+    if psf is not None and gauss is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = psf / gauss
+            pointlike = np.abs(r - np.nanmedian(r[clean])) < 0.05
+    h, w = ctx.exposure.shape
+    fields: dict[str, ApCorr] = {}
+    for stem in APCORR_FLUXES:
+        if f"{stem}_instFlux" not in out:
+            continue
+        flux = out[f"{stem}_instFlux"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = ref / flux
+            snr = flux / out[f"{stem}_instFluxErr"]
+        use = clean & pointlike & np.isfinite(ratio) & (snr > APCORR_MIN_SNR) & ~out[
+            f"{stem}_flag"]
+        field = fit_apcorr(ctx.x[use], ctx.y[use], ratio[use], ref_err[use] / flux[use], w, h)
+        if field is not None:
+            fields[stem] = field
+    return fields
+
+
+def reference_flux(ctx: MeasurementContext, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Aperture flux within ``radius`` about a local sky from the annulus 1.5r–2r.
+
+    Measured with the other sources replaced by noise (the star's wings outside every
+    footprint stay), so neighbours do not count. The local sky removes a residual
+    background, which a large aperture would otherwise multiply by πr².
+    """
+    flux, var = naive_aperture_sums(ctx, radius)
+    outer, outer_var = naive_aperture_sums(ctx, 2.0 * radius)
+    inner, inner_var = naive_aperture_sums(ctx, 1.5 * radius)
+    area = np.pi * radius**2
+    ann_area = np.pi * (4.0 - 2.25) * radius**2
+    sky = (outer - inner) / ann_area
+    ref = flux - sky * area
+    ref_var = var + (area / ann_area) ** 2 * (outer_var - inner_var)
+    return ref, np.sqrt(np.maximum(ref_var, 0))

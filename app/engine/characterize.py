@@ -10,6 +10,11 @@ Starting from a Gaussian guess, each of ``psfIterations`` rounds:
 4. fits a :class:`~app.engine.psf_model.PixelPsf` to their stamps, with other detections'
    pixels given no weight, re-normalizing each star by its PSF flux and rejecting stars that
    fit badly.
+
+Then, as LSST's MeasureApCorrTask in CharacterizeImageTask, it measures the aperture
+corrections of PSF and Gaussian fluxes on the clean point sources and stores them on the
+exposure (``ap_corr``), so every later measurement on it, forced ones included, is tied to
+the same large aperture.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.apcorr import ApCorr, measure_ap_corr
 from app.engine.background import estimate_background
 from app.engine.config import CharacterizeConfig, DetectionConfig
 from app.engine.detection import detect
 from app.engine.exposure import Exposure
+from app.engine.footprints import Footprint, FootprintSet
 from app.engine.measure.context import MeasurementContext, shift_cube
 from app.engine.measure.plugins.centroid import SdssCentroid
+from app.engine.measure.plugins.flux import GaussianFlux, PsfFlux
 from app.engine.measure.plugins.shape import SdssShape
+from app.engine.measure.registry import run_plugins
 from app.engine.psf import GaussianPsf, PsfModel, psf_fwhm
 from app.engine.psf_model import PixelPsf, fit_pixel_psf
 
@@ -68,36 +77,45 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
                                                              exposure.height / 2)})
     assert result is not None
     exposure.psf = psf
+    exposure.ap_corr = measure_aperture_corrections(exposure, config.apCorrRadius)
     result.background = background
     return result
 
 
-def _determine_psf(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
-                   ) -> CharacterizeResult:
+def _detect_candidates(exposure: Exposure, psf: PsfModel) -> tuple[Exposure, FootprintSet,
+                                                                    float]:
+    """5σ footprints on a copy of the exposure smoothed with the current PSF's sigma."""
     work = exposure.copy()
     work.psf = psf
     sigma = psf.sigma(work.width / 2, work.height / 2)
-    det_config = DetectionConfig(thresholdValue=5.0, thresholdType="stdev",
-                                 includeThresholdMultiplier=config.psfCandidateThreshold / 5.0,
-                                 reEstimateBackground=False)
-    found = detect(work, sigma, det_config)
-    # all 5σ footprints, including faint ones, so their pixels can be left out of stamps
-    all_config = det_config.model_copy(update={"includeThresholdMultiplier": 1.0})
-    every = detect(work.copy(), sigma, all_config).positive
-    assert found.positive is not None and every is not None
-    fps = [fp for fp in found.positive if len(fp.peaks) == 1]
+    found = detect(work, sigma, DetectionConfig(thresholdValue=5.0, thresholdType="stdev",
+                                                reEstimateBackground=False))
+    assert found.positive is not None
+    return work, found.positive, found.threshold / 5.0
+
+
+def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool
+             ) -> MeasurementContext:
+    heavy = [fp.make_heavy(work.image, work.mask, work.variance) for fp in fps]
+    return MeasurementContext(
+        exposure=work, ids=np.arange(1, len(fps) + 1), parents=np.zeros(len(fps), np.int64),
+        footprints=heavy, peak_x=np.array([fp.peaks[0]["x"] for fp in fps], dtype=np.int64),
+        peak_y=np.array([fp.peaks[0]["y"] for fp in fps], dtype=np.int64),
+        replace_with_noise=replace_with_noise,
+    )
+
+
+def _determine_psf(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
+                   ) -> CharacterizeResult:
+    work, every, stdev = _detect_candidates(exposure, psf)
+    # candidates: single-peak footprints whose peak reaches psfCandidateThreshold σ (LSST's
+    # includeThresholdMultiplier); all 5σ footprints are kept to leave their pixels out
+    fps = [fp for fp in every if len(fp.peaks) == 1
+           and fp.peaks[0]["value"] >= config.psfCandidateThreshold * stdev]
     if not fps:
         raise CharacterizeError("no bright isolated source to measure the PSF from")
-    heavy = [fp.make_heavy(work.image, work.mask, work.variance) for fp in fps]
-    ids = np.arange(1, len(fps) + 1)
-    ctx = MeasurementContext(
-        exposure=work, ids=ids, parents=np.zeros(len(fps), np.int64), footprints=heavy,
-        peak_x=np.array([fp.peaks[0]["x"] for fp in fps]),
-        peak_y=np.array([fp.peaks[0]["y"] for fp in fps]), replace_with_noise=False,
-    )
+    ctx = _context(work, fps, replace_with_noise=False)
     out: dict[str, np.ndarray] = {}
-    from app.engine.measure.registry import run_plugins
-
     run_plugins([SdssCentroid(), SdssShape()], ctx, out, {})
     flux = out["base_SdssShape_instFlux"]
     snr = flux / out["base_SdssShape_instFluxErr"]
@@ -112,10 +130,24 @@ def _determine_psf(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
         raise CharacterizeError(
             f"only {len(stars)} usable PSF stars found (need at least 5); the image may be "
             "too shallow, too crowded or mostly saturated")
-    labels = every.to_labels()
-    model, used = fit_psf_stamps(work, labels, ctx.x[stars], ctx.y[stars], config)
+    model, used = fit_psf_stamps(work, every.to_labels(), ctx.x[stars], ctx.y[stars], config)
     return CharacterizeResult(model, int(ok.sum()), int(used.sum()), ctx.x[stars][used],
                               ctx.y[stars][used], None)
+
+
+def measure_aperture_corrections(exposure: Exposure, radius: float) -> dict[str, ApCorr]:
+    """LSST's MeasureApCorrTask: PSF and Gaussian fluxes against a large aperture, on the
+    single-peak 5σ detections that are clean point sources (others replaced by noise)."""
+    assert exposure.psf is not None
+    work, every, _ = _detect_candidates(exposure, exposure.psf)
+    fps = list(every)
+    if not fps:
+        return {}
+    ctx = _context(work, fps, replace_with_noise=True)
+    out: dict[str, np.ndarray] = {}
+    run_plugins([SdssCentroid(), SdssShape(), PsfFlux(), GaussianFlux()], ctx, out, {})
+    single = np.array([len(fp.peaks) == 1 for fp in fps])
+    return measure_ap_corr(ctx, out, single, radius)
 
 
 def select_stars(radius: np.ndarray, ok: np.ndarray) -> np.ndarray:

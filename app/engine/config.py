@@ -53,6 +53,11 @@ class CharacterizeConfig(_Config):
     psfMaxCandidates: int = Field(300, ge=5, description="Most PSF stars used.")
     psfStampSize: int = Field(41, ge=11, description="Side of the PSF model stamp (odd).")
     psfSpatialOrder: int = Field(2, ge=0, le=4, description="Polynomial order of PSF variation.")
+    apCorrRadius: float = Field(
+        35.0, gt=0,
+        description="Aperture radius (pixels) that PSF and Gaussian fluxes are tied to; large, "
+        "so that a point source's corrected flux is its total flux.",
+    )
 
 
 class DetectionConfig(_Config):
@@ -132,8 +137,8 @@ class MeasurementConfig(_Config):
     doApCorr: bool = Field(True, description="Measure and apply aperture corrections.")
     apCorrRadius: float = Field(
         35.0, gt=0,
-        description="Aperture radius (pixels) that PSF and Gaussian fluxes are tied to; large, "
-        "so that a point source's corrected flux is its total flux.",
+        description="Aperture radius for aperture corrections measured here, when the "
+        "exposure carries none from characterization.",
     )
     noiseSeed: int = Field(0, description="Seed of the noise replacing other sources.")
 
@@ -161,10 +166,6 @@ class ForcedConfig(_Config):
     badMaskPlanes: list[str] = Field(
         default_factory=lambda: ["BAD", "SAT", "NO_DATA"],
         description="Pixels with these planes are left out of the PSF fit (and flagged).",
-    )
-    psfRadius: float = Field(
-        2.2, gt=0.5, le=6,
-        description="Half-size of the PSF fit region in units of the PSF FWHM.",
     )
 
 

@@ -22,7 +22,7 @@ from astropy.table import Table
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.measure.cubes import circle_overlap
-from app.engine.measure.plugins.flux import psf_flux, radius_name
+from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_half, radius_name
 from app.engine.measure.registry import Column
 from app.engine.measure.task import make_table
 from app.engine.psf import SIGMA_TO_FWHM
@@ -164,7 +164,7 @@ def run_forced(
         out["coord_ra"][:], out["coord_dec"][:] = ra, dec
         out["base_TransformedCentroid_flag"][:] = bad_pos
     fwhm = _psf_fwhm(exposure)
-    half = max(5, int(np.ceil(config.psfRadius * fwhm)))
+    half = psf_fit_half(exposure.psf, exposure.width / 2, exposure.height / 2)
     sampler = PsfSampler(exposure.psf, half) if "base_PsfFlux" in config.plugins else None
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))
@@ -236,23 +236,15 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
     image, variance, mask, on, x0, y0 = _stamps(exposure, ax, ay, half)
     centre_nodata = planes.any(mask[:, half, half], "NO_DATA") | offimage
     if sampler is not None:
-        p = sampler.images(np.nan_to_num(ax), np.nan_to_num(ay))
-        # pixels within a circle about the true position (not the square stamp about the
-        # nearest pixel), so the fit changes continuously with the position
-        off = np.arange(-half, half + 1, dtype=float)
-        ddx = (x0 + half - ax)[:, None, None] + off[None, None, :]
-        ddy = (y0 + half - ay)[:, None, None] + off[None, :, None]
-        within = ddx * ddx + ddy * ddy <= (half - 0.5) ** 2
-        good = on & within & ~planes.any(mask, config.badMaskPlanes)
-        flux, err, area, kept = psf_flux(image, variance, p, good)
-        none = ~(kept > 0) | centre_nodata
+        flux, err, area, none, partial = fixed_psf_photometry(
+            image, variance, mask, on, x0, y0, np.nan_to_num(ax), np.nan_to_num(ay), sampler,
+            planes, config.badMaskPlanes)
+        none = none | centre_nodata
         out["base_PsfFlux_instFlux"][sl] = np.where(none, np.nan, flux)
         out["base_PsfFlux_instFluxErr"][sl] = np.where(none, np.nan, err)
         out["base_PsfFlux_area"][sl] = area
         out["base_PsfFlux_flag_noGoodPixels"][sl] = none
-        inside = np.where(within, p, 0.0)
-        full = (inside * inside).sum(axis=(1, 2))
-        out["base_PsfFlux_flag_edge"][sl] = (p * p * good).sum(axis=(1, 2)) < full * (1 - 1e-9)
+        out["base_PsfFlux_flag_edge"][sl] = partial
         out["base_PsfFlux_flag"][sl] = none
     if "base_PixelFlags" in config.plugins:
         d2 = (np.arange(-half, half + 1)[None, :, None] ** 2

@@ -92,7 +92,7 @@ def kernel_sigma(kernels: np.ndarray) -> np.ndarray:
 
 
 N_COMPONENTS = 2  # principal components carrying the PSF's variation over the field
-STARS_PER_TERM = 5  # fewer stars than this per polynomial term lowers the order
+STARS_PER_TERM = 10  # fewer stars than this per polynomial term lowers the order
 
 
 def fit_pixel_psf(

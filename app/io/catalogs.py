@@ -114,16 +114,32 @@ def write_catalog(table: Table, target: Target, format: CatalogFormat) -> None:
         writer(table, target)
 
 
+# FITS headers are ASCII: the symbols the catalogs' descriptions use, spelled out
+ASCII_SPELLING = str.maketrans({
+    "σ": "sigma", "Σ": "sum ", "²": "^2", "³": "^3", "×": "x", "·": "*", "−": "-", "–": "-",
+    "≥": ">=", "≤": "<=", "≈": "~", "→": "->", "″": " arcsec", "′": " arcmin", "…": "...",
+    "⁻": "^-", "¹": "1", "√": "sqrt", "α": "alpha", "δ": "delta", "χ": "chi", "µ": "u",
+    "°": " deg", "’": "'", "“": '"', "”": '"',
+})
+
+
+def fits_text(text: str) -> str:
+    """``text`` in printable ASCII, symbols spelled out (anything else becomes '?')."""
+    spelled = text.translate(ASCII_SPELLING)
+    return spelled.encode("ascii", "replace").decode("ascii")
+
+
 def _write_fits(table: Table, f: BinaryIO) -> None:
     hdu = fits.table_to_hdu(table)
     for i, column in enumerate(table.columns.values(), start=1):
         if column.description:
             # the full text as afw writes it (TDOCn, CONTINUE cards if long); the TTYPEn
             # comment gets what fits on its card
-            hdu.header[f"TDOC{i}"] = column.description
+            text = fits_text(column.description)
+            hdu.header[f"TDOC{i}"] = text
             value = f"{'TTYPE' + str(i):8}= '{column.name:8}'"
             room = 80 - max(len(value), 30) - 3  # fixed format: comment after col 30, " / "
-            hdu.header.comments[f"TTYPE{i}"] = column.description[: max(room, 0)]
+            hdu.header.comments[f"TTYPE{i}"] = text[: max(room, 0)]
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(f)
 
 
@@ -221,7 +237,7 @@ def read_catalog(source: Target, format: CatalogFormat | None = None) -> Table:
         Floats with NaN for nulls; other columns with nulls come back masked.
     """
     if format is None:
-        format = _guess_format(source)
+        format = guess_format(source)
     reader = _READERS[_check_format(format)]
     if isinstance(source, str | os.PathLike):
         with open(source, "rb") as f:
@@ -229,7 +245,8 @@ def read_catalog(source: Target, format: CatalogFormat | None = None) -> Table:
     return reader(source)
 
 
-def _guess_format(source: Target) -> CatalogFormat:
+def guess_format(source: Target) -> CatalogFormat:
+    """The catalog format a path's extension names."""
     if not isinstance(source, str | os.PathLike):
         raise ValueError("format is required to read a catalog from a file object")
     suffixes = [s.lower() for s in Path(source).suffixes]
@@ -263,7 +280,11 @@ def _read_votable(f: BinaryIO) -> Table:
 
 
 def _read_csv(f: BinaryIO) -> Table:
-    return Table.read(f.read().decode("utf-8"), format="ascii.ecsv")
+    """ECSV as written here, or any plain comma-separated file with a header line."""
+    text = f.read().decode("utf-8")
+    if text.lstrip().startswith("# %ECSV"):
+        return Table.read(text, format="ascii.ecsv")
+    return Table.read(text, format="ascii.csv")
 
 
 def _read_parquet(f: BinaryIO) -> Table:

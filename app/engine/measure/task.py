@@ -15,16 +15,12 @@ from collections.abc import Callable
 import numpy as np
 from astropy.table import Table
 
-from app.engine.apcorr import ApCorr, fit_apcorr
+from app.engine.apcorr import APCORR_FLUXES, ApCorr, measure_ap_corr
 from app.engine.config import MeasurementConfig
 from app.engine.deblend import DEBLEND_FLAGS, SourceRecord
 from app.engine.exposure import Exposure
 from app.engine.measure.context import MeasurementContext
-from app.engine.measure.plugins.flux import naive_aperture_sums
 from app.engine.measure.registry import APCORR_ORDER, Column, resolve, run_plugins
-
-APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
-APCORR_MIN_SNR = 100.0
 
 
 def base_columns() -> list[Column]:
@@ -83,51 +79,33 @@ def measure_sources(
     run_plugins(first, ctx, out, columns, report(0.0, 0.7))
     apcorrs: dict[str, ApCorr] = {}
     if config.doApCorr and n:
-        apcorrs = apply_aperture_corrections(ctx, out, columns, config.apCorrRadius)
+        apcorrs = aperture_corrections(ctx, out, columns, config.apCorrRadius)
     run_plugins(later, ctx, out, columns, report(0.75, 0.25))
     add_calibrated_fluxes(exposure, out, columns)
     return make_table(out, columns), apcorrs
 
 
-def apply_aperture_corrections(
-    ctx: MeasurementContext, out: dict[str, np.ndarray], columns: dict[str, Column],
-    radius: float,
-) -> dict[str, ApCorr]:
-    """Measure the correction fields on bright point sources and apply them to every flux."""
-    ref, ref_err = reference_flux(ctx, radius)
+def aperture_corrections(ctx: MeasurementContext, out: dict[str, np.ndarray],
+                         columns: dict[str, Column], radius: float) -> dict[str, ApCorr]:
+    """Apply the exposure's aperture corrections; measure them here if it has none.
+
+    CharacterizeImage measures them on the PSF stars (as LSST does); measuring them on this
+    catalog's bright point sources is the fallback for an exposure characterized elsewhere.
+    """
+    fields = dict(ctx.exposure.ap_corr)
+    if not fields:
+        single = (out["parent"] == 0) & (out["deblend_nPeaks"] <= 1)
+        fields = measure_ap_corr(ctx, out, single, radius)
     n = ctx.n_sources
-    single = (out["parent"] == 0) & (out["deblend_nPeaks"] <= 1)
-    pix_bad = np.zeros(n, dtype=bool)
-    for flag in ("base_PixelFlags_flag_saturated", "base_PixelFlags_flag_edge",
-                 "base_PixelFlags_flag_bad", "base_PixelFlags_flag_interpolated"):
-        if flag in out:
-            pix_bad |= out[flag]
-    bitmask = ctx.exposure.planes.bitmask(["SAT", "EDGE", "BAD", "INTRP", "NO_DATA"])
-    pix_bad |= ctx.mask_in_footprints(bitmask)
-    psf = out.get("base_PsfFlux_instFlux")
-    gauss = out.get("base_GaussianFlux_instFlux")
-    pointlike = np.ones(n, dtype=bool)
-    if psf is not None and gauss is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pointlike = np.abs(psf / gauss - np.nanmedian(psf / gauss)) < 0.05
-    h, w = ctx.exposure.shape
-    apcorrs: dict[str, ApCorr] = {}
     for stem in APCORR_FLUXES:
         if f"{stem}_instFlux" not in out:
             continue
-        flux = out[f"{stem}_instFlux"]
-        err = out[f"{stem}_instFluxErr"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = ref / flux
-            snr = flux / err
-        use = (single & ~pix_bad & pointlike & np.isfinite(ratio) & (snr > APCORR_MIN_SNR)
-               & ~out[f"{stem}_flag"])
-        field = fit_apcorr(ctx.x[use], ctx.y[use], ratio[use], ref_err[use] / flux[use], w, h)
         for col, desc in (("apCorr", "Aperture correction applied"),
                           ("apCorrErr", "Uncertainty of the aperture correction")):
             columns[f"{stem}_{col}"] = Column(f"{stem}_{col}", "f8", None, f"{desc}.")
         columns[f"{stem}_flag_apCorr"] = Column(f"{stem}_flag_apCorr", "bool", None,
                                                 "No aperture correction could be measured.")
+        field = fields.get(stem)
         if field is None:
             out[f"{stem}_apCorr"] = np.full(n, np.nan)
             out[f"{stem}_apCorrErr"] = np.full(n, np.nan)
@@ -137,28 +115,9 @@ def apply_aperture_corrections(
         out[f"{stem}_apCorr"] = corr
         out[f"{stem}_apCorrErr"] = np.full(n, field.err)
         out[f"{stem}_flag_apCorr"] = np.zeros(n, dtype=bool)
-        out[f"{stem}_instFlux"] = flux * corr
-        out[f"{stem}_instFluxErr"] = err * corr
-        apcorrs[stem] = field
-    return apcorrs
-
-
-def reference_flux(ctx: MeasurementContext, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Aperture flux within ``radius`` about a local sky from the annulus 1.5r–2r.
-
-    Measured with the other sources replaced by noise (the star's wings outside every
-    footprint stay), so neighbours do not count. The local sky removes a residual
-    background, which a large aperture would otherwise multiply by πr².
-    """
-    flux, var = naive_aperture_sums(ctx, radius)
-    outer, outer_var = naive_aperture_sums(ctx, 2.0 * radius)
-    inner, inner_var = naive_aperture_sums(ctx, 1.5 * radius)
-    area = np.pi * radius**2
-    ann_area = np.pi * (4.0 - 2.25) * radius**2
-    sky = (outer - inner) / ann_area
-    ref = flux - sky * area
-    ref_var = var + (area / ann_area) ** 2 * (outer_var - inner_var)
-    return ref, np.sqrt(np.maximum(ref_var, 0))
+        out[f"{stem}_instFlux"] = out[f"{stem}_instFlux"] * corr
+        out[f"{stem}_instFluxErr"] = out[f"{stem}_instFluxErr"] * corr
+    return fields
 
 
 def add_calibrated_fluxes(exposure: Exposure, out: dict[str, np.ndarray],

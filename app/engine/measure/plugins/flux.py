@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.engine.masks import MaskPlanes
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import circle_overlap, gaussian_weight, stamp_offsets
 from app.engine.measure.registry import FLUX_ORDER, Column, Plugin, register
+from app.engine.psf import SIGMA_TO_FWHM, PsfModel
+from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
 BAD_PLANES = ["BAD", "SAT", "NO_DATA"]
+
+
+PSF_FIT_RADIUS_FWHM = 2.2  # pixels within this many FWHM of the position enter the PSF fit
 
 
 def psf_flux(data: np.ndarray, variance: np.ndarray, psf: np.ndarray, good: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Linear PSF fit at fixed position for every stamp: F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)².
 
-    ``psf`` is normalized to sum 1 over its full stamp; pixels not ``good`` are left out of
+    ``psf`` is normalized to sum 1 over its full kernel; pixels not ``good`` are left out of
     the sums. Returns (flux, error, effective area (ΣP)²/ΣP², fraction of PSF weight kept).
     """
     p = np.where(good, psf, 0.0)
@@ -27,6 +33,39 @@ def psf_flux(data: np.ndarray, variance: np.ndarray, psf: np.ndarray, good: np.n
         area = p.sum(axis=(1, 2)) ** 2 / spp
         kept = spp / (psf * psf).sum(axis=(1, 2))
     return flux, err, area, kept
+
+
+def psf_fit_half(psf: PsfModel, x: float, y: float) -> int:
+    """Half-size of the stamps the PSF fit needs at (x, y)."""
+    return max(5, int(np.ceil(PSF_FIT_RADIUS_FWHM * psf.sigma(x, y) * SIGMA_TO_FWHM)) + 1)
+
+
+def fixed_psf_photometry(
+    image: np.ndarray, variance: np.ndarray, mask: np.ndarray, on: np.ndarray,
+    x0: np.ndarray, y0: np.ndarray, x: np.ndarray, y: np.ndarray, sampler: PsfSampler,
+    planes: MaskPlanes, bad_planes: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The PSF fit every PSF flux in skyphot uses, single-frame and forced alike.
+
+    Stamps (N, S, S) start at (x0, y0) in the array frame and are centred on the pixel
+    nearest (x, y). The fit uses the pixels within ``PSF_FIT_RADIUS_FWHM`` (the radius the
+    sampler was built for) of the exact position, so it varies continuously with the
+    position, leaving out pixels off the image or with ``bad_planes``.
+    Returns (flux, error, effective area, no usable pixel, some PSF weight left out).
+    """
+    half = sampler.half
+    p = sampler.images(x, y)
+    off = np.arange(-half, half + 1, dtype=float)
+    ddx = (x0 + half - x)[:, None, None] + off[None, None, :]
+    ddy = (y0 + half - y)[:, None, None] + off[None, :, None]
+    within = ddx * ddx + ddy * ddy <= (half - 0.5) ** 2
+    good = on & within & ~planes.any(mask, bad_planes)
+    flux, err, area, kept = psf_flux(image, variance, p, good)
+    inside = np.where(within, p, 0.0)
+    full = (inside * inside).sum(axis=(1, 2))
+    none = ~(kept > 0)
+    partial = (p * p * good).sum(axis=(1, 2)) < full * (1 - 1e-9)
+    return flux, err, area, none, partial
 
 
 @register
@@ -48,18 +87,18 @@ class PsfFlux(Plugin):
     def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
         if ctx.n_sources == 0:
             return
-        half = ctx.psf_half()
+        ex = ctx.exposure
+        half = psf_fit_half(ctx.psf, ex.width / 2, ex.height / 2)
         st = ctx.stamps(half)
-        p = ctx.psf_images(half)
-        good = st.on_image & ~ctx.exposure.planes.any(st.mask, BAD_PLANES)
-        flux, err, area, kept = psf_flux(st.image, st.variance, p, good)
+        flux, err, area, none, partial = fixed_psf_photometry(
+            st.image, st.variance, st.mask, st.on_image, st.x0, st.y0, ctx.x, ctx.y,
+            PsfSampler(ctx.psf, half), ex.planes, BAD_PLANES)
         n = self.name
-        none = ~(kept > 0)
         out[f"{n}_instFlux"][:] = np.where(none, np.nan, flux)
         out[f"{n}_instFluxErr"][:] = np.where(none, np.nan, err)
         out[f"{n}_area"][:] = area
         out[f"{n}_flag_noGoodPixels"][:] = none
-        out[f"{n}_flag_edge"][:] = kept < 1 - 1e-9
+        out[f"{n}_flag_edge"][:] = partial
         out[f"{n}_flag"][:] = none | ~np.isfinite(flux)
 
 

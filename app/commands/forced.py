@@ -1,0 +1,45 @@
+"""``skyphot forced``: forced photometry at the positions of a table, on a local exposure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.commands.progress import progress_bar
+from app.engine.characterize import CharacterizeError, characterize
+from app.engine.config import CharacterizeConfig, ForcedConfig
+from app.engine.forced import run_forced
+from app.io.catalogs import guess_format, read_catalog, write_catalog
+from app.io.errors import ExposureReadError
+from app.io.fits_exposure import read_exposure
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = ForcedConfig(plugins=args.plugins) if args.plugins else ForcedConfig()
+        fmt = guess_format(args.output)
+        exposure = read_exposure(args.exposure)
+        positions = read_catalog(args.positions)
+    except (ValueError, ExposureReadError, OSError) as e:
+        print(f"skyphot forced: {e}", file=sys.stderr)
+        return 2
+    if exposure.psf is None:
+        try:
+            characterize(exposure, CharacterizeConfig())
+        except CharacterizeError as e:
+            print(f"skyphot forced: the exposure has no PSF and none could be measured: {e}",
+                  file=sys.stderr)
+            return 2
+    try:
+        with progress_bar("forced", args.quiet) as progress:
+            table = run_forced(exposure, positions, config, progress)
+    except ValueError as e:
+        print(f"skyphot forced: {e}", file=sys.stderr)
+        return 2
+    write_catalog(table, args.output, fmt)
+    measured = int((~table["base_PsfFlux_flag"]).sum()) if "base_PsfFlux_flag" in table.colnames \
+        else len(table)
+    print(f"{Path(args.exposure).name}: {len(table)} positions, {measured} measured "
+          f"→ {args.output}")
+    return 0
