@@ -20,7 +20,7 @@ the same large aperture.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,23 +70,24 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
     psf: PsfModel = GaussianPsf(config.initialPsfFwhm / 2.3548)
     result = None
     for it in range(config.psfIterations):
-        result = _determine_psf(exposure, psf, config)
+        work, every, stdev = _detect_candidates(exposure, psf)
+        result = _determine_psf(work, every, stdev, config)
         psf = result.psf
         log.info("psf iteration", extra={"iteration": it + 1, "stars": result.n_psf_stars,
                                          "fwhm_px": psf_fwhm(psf, exposure.width / 2,
                                                              exposure.height / 2)})
     assert result is not None
-    exposure.psf = psf
-    exposure.ap_corr = measure_aperture_corrections(exposure, config.apCorrRadius)
+    exposure.psf = work.psf = psf
+    exposure.ap_corr = measure_aperture_corrections(work, every, config.apCorrRadius)
     result.background = background
     return result
 
 
 def _detect_candidates(exposure: Exposure, psf: PsfModel) -> tuple[Exposure, FootprintSet,
                                                                     float]:
-    """5σ footprints on a copy of the exposure smoothed with the current PSF's sigma."""
-    work = exposure.copy()
-    work.psf = psf
+    """5σ footprints found with the current PSF's sigma, on a view of the exposure whose
+    mask is a copy (detection writes DETECTED and EDGE there, not on the caller's mask)."""
+    work = replace(exposure, mask=exposure.mask.copy(), psf=psf)
     sigma = psf.sigma(work.width / 2, work.height / 2)
     found = detect(work, sigma, DetectionConfig(thresholdValue=5.0, thresholdType="stdev",
                                                 reEstimateBackground=False))
@@ -105,9 +106,8 @@ def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool
     )
 
 
-def _determine_psf(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
-                   ) -> CharacterizeResult:
-    work, every, stdev = _detect_candidates(exposure, psf)
+def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
+                   config: CharacterizeConfig) -> CharacterizeResult:
     # candidates: single-peak footprints whose peak reaches psfCandidateThreshold σ (LSST's
     # includeThresholdMultiplier); all 5σ footprints are kept to leave their pixels out
     fps = [fp for fp in every if len(fp.peaks) == 1
@@ -135,11 +135,10 @@ def _determine_psf(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
                               ctx.y[stars][used], None)
 
 
-def measure_aperture_corrections(exposure: Exposure, radius: float) -> dict[str, ApCorr]:
+def measure_aperture_corrections(work: Exposure, every: FootprintSet, radius: float
+                                 ) -> dict[str, ApCorr]:
     """LSST's MeasureApCorrTask: PSF and Gaussian fluxes against a large aperture, on the
     single-peak 5σ detections that are clean point sources (others replaced by noise)."""
-    assert exposure.psf is not None
-    work, every, _ = _detect_candidates(exposure, exposure.psf)
     fps = list(every)
     if not fps:
         return {}

@@ -85,6 +85,22 @@ def _threshold(
     return float(config.thresholdValue * stdev)
 
 
+STATS_SAMPLES = 2_000_000  # pixels the noise of the smoothed image is estimated from
+
+
+def smoothed_stdev(smoothed: np.ndarray, good: np.ndarray) -> float:
+    """Clipped stdev of the good pixels of the smoothed image, from a regular subsample.
+
+    Every s-th pixel along each axis (s chosen to keep about two million): the smoothing
+    correlates neighbours anyway, so the estimate is as good as with every pixel (relative
+    error ~1e-3) at a fraction of the cost of sorting 16 million values.
+    """
+    step = max(1, int(np.sqrt(smoothed.size / STATS_SAMPLES)))
+    sub = smoothed[::step, ::step][good[::step, ::step]]
+    _, _, sd = clipped_stats(sub)
+    return float(sd)
+
+
 def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a disk of ``radius`` pixels (afw's CIRCLE stencil).
 
@@ -222,7 +238,7 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
     search[half : image.shape[0] - half, half : image.shape[1] - half] = True
     mask[~search] |= np.int32(planes.bitmask("EDGE"))
     good = search & ~planes.any(mask, config.excludeMaskPlanes)
-    _, _, stdev = clipped_stats(smoothed[good])
+    stdev = smoothed_stdev(smoothed, good)
     if not np.isfinite(stdev) or stdev <= 0:
         if config.thresholdType == "stdev":
             raise ValueError("no usable pixels to measure the image's noise: every pixel is "
