@@ -49,11 +49,15 @@ class Footprint:
         return self.image is not None
 
     def indices(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ys, xs) of every pixel, in span order."""
+        """(ys, xs) of every pixel, in span order (computed once; spans do not change)."""
+        cached = self.__dict__.get("_indices")
+        if cached is not None and cached[0] is self.spans:
+            return cached[1], cached[2]
         lengths = self.spans["x1"] - self.spans["x0"] + 1
         ys = np.repeat(self.spans["y"], lengths)
         starts = np.repeat(self.spans["x0"] - np.cumsum(lengths) + lengths, lengths)
         xs = starts + np.arange(lengths.sum())
+        self.__dict__["_indices"] = (self.spans, ys, xs)
         return ys, xs
 
     def make_heavy(self, image: np.ndarray, mask: np.ndarray, variance: np.ndarray) -> Footprint:

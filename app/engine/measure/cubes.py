@@ -59,7 +59,17 @@ def _quadrant_area(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:
 
 
 def circle_overlap(dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
-    """Exact area of each unit pixel (centre offset dx, dy) inside a circle of radius r."""
-    x0, x1, y0, y1 = dx - 0.5, dx + 0.5, dy - 0.5, dy + 0.5
-    return (_quadrant_area(x1, y1, r) - _quadrant_area(x0, y1, r)
-            - _quadrant_area(x1, y0, r) + _quadrant_area(x0, y0, r))
+    """Exact area of each unit pixel (centre offset dx, dy) inside a circle of radius r.
+
+    Pixels wholly inside (centre within r − √½) are 1 and wholly outside 0; the exact
+    integral is evaluated on the thin ring in between only.
+    """
+    dx, dy = np.broadcast_arrays(dx, dy)
+    d = np.hypot(dx, dy)
+    out = (d <= r - np.sqrt(0.5)).astype(np.float64)
+    ring = np.abs(d - r) < np.sqrt(0.5)
+    rx, ry = dx[ring], dy[ring]
+    x0, x1, y0, y1 = rx - 0.5, rx + 0.5, ry - 0.5, ry + 0.5
+    out[ring] = (_quadrant_area(x1, y1, r) - _quadrant_area(x0, y1, r)
+                 - _quadrant_area(x1, y0, r) + _quadrant_area(x0, y0, r))
+    return out
