@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.engine.apcorr import ApCorr, measure_ap_corr
+from app.engine.apcorr import APCORR_MIN_SNR, ApCorr, measure_ap_corr
 from app.engine.background import estimate_background
 from app.engine.config import CharacterizeConfig, DetectionConfig
 from app.engine.detection import detect
@@ -78,7 +78,7 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
                                                              exposure.height / 2)})
     assert result is not None
     exposure.psf = work.psf = psf
-    exposure.ap_corr = measure_aperture_corrections(work, every, config.apCorrRadius)
+    exposure.ap_corr = measure_aperture_corrections(work, every, stdev, config.apCorrRadius)
     result.background = background
     return result
 
@@ -95,14 +95,14 @@ def _detect_candidates(exposure: Exposure, psf: PsfModel) -> tuple[Exposure, Foo
     return work, found.positive, found.threshold / 5.0
 
 
-def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool
-             ) -> MeasurementContext:
+def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool,
+             covered: np.ndarray | None = None) -> MeasurementContext:
     heavy = [fp.make_heavy(work.image, work.mask, work.variance) for fp in fps]
     return MeasurementContext(
         exposure=work, ids=np.arange(1, len(fps) + 1), parents=np.zeros(len(fps), np.int64),
         footprints=heavy, peak_x=np.array([fp.peaks[0]["x"] for fp in fps], dtype=np.int64),
         peak_y=np.array([fp.peaks[0]["y"] for fp in fps], dtype=np.int64),
-        replace_with_noise=replace_with_noise,
+        replace_with_noise=replace_with_noise, covered=covered,
     )
 
 
@@ -135,18 +135,18 @@ def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
                               ctx.y[stars][used], None)
 
 
-def measure_aperture_corrections(work: Exposure, every: FootprintSet, radius: float
-                                 ) -> dict[str, ApCorr]:
+def measure_aperture_corrections(work: Exposure, every: FootprintSet, stdev: float,
+                                 radius: float) -> dict[str, ApCorr]:
     """LSST's MeasureApCorrTask: PSF and Gaussian fluxes against a large aperture, on the
-    single-peak 5σ detections that are clean point sources (others replaced by noise)."""
-    fps = list(every)
+    single-peak detections bright enough to count, all detections replaced by noise."""
+    threshold = APCORR_MIN_SNR * stdev
+    fps = [fp for fp in every if len(fp.peaks) == 1 and fp.peaks[0]["value"] >= threshold]
     if not fps:
         return {}
-    ctx = _context(work, fps, replace_with_noise=True)
+    ctx = _context(work, fps, replace_with_noise=True, covered=every.to_labels() > 0)
     out: dict[str, np.ndarray] = {}
     run_plugins([SdssCentroid(), SdssShape(), PsfFlux(), GaussianFlux()], ctx, out, {})
-    single = np.array([len(fp.peaks) == 1 for fp in fps])
-    return measure_ap_corr(ctx, out, single, radius)
+    return measure_ap_corr(ctx, out, np.ones(len(fps), dtype=bool), radius)
 
 
 def select_stars(radius: np.ndarray, ok: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ class MeasurementContext:
     peak_x: np.ndarray  # array-frame coordinates of each source's peak
     peak_y: np.ndarray
     replace_with_noise: bool = True
+    # pixels to replace by noise; default: the footprints of the top-level sources measured.
+    # Measuring a subset of the detections still hides all of them when this is given.
+    covered: np.ndarray | None = None
     noise_seed: int = 0
     aperture_radii: list[float] = field(default_factory=list)
     apcorr_radius: float = 17.0
@@ -90,11 +93,13 @@ class MeasurementContext:
         (NoiseReplacer's ``noiseSource="measure"``), drawn from a seeded generator.
         """
         image = self.exposure.image
-        covered = np.zeros(image.shape, dtype=bool)
-        for fp, parent in zip(self.footprints, self.parents, strict=True):
-            if parent == 0:
-                ys, xs = fp.indices()
-                covered[ys, xs] = True
+        covered = self.covered
+        if covered is None:
+            covered = np.zeros(image.shape, dtype=bool)
+            for fp, parent in zip(self.footprints, self.parents, strict=True):
+                if parent == 0:
+                    ys, xs = fp.indices()
+                    covered[ys, xs] = True
         unusable = self.exposure.planes.any(self.exposure.mask, ["BAD", "SAT", "NO_DATA"])
         free = image[~covered & ~unusable]
         mean, _, std = clipped_stats(free[::max(1, free.size // 2_000_000)])
