@@ -126,19 +126,28 @@ def dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
     return out.astype(bool)
 
 
-def local_maxima(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def local_maxima(values: np.ndarray, labels: np.ndarray, candidates: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(ys, xs) of labelled pixels not lower than any labelled 8-neighbour.
 
-    Only the footprint pixels are visited, not the whole image.
+    ``candidates`` are flat indices of pixels to consider (those with a label may be among
+    them); only they are visited, not the whole image.
     """
-    ys, xs = np.nonzero(labels > 0)
-    padded = np.pad(np.where(labels > 0, values, -np.inf), 1, constant_values=-np.inf)
-    centre = padded[ys + 1, xs + 1]
-    is_max = np.ones(len(ys), dtype=bool)
+    h, w = labels.shape
+    flat_labels = labels.ravel()
+    cand = candidates[flat_labels[candidates] > 0]
+    ys, xs = np.divmod(cand, w)
+    flat_values = values.ravel()
+    centre = flat_values[cand]
+    is_max = np.ones(len(cand), dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                is_max &= centre >= padded[ys + 1 + dy, xs + 1 + dx]
+                ny, nx = ys + dy, xs + dx
+                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+                idx = np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1)
+                neighbour = np.where(inside & (flat_labels[idx] > 0), flat_values[idx], -np.inf)
+                is_max &= centre >= neighbour
     return ys[is_max], xs[is_max]
 
 
@@ -187,15 +196,17 @@ def find_footprints(
     labels, n = ndimage.label(above & search, structure=EIGHT_CONNECTED)
     if n == 0:
         return FootprintSet([], smoothed.shape, labels=labels)
-    flat = labels.ravel()
-    sizes = np.bincount(flat, minlength=n + 1)
-    reaches = np.bincount(flat, weights=include.ravel(), minlength=n + 1) > 0
+    # the labelled pixels are a small part of the image: work on their flat indices only
+    nz = np.flatnonzero(labels)
+    lab = labels.ravel()[nz]
+    sizes = np.bincount(lab, minlength=n + 1)
+    reaches = np.bincount(lab[include.ravel()[nz]], minlength=n + 1) > 0
     keep = (sizes >= min_pixels) & reaches
     keep[0] = False
     relabel = np.zeros(n + 1, dtype=np.int32)
     relabel[keep] = np.arange(1, keep.sum() + 1)
-    labels = relabel[labels]
-    py, px = local_maxima(smoothed, labels)
+    labels.ravel()[nz] = relabel[lab]
+    py, px = local_maxima(smoothed, labels, nz)
 
     if grow > 0:
         if isotropic:
