@@ -40,6 +40,8 @@ from app.engine.psf_model import PixelPsf, fit_pixel_psf
 
 log = logging.getLogger(__name__)
 
+APCORR_MAX_STARS = 400  # the brightest candidates used for the aperture corrections
+
 STAR_REJECT = ["SAT", "BAD", "INTRP", "CR", "EDGE", "NO_DATA", "SUSPECT"]
 
 
@@ -141,6 +143,8 @@ def measure_aperture_corrections(work: Exposure, every: FootprintSet, stdev: flo
     single-peak detections bright enough to count, all detections replaced by noise."""
     threshold = APCORR_MIN_SNR * stdev
     fps = [fp for fp in every if len(fp.peaks) == 1 and fp.peaks[0]["value"] >= threshold]
+    # the brightest few hundred pin the correction down to a few 1e-4
+    fps = sorted(fps, key=lambda fp: -fp.peaks[0]["value"])[:APCORR_MAX_STARS]
     if not fps:
         return {}
     ctx = _context(work, fps, replace_with_noise=True, covered=every.to_labels() > 0)

@@ -216,7 +216,7 @@ def naive_aperture_sums(ctx: MeasurementContext, r: float, *, replaced: bool = T
     h, w = ctx.exposure.shape
     x, y = ctx.x, ctx.y
     side = 2 * int(np.ceil(r)) + 1
-    if replaced and ctx.n_sources * side * side < h * w // 4:
+    if replaced and ctx.n_sources * side * side < h * w // 2:
         # few sources: sum their stamps directly (own footprints already inserted), cheaper
         # than cumulative sums over the whole image
         st = ctx.stamps(int(np.ceil(r)))
