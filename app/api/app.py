@@ -1,0 +1,64 @@
+"""The app factory: settings in, a FastAPI app whose lifespan owns database, queue and workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import dramatiq
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.errors import install_error_handlers
+from app.api.middleware import RequestIdMiddleware
+from app.api.routers import exposures, health, jobs, results
+from app.db.migrate import upgrade
+from app.jobs.queue import JobQueue, start_worker
+from app.jobs.reconciler import PeriodicReconciler, reconcile
+from app.jobs.runtime import Runtime
+from app.settings import Settings, configure_logging
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API; with a ``memory://`` broker it also runs the jobs, in this process."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        await run_in_threadpool(upgrade, settings.database_url)
+        runtime = Runtime.open(settings)
+        queue = JobQueue(runtime)
+        worker: dramatiq.Worker | None = None
+        if settings.embedded_queue:
+            worker = start_worker(queue, settings.worker_threads)
+        await run_in_threadpool(reconcile, runtime, queue, restart=settings.embedded_queue)
+        reconciler = PeriodicReconciler(runtime, queue)
+        reconciler.start()
+        app.state.runtime = runtime
+        app.state.queue = queue
+        logger.info("skyphot API started (broker %s)", settings.broker_url.split("@")[-1])
+        try:
+            yield
+        finally:
+            runtime.shutdown.set()
+            reconciler.stop()
+            if worker is not None:
+                await run_in_threadpool(worker.stop, 30_000)
+            queue.close()
+            runtime.close()
+
+    app = FastAPI(
+        title="skyphot",
+        summary="Source detection, deblending, measurement and forced photometry on exposures.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    for router in (health.router, exposures.router, jobs.router, results.router):
+        app.include_router(router)
+    return app

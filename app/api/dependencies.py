@@ -1,0 +1,64 @@
+"""Per-request dependencies, defined once as ``Annotated`` aliases the routers reuse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.jobs.queue import JobQueue
+from app.jobs.runtime import Runtime
+from app.services.exposures import ExposureService
+from app.services.jobs import JobService
+from app.services.results import ResultService
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def get_queue(request: Request) -> JobQueue:
+    return request.app.state.queue
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_owner(runtime: RuntimeDep) -> str:
+    """The caller; bearer-token authentication replaces this and nothing below changes."""
+    return runtime.settings.default_owner
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]
+
+
+def get_exposure_service(
+    session: SessionDep, runtime: RuntimeDep, queue: QueueDep, owner: OwnerDep
+) -> ExposureService:
+    return ExposureService(session, runtime.store, queue, owner)
+
+
+def get_job_service(
+    session: SessionDep, runtime: RuntimeDep, queue: QueueDep, owner: OwnerDep
+) -> JobService:
+    return JobService(session, runtime.store, queue, owner)
+
+
+def get_result_service(session: SessionDep, runtime: RuntimeDep, owner: OwnerDep) -> ResultService:
+    return ResultService(session, runtime.store, owner)
+
+
+ExposureServiceDep = Annotated[ExposureService, Depends(get_exposure_service)]
+JobServiceDep = Annotated[JobService, Depends(get_job_service)]
+ResultServiceDep = Annotated[ResultService, Depends(get_result_service)]

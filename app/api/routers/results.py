@@ -1,0 +1,180 @@
+"""Results of detect jobs: sources (JSON pages or catalog files), footprints, mask, catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from app.api.dependencies import ResultServiceDep
+from app.api.formats import CATALOG_MEDIA_TYPES, negotiate
+from app.api.schemas import SourceOut, SourcePage
+from app.db.sources import Cone, PixelBox, SourceFilter
+from app.io.catalogs import FORMATS
+from app.services.errors import InvalidInputError
+from app.services.results import Blob, ResultService
+
+router = APIRouter(prefix="/v1/jobs/{job_id}", tags=["results"])
+
+NOT_COMPLETED = {409: {"description": "The job is not COMPLETED (yet)"}}
+
+
+def source_filter(
+    parents_only: Annotated[bool, Query(description="Only parents (parent = 0).")] = False,
+    children_only: Annotated[bool, Query(description="Only deblended children.")] = False,
+    deblend_nChild: Annotated[int | None, Query(ge=0)] = None,  # noqa: N803 - LSST's name
+    min_psf_snr: Annotated[float | None, Query(description="base_PsfFlux S/N at least.")] = None,
+    x_min: float | None = None,
+    x_max: float | None = None,
+    y_min: float | None = None,
+    y_max: float | None = None,
+    ra: Annotated[float | None, Query(ge=0, lt=360, description="Cone centre, deg.")] = None,
+    dec: Annotated[float | None, Query(ge=-90, le=90, description="Cone centre, deg.")] = None,
+    radius: Annotated[float | None, Query(gt=0, le=180, description="Cone radius, deg.")] = None,
+    flag: Annotated[list[str], Query(description="Flags that must be set.")] = [],  # noqa: B006
+    noflag: Annotated[list[str], Query(description="Flags that must be unset.")] = [],  # noqa: B006
+) -> SourceFilter:
+    """The filters of ``/sources``, from the query string."""
+    if parents_only and children_only:
+        raise InvalidInputError("parents_only and children_only exclude each other")
+    cone_parts = (ra, dec, radius)
+    if any(p is not None for p in cone_parts) and any(p is None for p in cone_parts):
+        raise InvalidInputError("a cone needs all of ra, dec and radius (degrees)")
+    box = PixelBox(x_min, x_max, y_min, y_max)
+    return SourceFilter(
+        parents_only=parents_only,
+        children_only=children_only,
+        deblend_nchild=deblend_nChild,
+        min_psf_snr=min_psf_snr,
+        box=None if box == PixelBox() else box,
+        cone=None if ra is None or dec is None or radius is None else Cone(ra, dec, radius),
+        flags_set=tuple(flag),
+        flags_unset=tuple(noflag),
+    )
+
+
+FilterDep = Annotated[SourceFilter, Depends(source_filter)]
+
+
+def _columns(columns: str | None) -> list[str] | None:
+    return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+
+
+def _attachment(content: bytes, format: str, filename: str) -> Response:
+    return Response(
+        content,
+        media_type=CATALOG_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}{FORMATS[format][1]}"'},
+    )
+
+
+@router.get(
+    "/sources",
+    summary="Sources: JSON pages (cursor) or a catalog file (format= or Accept)",
+    description=(
+        "JSON gives `limit` rows in id order; pass `next_cursor` back as `cursor` for the "
+        "next page. fits, votable, csv and parquet give every matching row in one file, "
+        "with units. Filters combine with AND; `flag`/`noflag` may repeat."
+    ),
+    response_model=SourcePage,
+    responses={**NOT_COMPLETED, 200: {"content": {t: {} for t in CATALOG_MEDIA_TYPES.values()}}},
+)
+async def list_sources(
+    job_id: str,
+    request: Request,
+    service: ResultServiceDep,
+    where: FilterDep,
+    format: Annotated[str | None, Query(description="json, fits, votable, csv, parquet")] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    columns: Annotated[str | None, Query(description="Comma-separated column names.")] = None,
+) -> Response:
+    chosen = negotiate(request, format)
+    if chosen == "json":
+        page = await run_in_threadpool(
+            service.sources_page,
+            job_id,
+            where,
+            cursor=cursor,
+            limit=limit,
+            columns=_columns(columns),
+        )
+        body = SourcePage(job_id=job_id, sources=page.rows, next_cursor=page.next_cursor)
+        return Response(body.model_dump_json(), media_type="application/json")
+    content = await run_in_threadpool(
+        service.sources_file, job_id, where, columns=_columns(columns), format=chosen
+    )
+    return _attachment(content, chosen, f"{job_id}-sources")
+
+
+@router.get(
+    "/sources/{source_id}",
+    response_model=SourceOut,
+    summary="One source with its footprint (spans, peaks, bbox, area), parent and children",
+    responses=NOT_COMPLETED,
+)
+def get_source(job_id: str, source_id: int, service: ResultServiceDep) -> SourceOut:
+    return SourceOut.from_detail(job_id, service.source(job_id, source_id))
+
+
+@router.get(
+    "/sources/{source_id}/footprint",
+    summary="The heavy footprint as FITS: IMAGE, MASK, VARIANCE cutouts of its pixels",
+    response_class=Response,
+    responses={**NOT_COMPLETED, 200: {"content": {"application/fits": {}}}},
+)
+def get_footprint(
+    job_id: str,
+    source_id: int,
+    service: ResultServiceDep,
+    format: Annotated[str, Query(pattern="^fits$")] = "fits",
+) -> Response:
+    content = service.footprint_fits(job_id, source_id)
+    return _attachment(content, "fits", f"{job_id}-footprint-{source_id}")
+
+
+@router.get(
+    "/mask",
+    summary="The mask after detection (DETECTED = 32, …) as FITS",
+    response_class=StreamingResponse,
+    responses={**NOT_COMPLETED, 200: {"content": {"application/fits": {}}}},
+)
+def get_mask(
+    job_id: str,
+    service: ResultServiceDep,
+    format: Annotated[str, Query(pattern="^fits$")] = "fits",
+) -> StreamingResponse:
+    return _stream(service, service.artifact(job_id, "mask"))
+
+
+@router.get(
+    "/catalog",
+    summary="The whole catalog file (FITS as stored, or converted with format=/Accept)",
+    response_class=Response,
+    responses={**NOT_COMPLETED, 200: {"content": {t: {} for t in CATALOG_MEDIA_TYPES.values()}}},
+)
+async def get_catalog(
+    job_id: str,
+    request: Request,
+    service: ResultServiceDep,
+    format: Annotated[str | None, Query(description="fits, votable, csv, parquet, json")] = None,
+) -> Response:
+    chosen = negotiate(request, format, default="fits")
+    if chosen == "fits":
+        blob = await run_in_threadpool(service.artifact, job_id, "catalog")
+        return _stream(service, blob)
+    content = await run_in_threadpool(service.catalog_as, job_id, chosen)
+    return _attachment(content, chosen, f"{job_id}-catalog")
+
+
+def _stream(service: ResultService, blob: Blob) -> StreamingResponse:
+    return StreamingResponse(
+        service.stream(blob),
+        media_type=blob.media_type,
+        headers={
+            "Content-Length": str(blob.size),
+            "Content-Disposition": f'attachment; filename="{blob.filename}"',
+        },
+    )

@@ -1,0 +1,1 @@
+"""Database tables, sessions, repositories and migrations (SQLite and PostgreSQL)."""

@@ -1,0 +1,98 @@
+"""Job kinds: what a job computes in its child process and how the result is stored.
+
+The compute function runs in a separate process, so it takes and returns plain picklable
+values; the finalize function runs in the worker, in the transaction that marks the job
+COMPLETED.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from app.db.models import JobRecord
+from app.storage.blobs import attempt_prefix
+
+Progress = Callable[[float, str], None]
+"""Report progress: fraction done in [0, 1] and the name of the current step."""
+
+BUILTIN_KIND_MODULES = ("app.jobs.detect", "app.jobs.fetch")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the child process needs to run one attempt of a job."""
+
+    job_id: str
+    owner: str
+    attempt: int
+    parameters: dict[str, Any]
+    exposure_key: str | None
+    storage_url: str
+    max_bytes: int
+
+    @property
+    def artifact_prefix(self) -> str:
+        """Where this attempt writes its files; attempts never overwrite each other's."""
+        return attempt_prefix(self.job_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file an attempt wrote to blob storage."""
+
+    name: str
+    key: str
+    media_type: str
+    size: int
+
+
+@dataclass
+class JobOutput:
+    """What a compute function returns to the worker."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[tuple[int, str]] = field(default_factory=list)
+    exposure: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job the service runs."""
+
+    name: str
+    parameters: type[BaseModel]
+    compute: Callable[[JobContext, Progress], JobOutput]
+    finalize: Callable[[Session, JobRecord, JobOutput], None]
+    needs_exposure: bool = True
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def register_kind(kind: JobKind) -> JobKind:
+    """Make ``kind`` known to the API and the workers of this process."""
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN_KIND_MODULES:
+        importlib.import_module(module)
+
+
+def get_kind(name: str) -> JobKind | None:
+    _load_builtins()
+    return _KINDS.get(name)
+
+
+def kind_names() -> list[str]:
+    _load_builtins()
+    return sorted(_KINDS)

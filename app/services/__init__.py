@@ -1,0 +1,1 @@
+"""Use cases behind the API: exposures, jobs and results. Services own the transactions."""

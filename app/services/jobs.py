@@ -1,0 +1,138 @@
+"""Submitting, reading, cancelling and deleting jobs for one owner."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.db.base import utcnow
+from app.db.exposures import ExposureRepository
+from app.db.jobs import JobRepository
+from app.db.models import JobPhase, JobRecord
+from app.jobs.kinds import get_kind, kind_names
+from app.jobs.runner import Sender
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.storage.blobs import BlobStore, job_prefix
+
+logger = logging.getLogger(__name__)
+
+
+def validation_detail(error: ValidationError, prefix: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"loc", "message"}``, the location naming the offending key."""
+    return [
+        {"loc": [*prefix, *map(str, e["loc"])], "message": e["msg"], "type": e["type"]}
+        for e in error.errors(include_url=False)
+    ]
+
+
+def describe_validation(detail: list[dict[str, Any]]) -> str:
+    """One line naming every bad key: ``config.detection.foo: Extra inputs are not permitted``."""
+    return "; ".join(f"{'.'.join(d['loc'])}: {d['message']}" for d in detail)
+
+
+class JobService:
+    """Jobs of one owner; the queue gets a job's id only after the job is committed."""
+
+    def __init__(self, session: Session, store: BlobStore, queue: Sender, owner: str) -> None:
+        self._session = session
+        self._store = store
+        self._queue = queue
+        self._owner = owner
+
+    def submit(self, kind_name: str, exposure_id: str | None, config: dict[str, Any]) -> JobRecord:
+        """Validate, store as QUEUED, commit, then send the id to the workers."""
+        kind = get_kind(kind_name)
+        if kind is None:
+            raise InvalidInputError(
+                f"unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}",
+                code="unknown_kind",
+            )
+        try:
+            parameters = kind.parameters.model_validate(config).model_dump(mode="json")
+        except ValidationError as error:
+            detail = validation_detail(error, ("config",))
+            raise InvalidInputError(
+                f"invalid config: {describe_validation(detail)}",
+                code="invalid_config",
+                detail=detail,
+            ) from error
+        with self._session.begin():
+            if kind.needs_exposure:
+                if exposure_id is None:
+                    raise InvalidInputError(f"a {kind_name} job needs an exposure_id")
+                if ExposureRepository(self._session).get(self._owner, exposure_id) is None:
+                    raise NotFoundError(
+                        f"no exposure {exposure_id!r}; upload one with POST /v1/exposures",
+                        code="exposure_not_found",
+                    )
+            job = JobRecord(
+                id=uuid.uuid4().hex,
+                owner=self._owner,
+                kind=kind_name,
+                exposure_id=exposure_id if kind.needs_exposure else None,
+                parameters=parameters,
+                phase=JobPhase.QUEUED,
+                heartbeat_at=utcnow(),
+            )
+            JobRepository(self._session).add(job)
+        try:
+            self._queue.send(job.id)
+        except Exception:  # the reconciler sends it again once the broker is back
+            logger.exception("could not queue job; it stays QUEUED", extra={"job_id": job.id})
+        return job
+
+    def get(self, job_id: str) -> JobRecord:
+        with self._session.begin():
+            job = JobRepository(self._session).get(self._owner, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
+        return job
+
+    def page(
+        self,
+        *,
+        phase: JobPhase | None,
+        kind: str | None,
+        exposure_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[JobRecord], int]:
+        with self._session.begin():
+            return JobRepository(self._session).page(
+                self._owner,
+                phase=phase,
+                kind=kind,
+                exposure_id=exposure_id,
+                limit=limit,
+                offset=offset,
+            )
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """ABORTED now; the worker kills the job's process at its next heartbeat."""
+        with self._session.begin():
+            jobs = JobRepository(self._session)
+            job = jobs.get(self._owner, job_id)
+            if job is None:
+                raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
+            if not jobs.abort(job_id):
+                raise ConflictError(
+                    f"job {job_id} is already {job.phase.value}; only a queued or running job "
+                    "can be cancelled",
+                    code="job_finished",
+                )
+            self._session.refresh(job)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        """Delete the job, its results and its files (a running one is stopped first)."""
+        with self._session.begin():
+            jobs = JobRepository(self._session)
+            job = jobs.get(self._owner, job_id)
+            if job is None:
+                raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
+            jobs.delete(job)
+        self._store.delete_prefix(job_prefix(job_id))

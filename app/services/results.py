@@ -1,0 +1,203 @@
+"""Reading a completed detect job's results: sources, footprints, mask and catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.db.jobs import JobRepository
+from app.db.models import ArtifactRecord, JobPhase, JobRecord, SourceRecord
+from app.db.sources import SourceFilter, SourceRepository
+from app.engine.footprints import Footprint
+from app.io.catalogs import CatalogFormat, catalog_bytes, read_catalog
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.storage import footprints as footprint_store
+from app.storage.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class SourcePage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class SourceDetail:
+    source: SourceRecord
+    footprint: Footprint | None
+    children: list[int]
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A stored file to stream back."""
+
+    key: str
+    media_type: str
+    size: int
+    filename: str
+
+
+def encode_cursor(source_id: int) -> str:
+    return str(source_id)
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        return int(cursor)
+    except ValueError as error:
+        raise InvalidInputError(
+            f"invalid cursor {cursor!r}; pass next_cursor back as is"
+        ) from error
+
+
+class ResultService:
+    """Results of one owner's jobs; every read checks the job is a COMPLETED detect job."""
+
+    def __init__(self, session: Session, store: BlobStore, owner: str) -> None:
+        self._session = session
+        self._store = store
+        self._owner = owner
+
+    def sources_page(
+        self,
+        job_id: str,
+        where: SourceFilter,
+        *,
+        cursor: str | None,
+        limit: int,
+        columns: Sequence[str] | None,
+    ) -> SourcePage:
+        """JSON rows in id order; ``next_cursor`` is None on the last page."""
+        with self._session.begin():
+            job = self._completed(job_id)
+            wanted = self._check_columns(job, columns)
+            records = SourceRepository(self._session, self._owner).page(
+                job_id,
+                where,
+                after=None if cursor is None else decode_cursor(cursor),
+                limit=limit + 1,
+            )
+        more = len(records) > limit
+        records = records[:limit]
+        rows = [
+            r.row if wanted is None else {name: r.row.get(name) for name in wanted} for r in records
+        ]
+        return SourcePage(rows, encode_cursor(records[-1].id) if more else None)
+
+    def sources_file(
+        self,
+        job_id: str,
+        where: SourceFilter,
+        *,
+        columns: Sequence[str] | None,
+        format: CatalogFormat,
+    ) -> bytes:
+        """The selected rows and columns of the catalog artifact, in a catalog format."""
+        with self._session.begin():
+            job = self._completed(job_id)
+            wanted = self._check_columns(job, columns)
+            ids = SourceRepository(self._session, self._owner).ids(job_id, where)
+            artifact = self._artifact(job_id, "catalog")
+        table = read_catalog(self._store.path(artifact.storage_key), "fits")
+        table = table[np.isin(np.asarray(table["id"]), np.asarray(ids, dtype=np.int64))]
+        if wanted is not None:
+            table = table[list(wanted)]
+        return catalog_bytes(table, format)
+
+    def source(self, job_id: str, source_id: int) -> SourceDetail:
+        """One source with its footprint and its children's ids."""
+        with self._session.begin():
+            self._completed(job_id)
+            sources = SourceRepository(self._session, self._owner)
+            record = sources.get(job_id, source_id)
+            if record is None:
+                raise NotFoundError(
+                    f"job {job_id} has no source {source_id}", code="source_not_found"
+                )
+            children = sources.children(job_id, source_id)
+            artifact = self._artifact(job_id, "footprints")
+        with self._store.open(artifact.storage_key) as f:
+            footprint = footprint_store.read_footprint(f, source_id)
+        return SourceDetail(record, footprint, children)
+
+    def footprint_fits(self, job_id: str, source_id: int) -> bytes:
+        """The heavy footprint as FITS cutouts."""
+        detail = self.source(job_id, source_id)
+        if detail.footprint is None or not detail.footprint.is_heavy:
+            raise NotFoundError(
+                f"source {source_id} of job {job_id} has no heavy footprint",
+                code="footprint_not_found",
+            )
+        job = self._job(job_id)
+        planes = (job.summary or {}).get("mask_planes", {})
+        return footprint_store.footprint_fits(detail.footprint, source_id, planes)
+
+    def artifact(self, job_id: str, name: str) -> Blob:
+        """A stored result file (``catalog``, ``mask``) to stream."""
+        with self._session.begin():
+            self._completed(job_id)
+            artifact = self._artifact(job_id, name)
+        filename = artifact.storage_key.rsplit("/", 1)[-1]
+        return Blob(
+            artifact.storage_key, artifact.media_type, artifact.size, f"{job_id}-{filename}"
+        )
+
+    def catalog_as(self, job_id: str, format: CatalogFormat) -> bytes:
+        """The whole catalog converted to another format."""
+        blob = self.artifact(job_id, "catalog")
+        return catalog_bytes(read_catalog(self._store.path(blob.key), "fits"), format)
+
+    def stream(self, blob: Blob) -> Iterator[bytes]:
+        return self._store.iter_chunks(blob.key)
+
+    def _job(self, job_id: str) -> JobRecord:
+        job = JobRepository(self._session).get(self._owner, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
+        return job
+
+    def _completed(self, job_id: str) -> JobRecord:
+        job = self._job(job_id)
+        if job.kind != "detect":
+            raise ConflictError(
+                f"job {job_id} is a {job.kind} job; only detect jobs have sources",
+                code="no_sources",
+            )
+        if job.phase != JobPhase.COMPLETED:
+            hint = (
+                f"it failed: {job.error_message}"
+                if job.phase == JobPhase.ERROR
+                else f"poll GET /v1/jobs/{job_id} until its phase is COMPLETED"
+            )
+            raise ConflictError(
+                f"job {job_id} is {job.phase.value}; results exist once it is COMPLETED ({hint})",
+                code="job_not_completed",
+                detail={"phase": job.phase.value},
+            )
+        return job
+
+    def _artifact(self, job_id: str, name: str) -> ArtifactRecord:
+        artifact = SourceRepository(self._session, self._owner).artifact(job_id, name)
+        if artifact is None:
+            raise NotFoundError(f"job {job_id} has no {name}", code="artifact_not_found")
+        return artifact
+
+    @staticmethod
+    def _check_columns(job: JobRecord, columns: Sequence[str] | None) -> list[str] | None:
+        if not columns:
+            return None
+        known = [c["name"] for c in (job.summary or {}).get("columns", [])]
+        unknown = [c for c in columns if c not in known]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown column(s) {', '.join(map(repr, unknown))}; the catalog has "
+                f"{len(known)} columns, listed in the job's summary",
+                code="unknown_column",
+                detail={"unknown": unknown},
+            )
+        return list(dict.fromkeys(["id", *columns]))

@@ -1,0 +1,1 @@
+"""Blob storage for exposure files and job artifacts."""

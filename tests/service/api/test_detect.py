@@ -1,0 +1,201 @@
+"""A detect job end to end on a small simulated calexp: sources, filters, formats, footprints.
+
+Runs the real engine in the job's child process (nothing is faked), on both back ends.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from fastapi.testclient import TestClient
+
+from app.engine.simulate import SimulationConfig, simulate_exposure
+from app.io.catalogs import read_catalog
+from app.io.fits_exposure import write_exposure
+from service.api.test_exposures import upload
+from service.conftest import assert_error, runtime_of, wait_for_job
+
+CONFIG = {
+    "characterize": {"psfIterations": 1},
+    "detection": {"thresholdValue": 5, "thresholdType": "stdev"},
+}
+
+
+def simulated_calexp() -> bytes:
+    """400×400 pixels, enough bright isolated stars for a PSF, a few blends."""
+    sim = simulate_exposure(
+        SimulationConfig(
+            width=400,
+            height=400,
+            n_stars=60,
+            star_mag_range=(17.0, 22.0),
+            n_galaxies=10,
+            n_pairs=3,
+            n_saturated=0,
+            seed=3,
+        )
+    )
+    buffer = io.BytesIO()
+    write_exposure(sim.exposure, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def calexp() -> bytes:
+    return simulated_calexp()
+
+
+@pytest.fixture
+def job(client: TestClient, calexp: bytes) -> dict:
+    exposure_id = upload(client, calexp).json()["id"]
+    response = client.post(
+        "/v1/jobs", json={"kind": "detect", "exposure_id": exposure_id, "config": CONFIG}
+    )
+    done = wait_for_job(client, response.json()["id"], timeout=120)
+    assert done["phase"] == "COMPLETED", done
+    return done
+
+
+def all_sources(client: TestClient, job_id: str, **params: object) -> Iterator[dict]:
+    """Every page of the JSON listing, following the cursor."""
+    query = {**params, "limit": 25}
+    while True:
+        response = client.get(f"/v1/jobs/{job_id}/sources", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        yield from page["sources"]
+        if page["next_cursor"] is None:
+            return
+        query["cursor"] = page["next_cursor"]
+
+
+def test_detect_job_stores_its_catalog(client: TestClient, job: dict) -> None:
+    summary = job["summary"]
+    assert summary["n_sources"] > 20 and summary["n_children"] > 0
+    assert summary["psf_fwhm_pixels"] > 0
+    sources = list(all_sources(client, job["id"]))
+    assert len(sources) == summary["n_sources"]
+    assert len({s["id"] for s in sources}) == len(sources)
+    assert {"coord_ra", "base_PsfFlux_flux", "deblend_nChild"} <= set(sources[0])
+
+    parents = list(all_sources(client, job["id"], parents_only="true"))
+    children = list(all_sources(client, job["id"], children_only="true"))
+    assert len(parents) + len(children) == len(sources)
+    assert all(s["parent"] == 0 for s in parents) and all(s["parent"] for s in children)
+    blended = list(all_sources(client, job["id"], deblend_nChild=2))
+    assert blended and all(s["deblend_nChild"] == 2 for s in blended)
+
+    bright = list(all_sources(client, job["id"], min_psf_snr=50))
+    assert bright and all(
+        s["base_PsfFlux_instFlux"] >= 50 * s["base_PsfFlux_instFluxErr"] for s in bright
+    )
+    box = list(all_sources(client, job["id"], x_min=0, x_max=200, y_min=0, y_max=200))
+    assert box and all(
+        s["base_SdssCentroid_x"] <= 200 and s["base_SdssCentroid_y"] <= 200 for s in box
+    )
+    centre = sources[0]
+    cone = list(
+        all_sources(
+            client, job["id"], ra=centre["coord_ra"], dec=centre["coord_dec"], radius=2 / 3600
+        )
+    )
+    assert centre["id"] in {s["id"] for s in cone}
+    assert all(
+        np.hypot(
+            (s["coord_ra"] - centre["coord_ra"]) * np.cos(np.radians(centre["coord_dec"])),
+            s["coord_dec"] - centre["coord_dec"],
+        )
+        <= 2 / 3600 + 1e-9
+        for s in cone
+    )
+    narrow = client.get(
+        f"/v1/jobs/{job['id']}/sources", params={"columns": "coord_ra,coord_dec", "limit": 3}
+    ).json()["sources"]
+    assert all(set(s) == {"id", "coord_ra", "coord_dec"} for s in narrow)
+    error = assert_error(
+        client.get(f"/v1/jobs/{job['id']}/sources", params={"columns": "nope"}), 422
+    )
+    assert "'nope'" in error["message"]
+
+
+def test_flag_filters_partition_the_catalog(client: TestClient, job: dict) -> None:
+    flag = "deblend_skipped"
+    total = len(list(all_sources(client, job["id"])))
+    set_ = list(all_sources(client, job["id"], flag=flag))
+    unset = list(all_sources(client, job["id"], noflag=flag))
+    assert len(set_) + len(unset) == total
+    assert all(s[flag] for s in set_) and not any(s[flag] for s in unset)
+
+
+@pytest.mark.parametrize("format", ["fits", "votable", "csv", "parquet"])
+def test_sources_as_catalog_files(client: TestClient, job: dict, format: str) -> None:
+    response = client.get(
+        f"/v1/jobs/{job['id']}/sources", params={"format": format, "parents_only": "true"}
+    )
+    assert response.status_code == 200, response.text
+    table = read_catalog(io.BytesIO(response.content), format)
+    parents = list(all_sources(client, job["id"], parents_only="true"))
+    assert sorted(np.asarray(table["id"]).tolist()) == [s["id"] for s in parents]
+    assert (np.asarray(table["parent"]) == 0).all()
+    assert str(table["coord_ra"].unit) == "deg"
+
+
+def test_accept_header_chooses_the_format(client: TestClient, job: dict) -> None:
+    response = client.get(f"/v1/jobs/{job['id']}/sources", headers={"Accept": "application/fits"})
+    assert response.headers["content-type"] == "application/fits"
+    assert isinstance(Table.read(io.BytesIO(response.content), format="fits"), Table)
+
+
+def test_source_footprint_mask_and_catalog(client: TestClient, job: dict) -> None:
+    child = next(all_sources(client, job["id"], children_only="true"))
+    detail = client.get(f"/v1/jobs/{job['id']}/sources/{child['id']}").json()
+    assert detail["parent"] == child["parent"]
+    footprint = detail["footprint"]
+    assert footprint["heavy"] and footprint["area"] > 0
+    x0, y0, x1, y1 = footprint["bbox"]
+    assert all(y0 <= y <= y1 and x0 <= a <= b <= x1 for y, a, b in footprint["spans"])
+    assert sum(b - a + 1 for _, a, b in footprint["spans"]) == footprint["area"]
+    parent = client.get(f"/v1/jobs/{job['id']}/sources/{child['parent']}").json()
+    assert child["id"] in parent["children"] and parent["parent"] is None
+
+    cutout = client.get(f"/v1/jobs/{job['id']}/sources/{child['id']}/footprint?format=fits")
+    with fits.open(io.BytesIO(cutout.content)) as hdus:
+        assert hdus["IMAGE"].data.shape == (y1 - y0 + 1, x1 - x0 + 1)
+        assert {"MASK", "VARIANCE"} <= {h.name for h in hdus}
+
+    mask = client.get(f"/v1/jobs/{job['id']}/mask", params={"format": "fits"})
+    with fits.open(io.BytesIO(mask.content)) as hdus:
+        detected = (hdus["MASK"].data & 32) != 0
+        assert hdus["MASK"].header["MP_DETECTED"] == 5
+    assert detected.any() and not detected.all()
+
+    catalog = client.get(f"/v1/jobs/{job['id']}/catalog")
+    assert catalog.headers["content-type"] == "application/fits"
+    assert (
+        len(Table.read(io.BytesIO(catalog.content), format="fits")) == job["summary"]["n_sources"]
+    )
+    as_csv = client.get(f"/v1/jobs/{job['id']}/catalog", params={"format": "csv"})
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    assert_error(client.get(f"/v1/jobs/{job['id']}/sources/999999"), 404, "source_not_found")
+
+
+def test_rerunning_detect_does_not_duplicate_sources(client: TestClient, job: dict) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import JobPhase, JobRecord
+    from service.jobs.helpers import result_counts
+
+    runtime = runtime_of(client)
+    with runtime.sessions.begin() as session:
+        session.execute(
+            update(JobRecord).where(JobRecord.id == job["id"]).values(phase=JobPhase.QUEUED)
+        )
+    client.app.state.queue.send(job["id"])  # type: ignore[attr-defined]
+    again = wait_for_job(client, job["id"], timeout=120)
+    assert again["phase"] == "COMPLETED" and again["attempt"] == 2
+    assert result_counts(runtime, job["id"]) == (job["summary"]["n_sources"], 3)

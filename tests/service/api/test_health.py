@@ -1,0 +1,40 @@
+"""Liveness, readiness, the error shape and request ids."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from service.conftest import assert_error
+
+
+def test_health_and_ready(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok", "checks": {}}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_ready_is_503_when_the_broker_is_down(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(broker_url="redis://127.0.0.1:1/0")
+    error = assert_error(client.get("/ready"), 503, "not_ready")
+    assert error["detail"]["database"] == "ok"
+    assert error["detail"]["broker"].startswith("unreachable")
+
+
+def test_unknown_route_uses_the_error_shape(client: TestClient) -> None:
+    error = assert_error(client.get("/v1/nothing"), 404, "not_found")
+    assert "/v1/nothing" in error["message"]
+
+
+def test_request_id_is_echoed(client: TestClient) -> None:
+    response = client.get("/health", headers={"X-Request-ID": "abc123"})
+    assert response.headers["x-request-id"] == "abc123"
+    assert len(client.get("/health").headers["x-request-id"]) == 32
+
+
+def test_openapi_docs_are_served(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "/v1/jobs/{job_id}/sources" in schema["paths"]
+    assert client.get("/docs").status_code == 200
