@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.jobs.queue import JobQueue
 from app.jobs.runtime import Runtime
+from app.services.calexps import CalexpService
 from app.services.exposures import ExposureService
 from app.services.jobs import JobService
 from app.services.results import ResultService
@@ -59,6 +60,12 @@ def get_result_service(session: SessionDep, runtime: RuntimeDep, owner: OwnerDep
     return ResultService(session, runtime.store, owner)
 
 
+def get_calexp_service(session: SessionDep, runtime: RuntimeDep, owner: OwnerDep
+                       ) -> CalexpService:
+    return CalexpService(session, runtime.store, runtime.exposures, owner)
+
+
 ExposureServiceDep = Annotated[ExposureService, Depends(get_exposure_service)]
+CalexpServiceDep = Annotated[CalexpService, Depends(get_calexp_service)]
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
 ResultServiceDep = Annotated[ResultService, Depends(get_result_service)]

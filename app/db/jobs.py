@@ -63,6 +63,17 @@ class JobRepository:
         )
         return list(rows), total
 
+    def latest_completed(self, owner: str, exposure_id: str, kind: str) -> JobRecord | None:
+        """The newest COMPLETED job of ``kind`` on an exposure."""
+        query = (
+            select(JobRecord)
+            .where(JobRecord.owner == owner, JobRecord.exposure_id == exposure_id,
+                   JobRecord.kind == kind, JobRecord.phase == JobPhase.COMPLETED)
+            .order_by(JobRecord.created_at.desc(), JobRecord.id)
+            .limit(1)
+        )
+        return self._session.scalar(query)
+
     def ids_for_exposure(self, exposure_id: str) -> list[str]:
         query = select(JobRecord.id).where(JobRecord.exposure_id == exposure_id)
         return list(self._session.scalars(query))

@@ -9,6 +9,7 @@ that completes the job.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,14 @@ def mask_fits(mask: np.ndarray, planes: dict[str, int], wcs_header: fits.Header 
     return buffer.getvalue()
 
 
+def calexp_fits(exposure: Any, write: Callable[[Any, io.BytesIO], None]) -> bytes:
+    """The exposure after detection, as a calexp with its PSF, aperture corrections,
+    background and DETECTED mask: what forced photometry and image products start from."""
+    buffer = io.BytesIO()
+    write(exposure, buffer)
+    return buffer.getvalue()
+
+
 def compute(context: JobContext, progress: Progress) -> JobOutput:
     """Run in the child process: the whole detection of one exposure.
 
@@ -105,7 +114,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     """
     from app.engine.pipeline import run_detect
     from app.io.catalogs import FORMATS, catalog_bytes
-    from app.io.fits_exposure import read_exposure
+    from app.io.fits_exposure import read_exposure, write_exposure
 
     store = open_store(context.storage_url)
     config = DetectConfig.model_validate(context.parameters)
@@ -133,6 +142,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
             MASK_MEDIA_TYPE,
             "mask.fits",
         ),
+        ("calexp", calexp_fits(after, write_exposure), MASK_MEDIA_TYPE, "calexp.fits"),
     ]
     artifacts = []
     for name, data, media_type, filename in files:

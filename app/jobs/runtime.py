@@ -1,4 +1,5 @@
-"""What a process running the service holds: settings, database, storage, shutdown flag."""
+"""What a process running the service holds: settings, database, storage, the exposures
+kept in memory, shutdown flag."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db.session import make_engine, make_sessionmaker
 from app.settings import Settings
 from app.storage.blobs import BlobStore, open_store
+from app.storage.exposure_cache import ExposureCache
 
 
 @dataclass
@@ -21,6 +23,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     store: BlobStore
+    exposures: ExposureCache = field(default_factory=ExposureCache)
     shutdown: threading.Event = field(default_factory=threading.Event)
 
     @classmethod

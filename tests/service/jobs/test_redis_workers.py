@@ -164,4 +164,4 @@ def test_skyphot_worker_runs_a_detect_job(
     ).json()
     done = wait_for_job(api, job["id"], timeout=120)
     assert done["phase"] == "COMPLETED", done
-    assert result_counts(runtime_of(api), job["id"]) == (done["summary"]["n_sources"], 3)
+    assert result_counts(runtime_of(api), job["id"]) == (done["summary"]["n_sources"], 4)
