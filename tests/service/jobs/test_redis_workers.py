@@ -154,7 +154,7 @@ def test_stopped_worker_hands_its_job_back(
 def test_skyphot_worker_runs_a_detect_job(
     api: TestClient, start_worker: Callable[..., subprocess.Popen]
 ) -> None:
-    from service.api.test_detect import CONFIG, simulated_calexp
+    from service.api.conftest import CONFIG, simulated_calexp
     from service.api.test_exposures import upload
 
     start_worker(sleep_kind=False)
