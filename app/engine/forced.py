@@ -164,11 +164,11 @@ def run_forced(
         out["coord_ra"][:], out["coord_dec"][:] = ra, dec
         out["base_TransformedCentroid_flag"][:] = bad_pos
     fwhm = _psf_fwhm(exposure)
-    half = psf_fit_half(exposure.psf, exposure.width / 2, exposure.height / 2)
-    sampler = PsfSampler(exposure.psf, half) if "base_PsfFlux" in config.plugins else None
+    sampler = PsfSampler(exposure.psf,
+                         psf_fit_half(exposure.psf, exposure.width / 2, exposure.height / 2))
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))
-        _measure_chunk(exposure, config, ax[sl], ay[sl], sl, out, sampler, half, fwhm)
+        _measure_chunk(exposure, config, ax[sl], ay[sl], sl, out, sampler, fwhm)
         if progress is not None:
             progress(sl.stop / n, "forced")
     if "base_PsfFlux" in config.plugins:
@@ -196,25 +196,29 @@ def _psf_fwhm(exposure: Exposure) -> float:
     return float(exposure.psf.sigma(exposure.width / 2, exposure.height / 2) * SIGMA_TO_FWHM)
 
 
-def _stamps(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, half: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(image, variance, mask, on_image, x0, y0) cubes around the nearest pixels."""
+def square_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dx, dy) of every pixel of a (2·half+1)² square about a centre pixel."""
+    off = np.arange(-half, half + 1)
+    gy, gx = np.meshgrid(off, off, indexing="ij")
+    return gx.ravel(), gy.ravel()
+
+
+def _gather(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, dx: np.ndarray,
+            dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image, variance, mask, on_image), each (N, P): the pixels at offsets (dx, dy) from
+    the pixel nearest each position. Off-image pixels read 0 with NO_DATA."""
     h, w = exposure.shape
-    n = len(ax)
-    size = 2 * half + 1
     cx = np.round(np.nan_to_num(ax, nan=-1e6)).astype(np.int64)
     cy = np.round(np.nan_to_num(ay, nan=-1e6)).astype(np.int64)
-    off = np.arange(-half, half + 1)
-    inside = (cx >= half) & (cx < w - half) & (cy >= half) & (cy < h - half)
-    # stamps wholly on the image: one flat gather; the few at the edges are clipped
-    idx = np.empty((n, size, size), dtype=np.int64)
-    idx[inside] = (cy[inside] * w + cx[inside])[:, None, None] + (
-        off[:, None] * w + off[None, :])[None]
-    on = np.ones((n, size, size), dtype=bool)
+    reach = int(max(np.abs(dx).max(), np.abs(dy).max()))
+    inside = (cx >= reach) & (cx < w - reach) & (cy >= reach) & (cy < h - reach)
+    # positions wholly on the image: one flat gather; the few at the edges are clipped
+    idx = np.empty((len(ax), len(dx)), dtype=np.int64)
+    idx[inside] = (cy[inside] * w + cx[inside])[:, None] + (dy * w + dx)[None, :]
+    on = np.ones(idx.shape, dtype=bool)
     edge = np.nonzero(~inside)[0]
     if len(edge):
-        yy = cy[edge, None, None] + off[None, :, None]
-        xx = cx[edge, None, None] + off[None, None, :]
+        yy, xx = cy[edge, None] + dy[None, :], cx[edge, None] + dx[None, :]
         on[edge] = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
         idx[edge] = np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)
     image = exposure.image.ravel().take(idx)
@@ -224,20 +228,29 @@ def _stamps(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, half: int
         image[edge] = np.where(on[edge], image[edge], 0.0)
         variance[edge] = np.where(on[edge], variance[edge], 0.0)
         mask[edge] = np.where(on[edge], mask[edge], exposure.planes.bitmask("NO_DATA"))
-    return image, variance, mask, on, cx - half, cy - half
+    return image, variance, mask, on
+
+
+def _offsets_from_position(ax: np.ndarray, ay: np.ndarray, dx: np.ndarray, dy: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, P) offsets of the gathered pixels from each exact position."""
+    return ((np.round(ax) - ax)[:, None] + dx[None, :],
+            (np.round(ay) - ay)[:, None] + dy[None, :])
 
 
 def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
-                   sl: slice, out: dict[str, np.ndarray], sampler: PsfSampler | None, half: int,
-                   fwhm: float) -> None:
+                   sl: slice, out: dict[str, np.ndarray], sampler: PsfSampler, fwhm: float
+                   ) -> None:
     h, w = exposure.shape
     planes = exposure.planes
     offimage = ~((ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5))
-    image, variance, mask, on, x0, y0 = _stamps(exposure, ax, ay, half)
-    centre_nodata = planes.any(mask[:, half, half], "NO_DATA") | offimage
-    if sampler is not None:
+    # the PSF fit's disk of pixels serves the pixel flags too
+    image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
+    centre = (sampler.dx == 0) & (sampler.dy == 0)
+    centre_nodata = planes.any(mask[:, centre][:, 0], "NO_DATA") | offimage
+    if "base_PsfFlux" in config.plugins:
         flux, err, area, none, partial = fixed_psf_photometry(
-            image, variance, mask, on, x0, y0, np.nan_to_num(ax), np.nan_to_num(ay), sampler,
+            image, variance, mask, on, np.nan_to_num(ax), np.nan_to_num(ay), sampler,
             planes, config.badMaskPlanes)
         none = none | centre_nodata
         out["base_PsfFlux_instFlux"][sl] = np.where(none, np.nan, flux)
@@ -247,11 +260,10 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
         out["base_PsfFlux_flag_edge"][sl] = partial
         out["base_PsfFlux_flag"][sl] = none
     if "base_PixelFlags" in config.plugins:
-        d2 = (np.arange(-half, half + 1)[None, :, None] ** 2
-              + np.arange(-half, half + 1)[None, None, :] ** 2)
+        d2 = sampler.dx**2 + sampler.dy**2
         # OR of the mask bits near each position, once; then one test per flag
-        near_bits = np.bitwise_or.reduce(mask[:, (d2 <= fwhm**2)[0]], axis=1)
-        centre_bits = np.bitwise_or.reduce(mask[:, (d2 <= 2)[0]], axis=1)
+        near_bits = np.bitwise_or.reduce(mask[:, d2 <= fwhm**2], axis=1)
+        centre_bits = np.bitwise_or.reduce(mask[:, d2 <= 2], axis=1)
         out["base_PixelFlags_flag_offimage"][sl] = offimage
         for name, plane_names in FLAG_PLANES.items():
             bits = np.int32(planes.bitmask(plane_names))
@@ -266,18 +278,16 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
 def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
                sl: slice, out: dict[str, np.ndarray], offimage: np.ndarray) -> None:
     h, w = exposure.shape
-    half = int(np.ceil(max(config.apertureRadii))) + 1
-    image, variance, _, on, x0, y0 = _stamps(exposure, ax, ay, half)
-    off = np.arange(2 * half + 1, dtype=float)
-    dx = x0[:, None, None] + off[None, None, :] - ax[:, None, None]
-    dy = y0[:, None, None] + off[None, :, None] - ay[:, None, None]
+    dx, dy = square_offsets(int(np.ceil(max(config.apertureRadii))) + 1)
+    image, variance, _, _ = _gather(exposure, ax, ay, dx, dy)
+    ddx, ddy = _offsets_from_position(ax, ay, dx, dy)
     for r in config.apertureRadii:
         stem = f"base_CircularApertureFlux_{radius_name(r)}"
-        ov = circle_overlap(dx, dy, r)
+        ov = circle_overlap(ddx, ddy, r)
         trunc = (ax - r < -0.5) | (ay - r < -0.5) | (ax + r > w - 0.5) | (ay + r > h - 0.5)
-        out[f"{stem}_instFlux"][sl] = np.where(offimage, np.nan, (ov * image).sum(axis=(1, 2)))
+        out[f"{stem}_instFlux"][sl] = np.where(offimage, np.nan, (ov * image).sum(axis=1))
         out[f"{stem}_instFluxErr"][sl] = np.where(
-            offimage, np.nan, np.sqrt((ov * ov * variance).sum(axis=(1, 2))))
+            offimage, np.nan, np.sqrt((ov * ov * variance).sum(axis=1)))
         out[f"{stem}_flag"][sl] = trunc | offimage
 
 
@@ -286,16 +296,14 @@ def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, sl: sl
     """Clipped mean in an annulus of 7σ–15σ of the PSF, detected and bad pixels left out."""
     sigma = fwhm / SIGMA_TO_FWHM
     r_in, r_out = 7 * sigma, 15 * sigma
-    half = int(np.ceil(r_out)) + 1
-    image, _, mask, on, x0, y0 = _stamps(exposure, ax, ay, half)
-    off = np.arange(2 * half + 1, dtype=float)
-    dx = x0[:, None, None] + off[None, None, :] - ax[:, None, None]
-    dy = y0[:, None, None] + off[None, :, None] - ay[:, None, None]
-    d2 = dx * dx + dy * dy
+    dx, dy = square_offsets(int(np.ceil(r_out)) + 1)
+    image, _, mask, on = _gather(exposure, ax, ay, dx, dy)
+    ddx, ddy = _offsets_from_position(ax, ay, dx, dy)
+    d2 = ddx * ddx + ddy * ddy
     excluded = exposure.planes.any(mask, ["BAD", "SAT", "NO_DATA", "DETECTED",
                                           "DETECTED_NEGATIVE"])
     use = (d2 >= r_in**2) & (d2 <= r_out**2) & on & ~excluded
-    mean, _, std = clipped_stats(np.where(use, image, np.nan).reshape(len(ax), -1), axis=-1)
+    mean, _, std = clipped_stats(np.where(use, image, np.nan), axis=-1)
     out["base_LocalBackground_instFlux"][sl] = mean
     out["base_LocalBackground_instFluxErr"][sl] = std
     out["base_LocalBackground_flag"][sl] = ~np.isfinite(mean)

@@ -19,23 +19,32 @@ N_PHASES = 16  # sub-pixel phases per axis in the pre-shifted basis
 
 
 class PsfSampler:
-    """PSF images of side ``2·half + 1`` centred on the pixel nearest each position."""
+    """PSF values on a disk of pixels about the pixel nearest each position.
+
+    The disk (offsets ``dx``, ``dy`` from that pixel, radius ``half + 0.25``) holds every
+    pixel within ``half − 0.5`` of any position rounding to its centre: what a fixed-position
+    PSF fit of that radius needs, and nothing more.
+    """
 
     def __init__(self, psf: PsfModel, half: int) -> None:
         self.psf = psf
         self.half = half
+        off = np.arange(-half, half + 1)
+        gy, gx = np.meshgrid(off, off, indexing="ij")
+        disk = (gx * gx + gy * gy <= (half + 0.25) ** 2).ravel()
+        self.dx, self.dy = gx.ravel()[disk], gy.ravel()[disk]
+        self._disk = np.flatnonzero(disk)
         self._grid: np.ndarray | None = None
         if isinstance(psf, PixelPsf):
             cache = psf.__dict__.setdefault("_shifted_basis", {})
             if half not in cache:  # built once per model and size, reused by every call
-                cache[half] = _shifted_basis(psf, half)
+                cache[half] = _shifted_basis(psf, half)[:, self._disk]
             self._grid = cache[half]
 
     def images(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(N, S, S) PSF images, normalized so the full (unshifted) kernel sums to 1.
+        """(N, P) PSF values at the disk pixels, the full (unshifted) kernel summing to 1.
 
-        Pixel [i, j] of image n is the PSF at array pixel (x0 + j, y0 + i) with
-        ``x0 = round(x[n]) - half`` (the same for y).
+        Value k of row n is the PSF at array pixel (round(x[n]) + dx[k], round(y[n]) + dy[k]).
         """
         x = np.asarray(x, float)
         y = np.asarray(y, float)
@@ -45,7 +54,7 @@ class PsfSampler:
         from app.engine.measure.context import _resize, psf_kernels, shift_cube
 
         kern = _resize(psf_kernels(self.psf, x, y), 2 * self.half + 1)
-        return shift_cube(kern, dx, dy)
+        return shift_cube(kern, dx, dy).reshape(len(x), -1)[:, self._disk]
 
     def _from_grid(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray
                    ) -> np.ndarray:
@@ -77,8 +86,7 @@ class PsfSampler:
         )
         out = np.asarray(weights @ self._grid)
         norm = terms @ psf.basis.sum(axis=(1, 2))  # each kernel sums to this before shifting
-        size = 2 * self.half + 1
-        return (out / np.where(norm != 0, norm, 1)[:, None]).reshape(n, size, size)
+        return out / np.where(norm != 0, norm, 1)[:, None]
 
 
 def _shifted_basis(psf: PixelPsf, half: int) -> np.ndarray:

@@ -19,20 +19,18 @@ PSF_FIT_RADIUS_FWHM = 2.2  # pixels within this many FWHM of the position enter 
 
 
 def psf_flux(data: np.ndarray, variance: np.ndarray, psf: np.ndarray, good: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Linear PSF fit at fixed position for every stamp: F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)².
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear PSF fit at fixed position for every row: F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)².
 
-    ``psf`` is normalized to sum 1 over its full kernel; pixels not ``good`` are left out of
-    the sums. Returns (flux, error, effective area (ΣP)²/ΣP², fraction of PSF weight kept).
+    Rows are sources, columns pixels; pixels not ``good`` are left out of the sums.
+    Returns (flux, error, ΣP² over the good pixels).
     """
     p = np.where(good, psf, 0.0)
-    spp = (p * p).sum(axis=(1, 2))
+    spp = (p * p).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        flux = (p * np.where(good, data, 0)).sum(axis=(1, 2)) / spp
-        err = np.sqrt((p * p * np.where(good, variance, 0)).sum(axis=(1, 2))) / spp
-        area = p.sum(axis=(1, 2)) ** 2 / spp
-        kept = spp / (psf * psf).sum(axis=(1, 2))
-    return flux, err, area, kept
+        flux = (p * np.where(good, data, 0)).sum(axis=1) / spp
+        err = np.sqrt((p * p * np.where(good, variance, 0)).sum(axis=1)) / spp
+    return flux, err, spp
 
 
 def psf_fit_half(psf: PsfModel, x: float, y: float) -> int:
@@ -42,29 +40,30 @@ def psf_fit_half(psf: PsfModel, x: float, y: float) -> int:
 
 def fixed_psf_photometry(
     image: np.ndarray, variance: np.ndarray, mask: np.ndarray, on: np.ndarray,
-    x0: np.ndarray, y0: np.ndarray, x: np.ndarray, y: np.ndarray, sampler: PsfSampler,
-    planes: MaskPlanes, bad_planes: list[str],
+    x: np.ndarray, y: np.ndarray, sampler: PsfSampler, planes: MaskPlanes,
+    bad_planes: list[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The PSF fit every PSF flux in skyphot uses, single-frame and forced alike.
 
-    Stamps (N, S, S) start at (x0, y0) in the array frame and are centred on the pixel
-    nearest (x, y). The fit uses the pixels within ``PSF_FIT_RADIUS_FWHM`` (the radius the
-    sampler was built for) of the exact position, so it varies continuously with the
-    position, leaving out pixels off the image or with ``bad_planes``.
-    Returns (flux, error, effective area, no usable pixel, some PSF weight left out).
+    ``image``, ``variance``, ``mask`` and ``on`` (on the image) are (N, P): the values at the
+    sampler's disk pixels about the pixel nearest each (x, y). The fit uses the pixels within
+    ``half − 0.5`` of the exact position, so it varies continuously with the position,
+    leaving out pixels off the image or with ``bad_planes``.
+    Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some weight left out).
     """
     half = sampler.half
     p = sampler.images(x, y)
-    off = np.arange(-half, half + 1, dtype=float)
-    ddx = (x0 + half - x)[:, None, None] + off[None, None, :]
-    ddy = (y0 + half - y)[:, None, None] + off[None, :, None]
+    ddx = (np.round(x) - x)[:, None] + sampler.dx[None, :]
+    ddy = (np.round(y) - y)[:, None] + sampler.dy[None, :]
     within = ddx * ddx + ddy * ddy <= (half - 0.5) ** 2
     good = on & within & ~planes.any(mask, bad_planes)
-    flux, err, area, kept = psf_flux(image, variance, p, good)
+    flux, err, spp = psf_flux(image, variance, p, good)
     inside = np.where(within, p, 0.0)
-    full = (inside * inside).sum(axis=(1, 2))
-    none = ~(kept > 0)
-    partial = (p * p * good).sum(axis=(1, 2)) < full * (1 - 1e-9)
+    full = (inside * inside).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        area = np.where(good, p, 0.0).sum(axis=1) ** 2 / spp
+    none = ~(spp > 0)
+    partial = spp < full * (1 - 1e-9)
     return flux, err, area, none, partial
 
 
@@ -90,9 +89,11 @@ class PsfFlux(Plugin):
         ex = ctx.exposure
         half = psf_fit_half(ctx.psf, ex.width / 2, ex.height / 2)
         st = ctx.stamps(half)
+        sampler = PsfSampler(ctx.psf, half)
+        rows, cols = half + sampler.dy, half + sampler.dx
         flux, err, area, none, partial = fixed_psf_photometry(
-            st.image, st.variance, st.mask, st.on_image, st.x0, st.y0, ctx.x, ctx.y,
-            PsfSampler(ctx.psf, half), ex.planes, BAD_PLANES)
+            st.image[:, rows, cols], st.variance[:, rows, cols], st.mask[:, rows, cols],
+            st.on_image[:, rows, cols], ctx.x, ctx.y, sampler, ex.planes, BAD_PLANES)
         n = self.name
         out[f"{n}_instFlux"][:] = np.where(none, np.nan, flux)
         out[f"{n}_instFluxErr"][:] = np.where(none, np.nan, err)
