@@ -62,5 +62,8 @@ def start_worker(queue: JobQueue, threads: int) -> dramatiq.Worker:
     """A Dramatiq worker consuming the job queue in this process."""
     queue.runner.warm_up()
     worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=100)
+    # jobs are long and CPU-bound: take only as many messages as can run now, so an idle
+    # worker is never left waiting while a busy one holds a job (Dramatiq's default is 2×)
+    worker.queue_prefetch = threads
     worker.start()
     return worker
