@@ -184,11 +184,7 @@ def run_forced(
             stem = name[: -len("_flux")]
             out[name][:] = out[f"{stem}_instFlux"] * cal.njy_per_count
             out[f"{stem}_fluxErr"][:] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
-    measured = make_table(out, {c.name: c for c in cols})
-    result = positions.copy(copy_data=True)
-    for name in measured.colnames:
-        result[name] = measured[name]
-    return result
+    return make_table(out, {c.name: c for c in cols}, before=positions)
 
 
 def _psf_fwhm(exposure: Exposure) -> float:

@@ -11,8 +11,11 @@ annulus, so a residual background does not leak into the correction.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
+import astropy.units as u
 import numpy as np
+from astropy.table import Column as TableColumn
 from astropy.table import Table
 
 from app.engine.apcorr import APCORR_FLUXES, ApCorr, measure_ap_corr
@@ -143,13 +146,26 @@ def add_calibrated_fluxes(exposure: Exposure, out: dict[str, np.ndarray],
                                                 f"{columns[err_name].description} Calibrated.")
 
 
-def make_table(out: dict[str, np.ndarray], columns: dict[str, Column]) -> Table:
-    """An astropy Table in column-declaration order, with units and descriptions."""
-    table = Table()
-    for name, col in columns.items():
-        if name not in out:
-            continue
-        table[name] = np.asarray(out[name]).astype(col.dtype, copy=False)
-        table[name].unit = col.unit
-        table[name].description = col.description
-    return table
+@lru_cache(maxsize=64)
+def _unit(name: str | None) -> u.UnitBase | None:
+    """Parsed once: astropy re-parses a unit string every time a column is made."""
+    return None if name is None else u.Unit(name)
+
+
+def table_columns(out: dict[str, np.ndarray], columns: dict[str, Column]
+                  ) -> list[TableColumn]:
+    """astropy columns in declaration order, with units and descriptions."""
+    return [TableColumn(np.asarray(out[name]).astype(col.dtype, copy=False), name=name,
+                        unit=_unit(col.unit), description=col.description, copy=False)
+            for name, col in columns.items() if name in out]
+
+
+def make_table(out: dict[str, np.ndarray], columns: dict[str, Column],
+               before: Table | None = None) -> Table:
+    """An astropy Table of the measurements, after the columns of ``before`` if given.
+
+    Built in one go: adding dozens of columns one at a time costs more than measuring a
+    handful of positions.
+    """
+    first = [] if before is None else [before[name].copy() for name in before.colnames]
+    return Table(first + table_columns(out, columns), copy=False)
