@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         1, ge=1, title="Jobs the in-process worker runs at once (memory:// broker only)"
     )
+    forced_sync_max_positions: int = Field(
+        1000,
+        ge=1,
+        title="Most positions a synchronous POST /v1/forced measures",
+        description="Random positions count too; above it the client is told to submit a job.",
+    )
+    lightcurve_max_exposures: int = Field(
+        200, ge=1, title="Most exposures a synchronous light curve measures",
+    )
     default_owner: str = Field("local", title="Owner of every row when no one is signed in")
     log_level: LogLevel = Field("INFO", title="Log level of the skyphot loggers")
 

@@ -12,11 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routers import exposures, health, jobs, results
+from app.api.routers import exposures, forced, health, images, jobs, lightcurve, results
 from app.db.migrate import upgrade
 from app.jobs.queue import JobQueue, start_worker
 from app.jobs.reconciler import PeriodicReconciler, reconcile
 from app.jobs.runtime import Runtime
+from app.services.lightcurve import PointCache
 from app.settings import Settings, configure_logging
 
 logger = logging.getLogger(__name__)
@@ -61,4 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     for router in (health.router, exposures.router, jobs.router, results.router):
         app.include_router(router)
+    app.include_router(forced.router)
+    app.include_router(images.router)
+    app.include_router(lightcurve.router)
+    app.state.light_curve_points = PointCache()
     return app

@@ -12,7 +12,10 @@ from app.jobs.queue import JobQueue
 from app.jobs.runtime import Runtime
 from app.services.calexps import CalexpService
 from app.services.exposures import ExposureService
+from app.services.forced import ForcedService
+from app.services.images import ImageService
 from app.services.jobs import JobService
+from app.services.lightcurve import LightCurveService
 from app.services.results import ResultService
 
 
@@ -67,5 +70,31 @@ def get_calexp_service(session: SessionDep, runtime: RuntimeDep, owner: OwnerDep
 
 ExposureServiceDep = Annotated[ExposureService, Depends(get_exposure_service)]
 CalexpServiceDep = Annotated[CalexpService, Depends(get_calexp_service)]
+
+
+def get_forced_service(session: SessionDep, calexps: CalexpServiceDep, runtime: RuntimeDep,
+                       owner: OwnerDep) -> ForcedService:
+    return ForcedService(session, calexps, owner, runtime.settings.forced_sync_max_positions)
+
+
+ForcedServiceDep = Annotated[ForcedService, Depends(get_forced_service)]
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]
 ResultServiceDep = Annotated[ResultService, Depends(get_result_service)]
+
+
+def get_image_service(session: SessionDep, calexps: CalexpServiceDep, runtime: RuntimeDep,
+                      owner: OwnerDep) -> ImageService:
+    return ImageService(session, runtime.store, calexps, owner)
+
+
+ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
+
+
+def get_light_curve_service(request: Request, session: SessionDep, runtime: RuntimeDep,
+                            owner: OwnerDep) -> LightCurveService:
+    calexps = CalexpService(session, runtime.store, runtime.exposures, owner)
+    return LightCurveService(session, calexps, request.app.state.light_curve_points, owner,
+                             runtime.settings.lightcurve_max_exposures)
+
+
+LightCurveServiceDep = Annotated[LightCurveService, Depends(get_light_curve_service)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from app.io.catalogs import FORMATS, CatalogFormat
 from app.services.errors import InvalidInputError
@@ -36,3 +36,12 @@ def negotiate(
         if media_type in by_type:
             return cast(CatalogFormat, by_type[media_type])
     return default
+
+
+def attachment(content: bytes, format: str, filename: str) -> Response:
+    """A catalog file as a download named ``filename`` plus the format's extension."""
+    return Response(
+        content,
+        media_type=CATALOG_MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}{FORMATS[format][1]}"'},
+    )

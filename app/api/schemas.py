@@ -76,7 +76,7 @@ class JobCreate(BaseModel):
     """A job to run; ``config`` uses the LSST task config names."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: str = Field("detect", description="What to run: detect.")
+    kind: str = Field("detect", description="What to run: detect, or forced (positions in config).")
     exposure_id: str | None = None
     config: dict[str, Any] = Field(
         default_factory=dict,

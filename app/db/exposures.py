@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.db.base import jsonable
@@ -54,6 +54,18 @@ class ExposureRepository:
             .offset(offset)
         )
         return list(rows), total
+
+    def covering(self, owner: str, ra: float, dec: float) -> list[ExposureRecord]:
+        """Exposures whose sky bounding box holds (ra, dec), oldest first, from the index on
+        the bounds (a box wider than 180° in RA is one that wraps through 0°)."""
+        ra = ra % 360.0
+        r = ExposureRecord
+        straight = and_(r.ra_min <= ra, r.ra_max >= ra, r.ra_max - r.ra_min <= 180.0)
+        wrapped = and_(r.ra_max - r.ra_min > 180.0, or_(r.ra_max <= ra, r.ra_min >= ra))
+        query = select(r).where(
+            r.owner == owner, r.dec_min <= dec, r.dec_max >= dec, or_(straight, wrapped)
+        ).order_by(r.created_at, r.id)
+        return list(self._session.scalars(query))
 
     def delete(self, exposure: ExposureRecord) -> None:
         """Delete the row; its jobs, sources and artifacts go with it (ON DELETE CASCADE)."""

@@ -40,6 +40,7 @@ class SourceFilter:
     children_only: bool = False
     deblend_nchild: int | None = None
     min_psf_snr: float | None = None
+    max_psf_snr: float | None = None
     box: PixelBox | None = None
     cone: Cone | None = None
     flags_set: Sequence[str] = field(default_factory=tuple)
@@ -55,11 +56,14 @@ class SourceFilter:
             out.append(s.parent != 0)
         if self.deblend_nchild is not None:
             out.append(s.deblend_nchild == self.deblend_nchild)
+        # S/N bounds are exclusive (4 < S/N < 5, as the tutorial picks faint detections);
+        # written as products so the (job, ...) scan needs no division
+        if self.min_psf_snr is not None or self.max_psf_snr is not None:
+            out.append(s.psf_inst_flux_err > 0)
         if self.min_psf_snr is not None:
-            out += [
-                s.psf_inst_flux_err > 0,
-                s.psf_inst_flux >= self.min_psf_snr * s.psf_inst_flux_err,
-            ]
+            out.append(s.psf_inst_flux > self.min_psf_snr * s.psf_inst_flux_err)
+        if self.max_psf_snr is not None:
+            out.append(s.psf_inst_flux < self.max_psf_snr * s.psf_inst_flux_err)
         if self.box is not None:
             for column, low, high in (
                 (s.x, self.box.x_min, self.box.x_max),
@@ -154,6 +158,18 @@ class SourceRepository:
     def ids(self, job_id: str, where: SourceFilter) -> list[int]:
         query = select(SourceRecord.id).where(*self._conditions(job_id, where))
         return list(self._session.scalars(query.order_by(SourceRecord.id)))
+
+    def leaves(self, job_id: str) -> list[tuple[int, float, float, float | None, float | None]]:
+        """(id, x, y, PSF flux, its error) of the objects (deblend_nChild = 0) with a centroid.
+
+        Only the typed core columns are read, so matching against thousands of sources stays
+        cheap.
+        """
+        s = SourceRecord
+        query = select(s.id, s.x, s.y, s.psf_inst_flux, s.psf_inst_flux_err).where(
+            *self._conditions(job_id), s.deblend_nchild == 0, s.x.is_not(None),
+            s.y.is_not(None))
+        return [tuple(row) for row in self._session.execute(query.order_by(s.id))]
 
     def get(self, job_id: str, source_id: int) -> SourceRecord | None:
         return self._session.scalar(

@@ -21,7 +21,7 @@ from app.storage.blobs import attempt_prefix
 Progress = Callable[[float, str], None]
 """Report progress: fraction done in [0, 1] and the name of the current step."""
 
-BUILTIN_KIND_MODULES = ("app.jobs.detect", "app.jobs.fetch")
+BUILTIN_KIND_MODULES = ("app.jobs.detect", "app.jobs.fetch", "app.jobs.forced")
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,12 @@ class JobKind:
     compute: Callable[[JobContext, Progress], JobOutput]
     finalize: Callable[[Session, JobRecord, JobOutput], None]
     needs_exposure: bool = True
+    prepare: Callable[[Session, str, str | None, dict[str, Any]], dict[str, Any]] | None = None
+    """At submission, in its transaction: (session, owner, exposure id, parameters) → the
+    parameters to store, completed from the database (e.g. which detect job's calexp to use);
+    a `UsageError` means the job cannot run yet (409)."""
+    input_key: Callable[[Session, JobRecord], str | None] | None = None
+    """The storage key the child reads as ``exposure_key``; default the exposure's file."""
 
 
 _KINDS: dict[str, JobKind] = {}

@@ -108,7 +108,10 @@ class JobRunner:
                 logger.info("job not claimable, message dropped", extra={"job_id": job_id})
                 return
             kind = get_kind(job.kind)
-            exposure_key = ExposureRepository(session).storage_key(job.exposure_id)
+            if kind is not None and kind.input_key is not None:
+                exposure_key = kind.input_key(session, job)
+            else:
+                exposure_key = ExposureRepository(session).storage_key(job.exposure_id)
             context = JobContext(
                 job_id=job.id,
                 owner=job.owner,

@@ -13,6 +13,7 @@ from app.db.base import utcnow
 from app.db.exposures import ExposureRepository
 from app.db.jobs import JobRepository
 from app.db.models import JobPhase, JobRecord
+from app.jobs.errors import UsageError
 from app.jobs.kinds import get_kind, kind_names
 from app.jobs.runner import Sender
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
@@ -69,6 +70,11 @@ class JobService:
                         f"no exposure {exposure_id!r}; upload one with POST /v1/exposures",
                         code="exposure_not_found",
                     )
+            if kind.prepare is not None:
+                try:
+                    parameters = kind.prepare(self._session, self._owner, exposure_id, parameters)
+                except UsageError as error:
+                    raise ConflictError(str(error), code=error.code) from error
             job = JobRecord(
                 id=uuid.uuid4().hex,
                 owner=self._owner,

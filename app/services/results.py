@@ -137,19 +137,20 @@ class ResultService:
         planes = (job.summary or {}).get("mask_planes", {})
         return footprint_store.footprint_fits(detail.footprint, source_id, planes)
 
-    def artifact(self, job_id: str, name: str) -> Blob:
-        """A stored result file (``catalog``, ``mask``) to stream."""
+    def artifact(self, job_id: str, name: str, kind: str = "detect") -> Blob:
+        """A stored result file (``catalog``, ``mask``; ``forced`` of a forced job) to stream."""
         with self._session.begin():
-            self._completed(job_id)
+            self._completed(job_id, kind)
             artifact = self._artifact(job_id, name)
         filename = artifact.storage_key.rsplit("/", 1)[-1]
         return Blob(
             artifact.storage_key, artifact.media_type, artifact.size, f"{job_id}-{filename}"
         )
 
-    def catalog_as(self, job_id: str, format: CatalogFormat) -> bytes:
-        """The whole catalog converted to another format."""
-        blob = self.artifact(job_id, "catalog")
+    def catalog_as(self, job_id: str, format: CatalogFormat, name: str = "catalog",
+                   kind: str = "detect") -> bytes:
+        """A whole stored FITS table (a detect job's catalog, a forced job's rows), converted."""
+        blob = self.artifact(job_id, name, kind)
         return catalog_bytes(read_catalog(self._store.path(blob.key), "fits"), format)
 
     def stream(self, blob: Blob) -> Iterator[bytes]:
@@ -161,12 +162,13 @@ class ResultService:
             raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
         return job
 
-    def _completed(self, job_id: str) -> JobRecord:
+    def _completed(self, job_id: str, kind: str = "detect") -> JobRecord:
         job = self._job(job_id)
-        if job.kind != "detect":
+        if job.kind != kind:
+            what = "sources" if kind == "detect" else f"{kind} results"
             raise ConflictError(
-                f"job {job_id} is a {job.kind} job; only detect jobs have sources",
-                code="no_sources",
+                f"job {job_id} is a {job.kind} job; only {kind} jobs have {what}",
+                code="no_sources" if kind == "detect" else "wrong_job_kind",
             )
         if job.phase != JobPhase.COMPLETED:
             hint = (

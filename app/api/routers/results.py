@@ -9,10 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from app.api.dependencies import ResultServiceDep
-from app.api.formats import CATALOG_MEDIA_TYPES, negotiate
+from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas import SourceOut, SourcePage
 from app.db.sources import Cone, PixelBox, SourceFilter
-from app.io.catalogs import FORMATS
+from app.io.catalogs import CatalogFormat
 from app.services.errors import InvalidInputError
 from app.services.results import Blob, ResultService
 
@@ -25,7 +25,10 @@ def source_filter(
     parents_only: Annotated[bool, Query(description="Only parents (parent = 0).")] = False,
     children_only: Annotated[bool, Query(description="Only deblended children.")] = False,
     deblend_nChild: Annotated[int | None, Query(ge=0)] = None,  # noqa: N803 - LSST's name
-    min_psf_snr: Annotated[float | None, Query(description="base_PsfFlux S/N at least.")] = None,
+    min_psf_snr: Annotated[
+        float | None, Query(description="base_PsfFlux S/N above this (exclusive).")] = None,
+    max_psf_snr: Annotated[
+        float | None, Query(description="base_PsfFlux S/N below this (exclusive).")] = None,
     x_min: float | None = None,
     x_max: float | None = None,
     y_min: float | None = None,
@@ -39,6 +42,9 @@ def source_filter(
     """The filters of ``/sources``, from the query string."""
     if parents_only and children_only:
         raise InvalidInputError("parents_only and children_only exclude each other")
+    if min_psf_snr is not None and max_psf_snr is not None and min_psf_snr >= max_psf_snr:
+        raise InvalidInputError(
+            f"min_psf_snr ({min_psf_snr:g}) must be below max_psf_snr ({max_psf_snr:g})")
     cone_parts = (ra, dec, radius)
     if any(p is not None for p in cone_parts) and any(p is None for p in cone_parts):
         raise InvalidInputError("a cone needs all of ra, dec and radius (degrees)")
@@ -48,6 +54,7 @@ def source_filter(
         children_only=children_only,
         deblend_nchild=deblend_nChild,
         min_psf_snr=min_psf_snr,
+        max_psf_snr=max_psf_snr,
         box=None if box == PixelBox() else box,
         cone=None if ra is None or dec is None or radius is None else Cone(ra, dec, radius),
         flags_set=tuple(flag),
@@ -60,14 +67,6 @@ FilterDep = Annotated[SourceFilter, Depends(source_filter)]
 
 def _columns(columns: str | None) -> list[str] | None:
     return [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-
-
-def _attachment(content: bytes, format: str, filename: str) -> Response:
-    return Response(
-        content,
-        media_type=CATALOG_MEDIA_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="{filename}{FORMATS[format][1]}"'},
-    )
 
 
 @router.get(
@@ -106,7 +105,7 @@ async def list_sources(
     content = await run_in_threadpool(
         service.sources_file, job_id, where, columns=_columns(columns), format=chosen
     )
-    return _attachment(content, chosen, f"{job_id}-sources")
+    return attachment(content, chosen, f"{job_id}-sources")
 
 
 @router.get(
@@ -132,7 +131,7 @@ def get_footprint(
     format: Annotated[str, Query(pattern="^fits$")] = "fits",
 ) -> Response:
     content = service.footprint_fits(job_id, source_id)
-    return _attachment(content, "fits", f"{job_id}-footprint-{source_id}")
+    return attachment(content, "fits", f"{job_id}-footprint-{source_id}")
 
 
 @router.get(
@@ -162,11 +161,33 @@ async def get_catalog(
     format: Annotated[str | None, Query(description="fits, votable, csv, parquet, json")] = None,
 ) -> Response:
     chosen = negotiate(request, format, default="fits")
-    if chosen == "fits":
-        blob = await run_in_threadpool(service.artifact, job_id, "catalog")
+    return await _stored_table(service, job_id, chosen, "catalog", "detect")
+
+
+@router.get(
+    "/forced",
+    summary="A forced job's rows: FITS as stored, or converted with format=/Accept",
+    response_class=Response,
+    responses={**NOT_COMPLETED, 200: {"content": {t: {} for t in CATALOG_MEDIA_TYPES.values()}}},
+)
+async def get_forced(
+    job_id: str,
+    request: Request,
+    service: ResultServiceDep,
+    format: Annotated[str | None, Query(description="fits, votable, csv, parquet, json")] = None,
+) -> Response:
+    chosen = negotiate(request, format, default="fits")
+    return await _stored_table(service, job_id, chosen, "forced", "forced")
+
+
+async def _stored_table(service: ResultService, job_id: str, format: CatalogFormat, name: str,
+                        kind: str) -> Response:
+    """A stored FITS table: streamed as is, or converted to the format asked for."""
+    if format == "fits":
+        blob = await run_in_threadpool(service.artifact, job_id, name, kind)
         return _stream(service, blob)
-    content = await run_in_threadpool(service.catalog_as, job_id, chosen)
-    return _attachment(content, chosen, f"{job_id}-catalog")
+    content = await run_in_threadpool(service.catalog_as, job_id, format, name, kind)
+    return attachment(content, format, f"{job_id}-{name}")
 
 
 def _stream(service: ResultService, blob: Blob) -> StreamingResponse:

@@ -1,0 +1,113 @@
+"""Client positions as JSON rows → an astropy Table the forced engine measures.
+
+Each row holds one coordinate pair (``ra``/``dec`` in degrees, or ``x``/``y`` in pixels) and
+any tag columns, which must come back unchanged and in input order, so each tag column gets
+one type (bool, int, float or str) and missing or null entries are masked, never guessed.
+Bad rows raise `PositionsError`, whose ``code`` names the problem for an API error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from astropy.table import Column, MaskedColumn, Table
+
+from app.engine.config import FORCED_PLUGINS, ForcedConfig
+from app.engine.forced import forced_columns
+
+SKY = ("ra", "dec")
+PIXEL = ("x", "y")
+COORDINATE_UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix"}
+COORDINATE_DESCRIPTIONS = {
+    "ra": "Right ascension (ICRS) given for the position.",
+    "dec": "Declination (ICRS) given for the position.",
+    "x": "Pixel x given for the position (parent frame).",
+    "y": "Pixel y given for the position (parent frame).",
+}
+
+
+class PositionsError(ValueError):
+    """Rows that cannot be measured as given; the message says which and why."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def measurement_names() -> set[str]:
+    """Every column any forced plugin adds: names a client's tag may not take."""
+    return {c.name for c in forced_columns(ForcedConfig(plugins=FORCED_PLUGINS), True)}
+
+
+def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """``("ra", "dec")`` or ``("x", "y")``, the same for every row; 422 otherwise."""
+    kinds = set()
+    for i, row in enumerate(rows):
+        sky = any(k in row for k in SKY)
+        pixel = any(k in row for k in PIXEL)
+        if sky == pixel:
+            raise PositionsError(
+                f"position {i} must give either ra and dec (degrees) or x and y (pixels)"
+                + (", not both" if sky else ""), code="mixed_coordinates")
+        kinds.add(SKY if sky else PIXEL)
+    if len(kinds) > 1:
+        raise PositionsError(
+            "positions mix ra/dec rows and x/y rows; give one kind per request",
+            code="mixed_coordinates")
+    return kinds.pop() if kinds else PIXEL
+
+
+def coordinate_column(name: str, values: np.ndarray) -> Column:
+    return Column(np.asarray(values, float), name=name, unit=COORDINATE_UNITS[name],
+                  description=COORDINATE_DESCRIPTIONS[name])
+
+
+def positions_table(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> Table:
+    """The rows as a Table: the coordinates first as given, then the tags in first-seen order.
+
+    ``reserved`` are names the output adds (measurement columns): a tag may not take one.
+    """
+    a, b = coordinate_names(rows)
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    clash = sorted(set(names) & reserved)
+    if clash:
+        raise PositionsError(
+            f"position column(s) {', '.join(map(repr, clash))} have the names of output "
+            "columns; rename them", code="reserved_column")
+    table = Table()
+    for name in names:
+        values = [row.get(name) for row in rows]
+        if name in (a, b):
+            table.add_column(coordinate_column(name, _coordinates(name, values)))
+        else:
+            table.add_column(_tag_column(name, values))
+    return table
+
+
+def _coordinates(name: str, values: list[Any]) -> np.ndarray:
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise PositionsError(f"position {i}: {name} must be a number, got {v!r}",
+                                 code="invalid_position")
+    return np.asarray(values, float)
+
+
+def _tag_column(name: str, values: list[Any]) -> Column:
+    """One type per column: bool, int (int64), float (nulls are NaN) or str (nulls masked)."""
+    present = [v for v in values if v is not None]
+    types = {type(v) for v in present}
+    missing = np.array([v is None for v in values], dtype=bool)
+    if not types or (types <= {int, float} and float in types):
+        return Column(np.array([np.nan if v is None else v for v in values], float), name=name)
+    if len(types) != 1 or types.pop() not in (bool, int, str):
+        kinds = ", ".join(sorted({type(v).__name__ for v in present}))
+        raise PositionsError(
+            f"tag column {name!r} holds {kinds}; a tag column takes one type of string, "
+            "number or boolean (null for missing)", code="invalid_tag")
+    filler: Any = {bool: False, int: 0, str: ""}[type(present[0])]
+    data = np.array([filler if v is None else v for v in values])
+    if missing.any():
+        return MaskedColumn(data, name=name, mask=missing)
+    return Column(data, name=name)

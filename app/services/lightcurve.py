@@ -1,0 +1,148 @@
+"""Light curves: forced PSF flux at one sky position on every stored exposure covering it.
+
+Exposures are found through the indexed sky bounds of their footprints (not by scanning),
+checked exactly through their WCS, and measured on the characterized exposure their newest
+detect job left, with the same forced photometry as ``POST /v1/forced``. Points are kept in
+memory per (exposure's detect job, position), so asking again costs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from astropy.table import Table
+from sqlalchemy.orm import Session
+
+from app.db.exposures import ExposureRepository
+from app.db.models import ExposureRecord
+from app.engine.forced import run_forced
+from app.services.calexps import CalexpService
+from app.services.errors import ConflictError, InvalidInputError
+
+POINT_COLUMNS = [
+    ("exposure_id", None, "Exposure the point was measured on."),
+    ("visit", None, "Visit of the exposure."),
+    ("detector", None, "Detector of the exposure."),
+    ("band", None, "Band of the exposure."),
+    ("mjd", "d", "Modified Julian date of the observation."),
+    ("detect_job_id", None, "Detect job whose characterized exposure was measured."),
+    ("base_PsfFlux_flux", "nJy", "Forced PSF flux at the position."),
+    ("base_PsfFlux_fluxErr", "nJy", "1σ uncertainty of the forced PSF flux."),
+    ("snr", None, "Forced PSF flux over its uncertainty."),
+    ("x", "pix", "Position on the exposure, x."),
+    ("y", "pix", "Position on the exposure, y."),
+    ("base_PsfFlux_flag", None, "No PSF flux could be measured here."),
+    ("base_PixelFlags_flag_edge", None, "EDGE or NO_DATA pixels within one PSF FWHM."),
+    ("base_PixelFlags_flag_saturated", None, "Saturated pixels within one PSF FWHM."),
+    ("flag_not_characterized", None, "The exposure has no completed detect job: no PSF."),
+]
+
+
+class PointCache:
+    """Light-curve points by (detect job, position to 1e-7°); a small thread-safe LRU."""
+
+    def __init__(self, max_items: int = 10000) -> None:
+        self._items: OrderedDict[tuple[str, float, float], dict[str, object]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_items = max_items
+
+    def get(self, key: tuple[str, float, float]) -> dict[str, object] | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: tuple[str, float, float], point: dict[str, object]) -> None:
+        with self._lock:
+            self._items[key] = point
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+
+class LightCurveService:
+    def __init__(self, session: Session, calexps: CalexpService, points: PointCache,
+                 owner: str, max_exposures: int) -> None:
+        self._session = session
+        self._calexps = calexps
+        self._points = points
+        self._owner = owner
+        self._max_exposures = max_exposures
+
+    def light_curve(self, ra: float, dec: float, *, band: str | None = None,
+                    start: float | None = None, end: float | None = None) -> Table:
+        """One row per covering exposure, ordered by MJD."""
+        if not (math.isfinite(ra) and math.isfinite(dec) and -90 <= dec <= 90):
+            raise InvalidInputError("ra must be finite and dec within [-90, 90] degrees",
+                                    code="bad_position")
+        records = [
+            r for r in ExposureRepository(self._session).covering(self._owner, ra, dec)
+            if (band is None or r.meta.get("band") == band)
+            and (start is None or (r.meta.get("mjd") or -np.inf) >= start)
+            and (end is None or (r.meta.get("mjd") or np.inf) <= end)
+        ]
+        if len(records) > self._max_exposures:
+            raise ConflictError(
+                f"{len(records)} exposures cover this position, more than the "
+                f"{self._max_exposures} a synchronous light curve measures; narrow it with "
+                "band, start or end", code="too_many_exposures")
+        rows = [p for p in (self._point(r, ra, dec) for r in records) if p is not None]
+        rows.sort(key=lambda p: (p["mjd"] is None, p["mjd"] or 0.0))
+        return _table(rows, ra, dec)
+
+    def _point(self, record: ExposureRecord, ra: float, dec: float) -> dict[str, object] | None:
+        base: dict[str, object] = {
+            "exposure_id": record.id, "visit": record.meta.get("visit"),
+            "detector": record.meta.get("detector"), "band": record.meta.get("band"),
+            "mjd": record.meta.get("mjd"),
+        }
+        try:
+            job = self._calexps.detect_job(record.id)
+        except ConflictError:
+            return base | {"flag_not_characterized": True}
+        key = (job.id, round(ra % 360.0, 7), round(dec, 7))
+        cached = self._points.get(key)
+        if cached is not None:
+            return cached
+        exposure, _ = self._calexps.characterized(record.id, job.id)
+        x, y = exposure.sky_to_pixel(np.array([ra]), np.array([dec]))
+        h, w = exposure.shape
+        ox, oy = exposure.xy0
+        if not (-0.5 <= x[0] - ox < w - 0.5 and -0.5 <= y[0] - oy < h - 0.5):
+            return None  # in the bounding box but not on the pixels
+        row = run_forced(exposure, Table({"ra": [ra], "dec": [dec]}))[0]
+        flux = float(row["base_PsfFlux_flux"]) if "base_PsfFlux_flux" in row.colnames else np.nan
+        err = float(row["base_PsfFlux_fluxErr"]) if "base_PsfFlux_fluxErr" in row.colnames \
+            else np.nan
+        point = base | {
+            "detect_job_id": job.id, "base_PsfFlux_flux": flux, "base_PsfFlux_fluxErr": err,
+            "snr": flux / err if err > 0 else np.nan, "x": float(x[0]), "y": float(y[0]),
+            "base_PsfFlux_flag": bool(row["base_PsfFlux_flag"]),
+            "base_PixelFlags_flag_edge": bool(row["base_PixelFlags_flag_edge"]),
+            "base_PixelFlags_flag_saturated": bool(row["base_PixelFlags_flag_saturated"]),
+            "flag_not_characterized": False,
+        }
+        self._points.put(key, point)
+        return point
+
+
+def _table(rows: list[dict[str, object]], ra: float, dec: float) -> Table:
+    """The points as a table with units and descriptions, missing values as NaN/False/''."""
+    table = Table(meta={"RA": ra, "DEC": dec})
+    for name, unit, description in POINT_COLUMNS:
+        values = [r.get(name) for r in rows]
+        if name.startswith(("base_PsfFlux_flux", "snr", "x", "y", "mjd")):
+            data = np.array([np.nan if v is None else v for v in values], dtype=float)
+        elif "flag" in name:
+            data = np.array([bool(v) for v in values], dtype=bool)
+        elif name in ("visit", "detector"):
+            data = np.array([-1 if v is None else v for v in values], dtype=np.int64)
+        else:
+            data = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        table[name] = data
+        table[name].unit = unit
+        table[name].description = description
+    return table
