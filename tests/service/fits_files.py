@@ -8,17 +8,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-MASK_PLANES = {
-    "BAD": 0,
-    "SAT": 1,
-    "INTRP": 2,
-    "CR": 3,
-    "EDGE": 4,
-    "DETECTED": 5,
-    "DETECTED_NEGATIVE": 6,
-    "SUSPECT": 7,
-    "NO_DATA": 8,
-}
+from app.engine.masks import DEFAULT_PLANES as MASK_PLANES
 
 
 def calexp_bytes(
