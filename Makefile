@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test test-browser lint bench clean browser
+
+# The browser tests drive Debian's Chromium (playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +18,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/skyphot serve
 
-test: $(STAMP)
+browser:
+	@test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# Only the web front end's tests; screenshots in test-artifacts/browser/.
+test-browser: $(STAMP) browser
+	$(BIN)/pytest -q tests/browser
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routers import exposures, forced, health, images, jobs, lightcurve, results
+from app.api.routers import exposures, forced, health, images, jobs, lightcurve, results, web
 from app.db.migrate import upgrade
 from app.jobs.queue import JobQueue, start_worker
 from app.jobs.reconciler import PeriodicReconciler, reconcile
@@ -65,5 +65,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(forced.router)
     app.include_router(images.router)
     app.include_router(lightcurve.router)
+    web.install(app)  # last: the front end at / and /web, after every /v1 route
     app.state.light_curve_points = PointCache()
     return app

@@ -1,0 +1,45 @@
+// A light curve at a sky position: forced PSF flux on every stored exposure covering it.
+import { apiUrl, el, FORMATS, request, showError } from "./api.js";
+import { rowObjects } from "./forced.js";
+import { scatter } from "./plots.js";
+
+const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
+
+export function initLightCurve() {
+  const form = $("lightcurve-form");
+  const status = $("lc-status");
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const query = { ra: data.get("ra"), dec: data.get("dec"), band: data.get("band") };
+    status.textContent = "measuring…";
+    try {
+      const rows = rowObjects(await request("v1/lightcurve", { query }));
+      const canvas = $("lc-plot");
+      canvas.hidden = false;
+      const n = scatter(canvas, rows.map((r) => r.mjd), rows.map((r) => r.base_PsfFlux_flux), {
+        yerr: rows.map((r) => r.base_PsfFlux_fluxErr), xlabel: "MJD",
+        ylabel: "forced base_PsfFlux_flux (nJy)", zero: true,
+        title: `RA ${Number(query.ra).toFixed(5)}°, Dec ${Number(query.dec).toFixed(5)}°` });
+      canvas.dataset.n = String(n);
+      status.textContent = `${rows.length} exposures cover it, ${n} with a flux`;
+      $("lc-downloads").replaceChildren("Light curve: ", ...FORMATS.map((f) => el("a", {
+        href: apiUrl("v1/lightcurve", { ...query, format: f }), testid: `lc-download-${f}`,
+      }, f)));
+    } catch (error) {
+      status.textContent = "failed";
+      showError(error, "the light curve");
+    }
+  });
+
+  return {
+    /** Fill in a position (from a source record) and measure. */
+    at(ra, dec) {
+      $("lc-ra").value = ra;
+      $("lc-dec").value = dec;
+      form.requestSubmit();
+      $("lightcurve-section").scrollIntoView({ behavior: "smooth", block: "nearest" });
+    },
+  };
+}
