@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 import uvicorn
+from ci import unavailable
 
 from app.api.app import create_app
 from app.settings import Settings
@@ -40,10 +41,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 def browser_unavailable(reason: str) -> NoReturn:
     """Skip, or fail under ``CI=true``: CI must never skip the browser tests."""
-    message = f"browser tests cannot run: {reason} (run `make test`, which installs it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"browser tests cannot run: {reason} (run `make test`, which installs it)")
 
 
 def _free_port() -> int:

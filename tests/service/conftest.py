@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import psycopg
 import pytest
 import redis
+from ci import unavailable
 from fastapi.testclient import TestClient
 
 from app.api.app import create_app
@@ -32,10 +33,7 @@ FINAL_PHASES = {"COMPLETED", "ERROR", "ABORTED"}
 
 def service_unavailable(service: str, error: Exception) -> NoReturn:
     """Skip the test, or fail it under ``CI=true``: CI must never skip for a missing service."""
-    message = f"{service} is unreachable: {type(error).__name__}: {error}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{service} is unreachable: {type(error).__name__}: {error}")
 
 
 @pytest.fixture
