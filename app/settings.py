@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     worker_threads: int = Field(
         1, ge=1, title="Jobs the in-process worker runs at once (memory:// broker only)"
     )
+    job_compute_threads: int = Field(
+        1, ge=1,
+        title="BLAS/OpenMP threads one job's computation may use",
+        description="One per job keeps workers on a machine from competing for cores; raise "
+        "it when a single worker runs alone on many cores.",
+    )
     forced_sync_max_positions: int = Field(
         1000,
         ge=1,

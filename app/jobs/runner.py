@@ -52,12 +52,20 @@ CHILD_PRELOAD = [
 """Imported once by the fork server, so each job's process starts with them loaded."""
 
 
-def _process_context() -> BaseContext:
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS")
+
+
+def _process_context(threads: int) -> BaseContext:
     """forkserver where there is one (children start fast, no inherited threads), else spawn.
 
     The preload list replaces the default ``__main__``, which would re-run the caller's
-    script in the server.
+    script in the server. The children's numerical libraries read their thread counts
+    from the environment when first imported, which happens in the server or the child,
+    after this sets them.
     """
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
     if not sys.platform.startswith("linux"):
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
@@ -84,7 +92,7 @@ class JobRunner:
     def __init__(self, runtime: Runtime, queue: Sender) -> None:
         self._runtime = runtime
         self._queue = queue
-        self._mp = _process_context()
+        self._mp = _process_context(runtime.settings.job_compute_threads)
 
     def warm_up(self) -> None:
         """Start the fork server now, so the first job does not wait for its imports."""
