@@ -2,7 +2,9 @@
 
 Only http(s) URLs whose host resolves to public addresses are fetched: loopback, private,
 link-local and reserved addresses are refused (before queueing, and again before every
-request and redirect, since DNS answers can change).
+request and redirect, since DNS answers can change). The request then goes to the very
+address that was checked (the host kept in the Host header and TLS SNI), so a DNS answer
+that changes between the check and the connection cannot redirect it.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ class UnsafeUrlError(ValueError):
     """A URL the service will not fetch."""
 
 
-def check_public_url(url: str) -> None:
-    """Refuse non-http(s) URLs and hosts resolving to non-public addresses."""
+def check_public_url(url: str) -> str:
+    """Refuse non-http(s) URLs and hosts resolving to non-public addresses; the address to
+    connect to."""
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         raise UnsafeUrlError(f"only http and https URLs can be fetched, not {parsed.scheme!r}")
@@ -55,6 +58,18 @@ def check_public_url(url: str) -> None:
                 f"host {parsed.hostname!r} resolves to {address}, which is not a public "
                 "address; give a URL on the public internet"
             )
+    return str(infos[0][4][0].split("%")[0])
+
+
+def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(URL with the host replaced by ``address``, headers, httpx extensions) that reach
+    ``address`` while the server sees, and TLS verifies, the original host."""
+    parsed = urlparse(url)
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal + (f":{parsed.port}" if parsed.port else "")
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    extensions = {"sni_hostname": parsed.hostname} if parsed.scheme == "https" else {}
+    return parsed._replace(netloc=netloc).geturl(), {"Host": host}, extensions
 
 
 def compute(context: JobContext, progress: Progress) -> JobOutput:
@@ -70,10 +85,11 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
         try:
             for _ in range(MAX_REDIRECTS + 1):
                 try:
-                    check_public_url(url)
+                    target, headers, extensions = pinned(url, check_public_url(url))
                 except UnsafeUrlError as error:
                     raise UsageError(str(error), "unsafe_url") from error
-                with client.stream("GET", url) as response:
+                with client.stream("GET", target, headers=headers,
+                                   extensions=extensions) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue

@@ -104,7 +104,7 @@ def fetch_job(runtime: Runtime, url: str, max_bytes: int = 10**7) -> tuple[JobRe
 def test_fetch_downloads_checks_and_registers_once(
     runtime: Runtime, file_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch, "check_public_url", lambda url: None)
+    monkeypatch.setattr(fetch, "check_public_url", lambda url: "127.0.0.1")
     data = calexp_bytes()
     (tmp_path / "www" / "calexp.fits").write_bytes(data)
     exposure_ids = []
@@ -127,7 +127,7 @@ def test_fetch_downloads_checks_and_registers_once(
 def test_fetch_refuses_large_missing_and_non_fits_files(
     runtime: Runtime, file_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fetch, "check_public_url", lambda url: None)
+    monkeypatch.setattr(fetch, "check_public_url", lambda url: "127.0.0.1")
     (tmp_path / "www" / "calexp.fits").write_bytes(calexp_bytes())
     (tmp_path / "www" / "notes.txt").write_text("not a FITS file\n" * 100)
     cases = [
@@ -141,3 +141,14 @@ def test_fetch_refuses_large_missing_and_non_fits_files(
             fetch.compute(context, lambda fraction, step: None)
         assert caught.value.code == code
     assert not (runtime.store.root / "exposures").exists()
+
+
+def test_requests_go_to_the_checked_address_with_the_original_host() -> None:
+    url, headers, extensions = fetch.pinned("https://data.example.org:8443/a/b.fits?x=1",
+                                            "93.184.216.34")
+    assert url == "https://93.184.216.34:8443/a/b.fits?x=1"
+    assert headers == {"Host": "data.example.org:8443"}
+    assert extensions == {"sni_hostname": "data.example.org"}
+    url, headers, extensions = fetch.pinned("http://data.example.org/c.fits", "2606:2800::1")
+    assert url == "http://[2606:2800::1]/c.fits" and headers == {"Host": "data.example.org"}
+    assert extensions == {}
