@@ -25,7 +25,7 @@ from app.engine.measure.cubes import circle_overlap
 from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_half, radius_name
 from app.engine.measure.registry import Column
 from app.engine.measure.task import make_table
-from app.engine.psf import SIGMA_TO_FWHM
+from app.engine.psf import SIGMA_TO_FWHM, psf_sigmas
 from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
@@ -316,21 +316,11 @@ def _shapes(exposure: Exposure, positions: Table, ax: np.ndarray, ay: np.ndarray
         xx = yy = xy = np.full(n, np.nan)
     missing = ~np.isfinite(xx + yy + xy)
     if missing.any():
-        sigma = np.asarray(psf_sigmas(exposure, np.nan_to_num(ax[missing]),
-                                      np.nan_to_num(ay[missing])))
+        sigma = psf_sigmas(exposure.psf, np.nan_to_num(ax[missing]),
+                           np.nan_to_num(ay[missing]))
         xx, yy, xy = xx.copy(), yy.copy(), xy.copy()
         xx[missing], yy[missing], xy[missing] = sigma**2, sigma**2, 0.0
     for axis, values in (("xx", xx), ("yy", yy), ("xy", xy)):
         out[f"base_TransformedShape_{axis}"][:] = values
         out[f"slot_Shape_{axis}"][:] = values
     out["base_TransformedShape_flag"][:] = ~np.isfinite(xx + yy + xy)
-
-
-def psf_sigmas(exposure: Exposure, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """PSF determinant radius at many positions (batched when the model can)."""
-    psf = exposure.psf
-    assert psf is not None
-    batched = getattr(psf, "sigmas", None)
-    if batched is not None:
-        return np.asarray(batched(x, y), float)
-    return np.array([psf.sigma(float(a), float(b)) for a, b in zip(x, y, strict=True)])

@@ -34,6 +34,14 @@ def psf_fwhm(psf: PsfModel, x: float, y: float) -> float:
     return float(psf.sigma(x, y) * SIGMA_TO_FWHM)
 
 
+def psf_sigmas(psf: PsfModel, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Determinant radius at many positions, batched when the model can (``sigmas``)."""
+    batched = getattr(psf, "sigmas", None)
+    if batched is not None:
+        return np.asarray(batched(x, y), float)
+    return np.array([psf.sigma(float(a), float(b)) for a, b in zip(x, y, strict=True)])
+
+
 def lanczos_weights(frac: np.ndarray, order: int = 5) -> np.ndarray:
     """Lanczos interpolation weights for fractional shifts ``frac`` (any shape, |frac| ≤ 1).
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
-from app.engine.psf import PsfModel, lanczos_weights
+from app.engine.psf import PsfModel, lanczos_weights, psf_sigmas
 from app.engine.stats import clipped_stats
 
 
@@ -67,7 +67,6 @@ class MeasurementContext:
         self.shape_xy = np.full(n, np.nan)
         self._base = self._noise_replaced() if self.replace_with_noise else self.exposure.image
         self._cache: dict[int, Stamps] = {}
-        self._psf_half: int | None = None
         self._row_cumsums: dict[object, np.ndarray] = {}
         self._fp_cat = _concat_footprints(self.footprints)
 
@@ -145,31 +144,9 @@ class MeasurementContext:
         """Forget cached stamps (after the slot centroid moved)."""
         self._cache.clear()
 
-    def psf_images(self, half: int) -> np.ndarray:
-        """(N, S, S) PSF images at each slot centroid, on the stamps' pixel grid, sum 1."""
-        stamps = self.stamps(half)
-        kern = psf_kernels(self.psf, self.x, self.y)
-        kern = _resize(kern, 2 * half + 1)
-        dx = self.x - (stamps.x0 + half)
-        dy = self.y - (stamps.y0 + half)
-        shifted = shift_cube(kern, dx, dy)
-        total = shifted.sum(axis=(1, 2), keepdims=True)
-        return shifted / np.where(total > 0, total, 1)
-
     def psf_sigma(self) -> np.ndarray:
         """PSF determinant radius at each slot centroid (pixels)."""
-        batched = getattr(self.psf, "sigmas", None)
-        if batched is not None:
-            return np.asarray(batched(self.x, self.y), float)
-        return np.array([self.psf.sigma(float(a), float(b)) for a, b in zip(self.x, self.y,
-                                                                           strict=True)])
-
-    def psf_half(self) -> int:
-        """Half-size of the PSF model's kernel."""
-        if self._psf_half is None:
-            self._psf_half = self.psf.kernel(float(self.exposure.width) / 2,
-                                             float(self.exposure.height) / 2).shape[-1] // 2
-        return self._psf_half
+        return psf_sigmas(self.psf, self.x, self.y)
 
     def row_cumsums(self, replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Row-wise cumulative sums (leading zero column) of the image — noise-replaced or
