@@ -52,6 +52,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from app.commands.demo import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skyphot", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(handler=_simulate)
+
+    p = sub.add_parser("demo", help="run the tutorial's workflow over the API and write its "
+                                    "figures")
+    p.add_argument("--url", help="a running skyphot server (default: start the embedded one "
+                                 "with its data in a temporary folder)")
+    p.add_argument("--output", "-o", default="skyphot-demo", help="folder for the PNG figures "
+                                                                  "and summary.json")
+    p.add_argument("--size", type=int, default=2048, help="side of the simulated calexp, px")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(handler=_demo)
     return parser
 
 
