@@ -18,6 +18,7 @@ import gzip
 import io
 import os
 import re
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -43,6 +44,10 @@ T = TypeVar("T")
 
 FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
+_WARNINGS_LOCK = threading.Lock()
+"""``catch_warnings`` swaps the process-wide filter list and puts it back on exit; readers in
+two threads (the API's thread pool) interleaving would restore each other's list, so the
+blocks that catch warnings take turns."""
 FITS_BLOCK = 2880
 GZIP_LEVEL = 6  # zlib's default: most of the gain of 9 at a fraction of the time
 SKY_SAMPLE = 1 << 20  # pixels sampled for the sky-noise estimate of a plain image
@@ -93,7 +98,7 @@ def _open_fits(source: Source) -> Iterator[fits.HDUList]:
     """
     with ExitStack() as files:
         stream, size, memmap = _fits_stream(source, files)
-        with warnings.catch_warnings(record=True) as caught:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 hdul = fits.open(stream, memmap=memmap, mode="readonly")  # primary header only
@@ -350,7 +355,7 @@ def _read_wcs(header: fits.Header, plane: str) -> WCS | None:
     if "CTYPE1" not in header and "CTYPE2" not in header:
         return None
     try:
-        with warnings.catch_warnings():
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             # astropy reports each header fix it applies (e.g. MJD-OBS from DATE-OBS); the
             # fixed WCS is what we want, so the notes are noise here.
             warnings.simplefilter("ignore", FITSFixedWarning)

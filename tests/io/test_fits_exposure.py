@@ -472,3 +472,29 @@ def test_measured_psf_round_trips(tmp_path):
     write_exposure(exposure, path)
     back = read_exposure(path)
     assert back.psf.sigma(5.0, 5.0) == 2.1 and back.psf.kernel(0, 0).shape == (21, 21)
+
+
+def test_concurrent_reads_leave_the_warning_filters_as_they_were(tmp_path):
+    """Readers in several threads (the API's pool) must not swap the process's filters."""
+    import threading
+    import warnings
+
+    path = tmp_path / "calexp.fits"
+    write_exposure(make_exposure(), path)
+    before = list(warnings.filters)
+    errors: list[BaseException] = []
+
+    def read_many() -> None:
+        try:
+            for _ in range(25):
+                read_exposure_metadata(path)
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=read_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert list(warnings.filters) == before
