@@ -83,7 +83,9 @@ def test_sources_by_psf_snr_range(client: TestClient, job: dict) -> None:
     flux = column(sources, "base_PsfFlux_instFlux")
     err = column(sources, "base_PsfFlux_instFluxErr")
     snr = np.sort(flux[err > 0] / err[err > 0])
-    lo, hi = float(snr[len(snr) // 4]), float(snr[3 * len(snr) // 4])  # both are someone's S/N
+    i, j = len(snr) // 4, 3 * len(snr) // 4
+    # bounds halfway between neighbours: no S/N sits on one, whatever the rounding
+    lo, hi = float(snr[i] + snr[i + 1]) / 2, float(snr[j - 1] + snr[j]) / 2
 
     def expected(low: float | None, high: float | None) -> list[int]:
         return [s["id"] for s, f, e in zip(sources, flux, err, strict=True)
@@ -94,7 +96,7 @@ def test_sources_by_psf_snr_range(client: TestClient, job: dict) -> None:
         got = [s["id"] for s in all_sources(client, job["id"], **params)]
         assert got == expected(low, high) and got, params
     between = expected(lo, hi)
-    assert 0 < len(between) < len(snr) // 2 + 1  # the bounds themselves are excluded
+    assert len(between) == j - i - 1  # snr[i + 1] … snr[j - 1]
 
     csv = client.get(f"/v1/jobs/{job['id']}/sources",
                      params={"min_psf_snr": lo, "max_psf_snr": hi, "format": "csv"})
