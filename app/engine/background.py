@@ -17,6 +17,8 @@ from app.engine.config import BackgroundConfig
 from app.engine.masks import MaskPlanes
 from app.engine.stats import clipped_stats
 
+SPLINE_ROWS = 256  # rows of the background evaluated per spline call
+
 
 def _cell_edges(n: int, bin_size: int) -> np.ndarray:
     """Edges of max(1, round(n / bin_size)) nearly equal cells covering 0..n."""
@@ -92,8 +94,11 @@ def interpolate_mesh(values: np.ndarray, yc: np.ndarray, xc: np.ndarray,
     y = np.arange(shape[0], dtype=float)
     x = np.arange(shape[1], dtype=float)
     yi, xi = np.clip(y, yc[0], yc[-1]), np.clip(x, xc[0], xc[-1])
+    out = np.empty(shape, dtype=np.float32)
+    for start in range(0, shape[0], SPLINE_ROWS):  # float64 in blocks, not a full-size copy
+        rows = slice(start, start + SPLINE_ROWS)
+        out[rows] = spline(yi[rows], xi)
     # the slopes are only needed on the rows and columns beyond the outermost centres
-    out = spline(yi, xi).astype(np.float32)
     rows, cols = y != yi, x != xi
     if rows.any():
         out[rows] += spline(yi[rows], xi, dx=1) * (y - yi)[rows, None]
