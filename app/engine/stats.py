@@ -45,6 +45,43 @@ def _kept_sums(data: np.ndarray, totals: tuple[np.ndarray, np.ndarray], n: np.nd
     return totals[0] - head[0] - tail[0], totals[1] - head[1] - tail[1]
 
 
+def _quantiles(data: np.ndarray, fractions: tuple[float, ...]) -> list[float]:
+    """Linearly interpolated quantiles of a 1-d array (reordered in place) by partitioning."""
+    pos = [f * (data.size - 1) for f in fractions]
+    idx = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, data.size - 1)
+                                                   for p in pos})
+    data.partition(idx)
+    out = []
+    for p in pos:
+        lo = int(np.floor(p))
+        a, b = float(data[lo]), float(data[min(lo + 1, data.size - 1)])
+        out.append(a + (p - lo) * (b - a))
+    return out
+
+
+def _clipped_stats_1d(values: np.ndarray, nsigma: float, niter: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``clipped_stats`` of one flat array: quantiles by partitioning, not sorting (a
+    single slice needs only a few order statistics), and masked float64 sums."""
+    data = values[np.isfinite(values)]
+    if data.size == 0:
+        return np.array(np.nan), np.array(np.nan), np.array(np.nan)
+    q25, centre, q75 = _quantiles(data, (0.25, 0.5, 0.75))
+    width = IQR_TO_SIGMA * (q75 - q25)
+    kept = data
+    for _ in range(niter):
+        lo, hi = np.float32(centre - nsigma * width), np.float32(centre + nsigma * width)
+        keep = (data >= lo) & (data <= hi)
+        if not keep.any():
+            break
+        kept = data[keep]
+        centre = float(kept.sum(dtype=np.float64)) / kept.size
+        mean_sq = float(np.einsum("i,i->", kept, kept, dtype=np.float64)) / kept.size
+        width = np.sqrt(max(mean_sq - centre * centre, 0.0))
+    (median,) = _quantiles(kept if kept is not data else data.copy(), (0.5,))
+    return np.array(centre), np.array(median), np.array(width)
+
+
 def clipped_stats(
     values: np.ndarray, *, nsigma: float = 3.0, niter: int = 3, axis: int | None = None,
     overwrite_input: bool = False,
@@ -56,8 +93,9 @@ def clipped_stats(
     sorted in place, saving a copy of a large array the caller no longer needs.
     """
     data = np.asarray(values, dtype=np.float32)
-    data = np.moveaxis(data.reshape(-1) if axis is None else data, -1 if axis is None else axis,
-                       -1)
+    if axis is None:
+        return _clipped_stats_1d(data.reshape(-1), nsigma, niter)
+    data = np.moveaxis(data, axis, -1)
     if overwrite_input and np.shares_memory(data, values):
         data.sort(axis=-1)  # NaNs sort last
     else:

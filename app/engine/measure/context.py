@@ -225,24 +225,29 @@ def shift_cube(cube: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 5)
     """Shift each stamp of a cube by its own (dx, dy) with separable Lanczos interpolation.
 
     ``out[k](x, y) = cube[k](x - dx[k], y - dy[k])``; shifts are expected within ±1 pixel.
-    Each axis costs 2·order passes over the cube, whatever the number of stamps.
+    Each axis costs 2·order passes over the cube, whatever the number of stamps: stamps
+    sharing a whole-pixel part of their shift (two or three groups) read plain slices.
     """
     out = cube.astype(np.float64)
     n, s, _ = out.shape
     for axis, shift in ((2, np.asarray(dx, float)), (1, np.asarray(dy, float))):
         whole = np.floor(-shift).astype(np.int64)
-        frac = -shift - whole
-        weights = lanczos_weights(frac, order)  # (N, 2*order)
+        weights = lanczos_weights(-shift - whole, order)  # (N, 2*order)
         pad = order + 2
         padded = np.pad(out, [(0, 0)] + [(pad, pad) if a == axis else (0, 0) for a in (1, 2)])
         acc = np.zeros_like(out)
-        idx = np.arange(s)
-        for k, off in enumerate(range(-order + 1, order + 1)):
-            src = idx[None, :] + pad + whole[:, None] + off  # (N, S)
-            if axis == 2:
-                taken = np.take_along_axis(padded, src[:, None, :].repeat(s, axis=1), axis=2)
+        for step in np.unique(whole):
+            group = np.nonzero(whole == step)[0]
+            every = len(group) == n
+            src = padded if every else padded[group]
+            part = np.zeros((len(group), s, s))
+            for k, off in enumerate(range(-order + 1, order + 1)):
+                lo = pad + step + off
+                taken = src[:, :, lo : lo + s] if axis == 2 else src[:, lo : lo + s, :]
+                part += weights[group, k, None, None] * taken
+            if every:
+                acc = part
             else:
-                taken = np.take_along_axis(padded, src[:, :, None].repeat(s, axis=2), axis=1)
-            acc += weights[:, k, None, None] * taken
+                acc[group] = part
         out = acc
     return out
