@@ -67,7 +67,6 @@ class MeasurementContext:
         self.shape_xy = np.full(n, np.nan)
         self._base = self._noise_replaced() if self.replace_with_noise else self.exposure.image
         self._cache: dict[int, Stamps] = {}
-        self._row_cumsums: dict[object, np.ndarray] = {}
         self._fp_cat = _concat_footprints(self.footprints)
 
     @property
@@ -147,22 +146,6 @@ class MeasurementContext:
     def psf_sigma(self) -> np.ndarray:
         """PSF determinant radius at each slot centroid (pixels)."""
         return psf_sigmas(self.psf, self.x, self.y)
-
-    def row_cumsums(self, replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Row-wise cumulative sums (leading zero column) of the image — noise-replaced or
-        the exposure's own — and of the variance, for aperture sums by row spans."""
-        def cs(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((a.shape[0], a.shape[1] + 1), dtype=np.float64)
-            np.cumsum(np.nan_to_num(a, posinf=0.0), axis=1, out=out[:, 1:])
-            return out
-
-        image = self._base if replaced else self.exposure.image
-        key = id(image)
-        if key not in self._row_cumsums:
-            self._row_cumsums[key] = cs(image)
-        if "variance" not in self._row_cumsums:
-            self._row_cumsums["variance"] = cs(self.exposure.variance)
-        return self._row_cumsums[key], self._row_cumsums["variance"]
 
     def mask_in_footprints(self, bitmask: int) -> np.ndarray:
         """Per source: whether any of its footprint's pixels has one of ``bitmask``'s bits."""
