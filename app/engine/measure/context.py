@@ -33,6 +33,17 @@ class Stamps:
     def half(self) -> int:
         return self.image.shape[-1] // 2
 
+    def crop(self, half: int) -> Stamps:
+        """The central (2·half+1)² pixels of every stamp (contiguous copies)."""
+        c = self.half - half
+        cut = (slice(None), slice(c, c + 2 * half + 1), slice(c, c + 2 * half + 1))
+
+        def part(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a[cut])
+
+        return Stamps(part(self.image), part(self.variance), part(self.mask), self.x0 + c,
+                      self.y0 + c, part(self.on_image))
+
 
 @dataclass
 class MeasurementContext:
@@ -110,11 +121,19 @@ class MeasurementContext:
     def stamps(self, half: int) -> Stamps:
         """(2·half+1)² stamps centred on the rounded slot centroid, own footprint inserted.
 
-        Cached per size; the slot centroid should be final before stamps are requested by
-        flux plugins (the centroid plugin asks for its own before updating it).
+        Cached per size, and cut from larger cached stamps when there are some (the same
+        pixels, without another gather from the image); the slot centroid should be final
+        before stamps are requested by flux plugins (the centroid plugin asks for its own
+        before updating it).
         """
-        if half in self._cache:
-            return self._cache[half]
+        if half not in self._cache:
+            larger = [k for k in self._cache if k > half]
+            self._cache[half] = (self._cache[min(larger)].crop(half) if larger
+                                 else self._gather_stamps(half))
+        return self._cache[half]
+
+    def _gather_stamps(self, half: int) -> Stamps:
+        """Stamps cut from the images: one flat gather per plane, off-image pixels filled."""
         ex = self.exposure
         h, w = ex.shape
         size = 2 * half + 1
@@ -122,22 +141,23 @@ class MeasurementContext:
         cy = np.round(np.where(np.isfinite(self.y), self.y, self.peak_y)).astype(np.int64)
         x0, y0 = cx - half, cy - half
         off = np.arange(size)
-        yy = y0[:, None, None] + off[None, :, None]
-        xx = x0[:, None, None] + off[None, None, :]
-        on = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        yc, xc = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
-        image = np.where(on, self._base[yc, xc], 0).astype(np.float32)
-        variance = np.where(on, ex.variance[yc, xc], np.inf).astype(np.float32)
-        nodata = np.int32(ex.planes.bitmask("NO_DATA"))
-        mask = np.where(on, ex.mask[yc, xc], nodata).astype(np.int32)
+        yy, xx = y0[:, None] + off, x0[:, None] + off  # (N, S)
+        flat = (np.clip(yy, 0, h - 1) * w)[:, :, None] + np.clip(xx, 0, w - 1)[:, None, :]
+        on = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
+        image = np.take(self._base.reshape(-1), flat).astype(np.float32, copy=False)
+        variance = np.take(ex.variance.reshape(-1), flat).astype(np.float32, copy=False)
+        mask = np.take(ex.mask.reshape(-1), flat).astype(np.int32, copy=False)
+        if not on.all():
+            off_image = ~on
+            image[off_image] = 0
+            variance[off_image] = np.inf
+            mask[off_image] = np.int32(ex.planes.bitmask("NO_DATA"))
         if self.replace_with_noise:
             src, fy, fx, values = self._fp_cat
             sy, sx = fy - y0[src], fx - x0[src]
             inside = (sy >= 0) & (sy < size) & (sx >= 0) & (sx < size)
             image[src[inside], sy[inside], sx[inside]] = values[inside]
-        stamps = Stamps(image, variance, mask, x0, y0, on)
-        self._cache[half] = stamps
-        return stamps
+        return Stamps(image, variance, mask, x0, y0, on)
 
     def clear_stamps(self) -> None:
         """Forget cached stamps (after the slot centroid moved)."""
