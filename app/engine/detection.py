@@ -47,9 +47,13 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
 
 
 def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Separable correlation with ``kernel`` on both axes (float32, edges reflected)."""
+    """Separable correlation with ``kernel`` on both axes (float32, edges reflected).
+
+    The second pass writes over the first's output (ndimage filters a line at a time from
+    a buffered copy), so one full-size array is allocated, not two.
+    """
     out = ndimage.correlate1d(image, kernel, axis=0, mode="nearest")
-    return ndimage.correlate1d(out, kernel, axis=1, mode="nearest")
+    return ndimage.correlate1d(out, kernel, axis=1, mode="nearest", output=out)
 
 
 @dataclass

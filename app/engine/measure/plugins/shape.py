@@ -128,12 +128,12 @@ def adaptive_moments(
         # for C so a source of any size converges in a few steps
         det_m = mxx * myy - mxy**2
         det_w = xx[a] * yy[a] - xy[a] ** 2
-        im_xx, im_yy, im_xy = myy / det_m, mxx / det_m, -mxy / det_m
-        iw_xx, iw_yy, iw_xy = yy[a] / det_w, xx[a] / det_w, -xy[a] / det_w
-        ic_xx, ic_yy, ic_xy = im_xx - iw_xx, im_yy - iw_yy, im_xy - iw_xy
-        det_ic = ic_xx * ic_yy - ic_xy**2
-        ok = np.isfinite(det_ic) & (det_ic > 0) & (ic_xx > 0) & (s0 > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # a singular M fails `ok`
+            im_xx, im_yy, im_xy = myy / det_m, mxx / det_m, -mxy / det_m
+            iw_xx, iw_yy, iw_xy = yy[a] / det_w, xx[a] / det_w, -xy[a] / det_w
+            ic_xx, ic_yy, ic_xy = im_xx - iw_xx, im_yy - iw_yy, im_xy - iw_xy
+            det_ic = ic_xx * ic_yy - ic_xy**2
+            ok = np.isfinite(det_ic) & (det_ic > 0) & (ic_xx > 0) & (s0 > 0)
             nxx, nyy, nxy = ic_yy / det_ic, ic_xx / det_ic, -ic_xy / det_ic
         # fall back to doubling the weighted moments where the inversion is ill-posed
         nxx = np.where(ok, nxx, 2 * mxx)
