@@ -101,9 +101,8 @@ def reference_flux(ctx: MeasurementContext, radius: float) -> tuple[np.ndarray, 
     footprint stay), so neighbours do not count. The local sky removes a residual
     background, which a large aperture would otherwise multiply by πr².
     """
-    flux, var = naive_aperture_sums(ctx, radius)
-    outer, outer_var = naive_aperture_sums(ctx, 2.0 * radius)
-    inner, inner_var = naive_aperture_sums(ctx, 1.5 * radius)
+    (flux, outer, inner), (var, outer_var, inner_var) = naive_aperture_sums(
+        ctx, [radius, 2.0 * radius, 1.5 * radius])
     area = np.pi * radius**2
     ann_area = np.pi * (4.0 - 2.25) * radius**2
     sky = (outer - inner) / ann_area

@@ -17,6 +17,8 @@ from app.engine.config import BackgroundConfig
 from app.engine.masks import MaskPlanes
 from app.engine.stats import clipped_stats
 
+SPLINE_ROWS = 256  # rows of the background evaluated per spline call
+
 
 def _cell_edges(n: int, bin_size: int) -> np.ndarray:
     """Edges of max(1, round(n / bin_size)) nearly equal cells covering 0..n."""
@@ -24,34 +26,35 @@ def _cell_edges(n: int, bin_size: int) -> np.ndarray:
     return np.linspace(0, n, ncell + 1).round().astype(int)
 
 
+def _cell_index(edges: np.ndarray, blank: int) -> np.ndarray:
+    """(ncell, longest cell) pixel indices of each cell, padded with ``blank``."""
+    j = np.arange(int(np.diff(edges).max()))
+    return np.where(j < np.diff(edges)[:, None], edges[:-1, None] + j, blank)
+
+
 def mesh_statistics(
     image: np.ndarray, ignore: np.ndarray, config: BackgroundConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-cell background values and the cell centres (yc, xc) in pixels.
 
-    Cells are made equal in size by cutting the image into ``ny × nx`` blocks of at most
-    ``ceil`` size and padding the last ones with NaN, so one vectorized call does all cells.
+    Cells are made equal in size by padding the shorter ones (cells differ by at most one
+    pixel) with NaN, so one gather lays every cell out as a row and one vectorized call
+    does all cells.
     """
     h, w = image.shape
     ye, xe = _cell_edges(h, config.binSize), _cell_edges(w, config.binSize)
     ny, nx = len(ye) - 1, len(xe) - 1
-    by, bx = int(np.diff(ye).max()), int(np.diff(xe).max())
-    data = np.where(ignore, np.nan, image.astype(np.float32))
-    blocks = np.full((ny, by, nx, bx), np.nan, dtype=np.float32)
-    # place each cell's pixels at the start of its block (cells differ by at most one pixel)
-    row_cell = np.searchsorted(ye, np.arange(h), side="right") - 1
-    col_cell = np.searchsorted(xe, np.arange(w), side="right") - 1
-    row_in = np.arange(h) - ye[row_cell]
-    col_in = np.arange(w) - xe[col_cell]
-    blocks[row_cell[:, None], row_in[:, None], col_cell[None, :], col_in[None, :]] = data
-    cells = blocks.transpose(0, 2, 1, 3).reshape(ny, nx, by * bx)
-    mean, median, _ = clipped_stats(
-        cells, nsigma=config.nSigmaClip, niter=config.nIterClip, axis=-1
-    )
+    padded = np.full((h + 1, w + 1), np.nan, dtype=np.float32)  # last row, column: NaN
+    np.copyto(padded[:h, :w], image, where=~ignore, casting="unsafe")
+    rows, cols = _cell_index(ye, h), _cell_index(xe, w)
+    cells = padded[rows[:, None, :, None], cols[None, :, None, :]].reshape(ny, nx, -1)
+    del padded
     if config.statisticsProperty == "MEANCLIP":
-        values = mean
+        values = clipped_stats(cells, nsigma=config.nSigmaClip, niter=config.nIterClip,
+                               axis=-1, overwrite_input=True)[0]
     elif config.statisticsProperty == "MEDIAN":
-        values = np.nanmedian(cells, axis=-1) if np.isfinite(cells).any() else median
+        values = np.nanmedian(cells, axis=-1) if np.isfinite(cells).any() else np.full(
+            (ny, nx), np.nan)
     else:
         values = np.nanmean(cells, axis=-1)
     yc = 0.5 * (ye[:-1] + ye[1:]) - 0.5
@@ -91,12 +94,17 @@ def interpolate_mesh(values: np.ndarray, yc: np.ndarray, xc: np.ndarray,
     y = np.arange(shape[0], dtype=float)
     x = np.arange(shape[1], dtype=float)
     yi, xi = np.clip(y, yc[0], yc[-1]), np.clip(x, xc[0], xc[-1])
-    out = spline(yi, xi)
-    if (y != yi).any():
-        out += spline(yi, xi, dx=1) * (y - yi)[:, None]
-    if (x != xi).any():
-        out += spline(yi, xi, dy=1) * (x - xi)[None, :]
-    return out.astype(np.float32)
+    out = np.empty(shape, dtype=np.float32)
+    for start in range(0, shape[0], SPLINE_ROWS):  # float64 in blocks, not a full-size copy
+        rows = slice(start, start + SPLINE_ROWS)
+        out[rows] = spline(yi[rows], xi)
+    # the slopes are only needed on the rows and columns beyond the outermost centres
+    rows, cols = y != yi, x != xi
+    if rows.any():
+        out[rows] += spline(yi[rows], xi, dx=1) * (y - yi)[rows, None]
+    if cols.any():
+        out[:, cols] += spline(yi, xi[cols], dy=1) * (x - xi)[None, cols]
+    return out
 
 def estimate_background(
     image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig

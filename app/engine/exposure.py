@@ -115,13 +115,19 @@ class Exposure:
         scales = proj_plane_pixel_scales(self.wcs.celestial)
         return float(np.sqrt(scales[0] * scales[1]) * 3600.0)
 
-    def copy(self) -> Exposure:
-        """A deep copy of the pixel planes; WCS, PSF and calibration are shared (immutable)."""
+    def copy(self, *, share_variance: bool = False) -> Exposure:
+        """A deep copy of the pixel planes; WCS, PSF and calibration are shared (immutable).
+
+        ``share_variance`` gives the copy a read-only view of the variance instead, for work
+        that never writes it (a 4k × 4k plane is 64 MB not to allocate and fill).
+        """
+        variance = self.variance.copy() if not share_variance else self.variance.view()
+        variance.flags.writeable = not share_variance
         return replace(
             self,
             image=self.image.copy(),
             mask=self.mask.copy(),
-            variance=self.variance.copy(),
+            variance=variance,
             planes=MaskPlanes(self.planes.as_dict()),
             background=None if self.background is None else self.background.copy(),
             ap_corr=dict(self.ap_corr),

@@ -56,7 +56,7 @@ def run_detect(exposure: Exposure, config: DetectConfig | None = None,
             start, span = STEPS[step]
             progress(start + span * fraction, step)
 
-    ex = exposure.copy()
+    ex = exposure.copy(share_variance=True)  # the pipeline writes image and mask only
     ex.mask &= ~np.int32(ex.planes.bitmask(["DETECTED", "DETECTED_NEGATIVE"]))
     report("characterize")
     if config.characterize.doMeasurePsf or ex.psf is None:

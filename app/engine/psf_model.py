@@ -91,6 +91,21 @@ def kernel_sigma(kernels: np.ndarray) -> np.ndarray:
     return (xx * yy - xy * xy) ** 0.25
 
 
+def leading_components(a: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` leading right singular vectors of ``a`` as rows, unit length.
+
+    From the eigenvectors of the smaller Gram matrix: a few hundred stars by a few thousand
+    pixels is then a small symmetric eigenproblem rather than a full SVD.
+    """
+    if a.shape[0] >= a.shape[1]:
+        _, v = np.linalg.eigh(a.T @ a)
+        return v[:, ::-1][:, :k].T
+    vals, u = np.linalg.eigh(a @ a.T)
+    u = u[:, ::-1][:, :k]
+    s = np.sqrt(np.maximum(vals[::-1][:k], 0.0))
+    return ((a.T @ u) / np.where(s > 0, s, 1.0)).T
+
+
 N_COMPONENTS = 2  # principal components carrying the PSF's variation over the field
 STARS_PER_TERM = 10  # fewer stars than this per polynomial term lowers the order
 
@@ -126,8 +141,7 @@ def fit_pixel_psf(
         resid = np.where(w > 0, s - mean, 0.0)
         star_w = np.sqrt(np.nanmedian(np.where(w > 0, w, np.nan), axis=1))  # per-star S/N scale
         star_w = np.nan_to_num(star_w)
-        _, _, vt = np.linalg.svd(resid * star_w[:, None], full_matrices=False)
-        comps = vt[:N_COMPONENTS]  # (C, P)
+        comps = leading_components(resid * star_w[:, None], N_COMPONENTS)  # (C, P)
         # each star's amplitude on each component, by weighted least squares
         lhs = np.einsum("np,cp,dp->ncd", w, comps, comps)
         rhs = np.einsum("np,cp,np->nc", w, comps, resid)

@@ -16,6 +16,7 @@ from app.engine.psf import PsfModel
 from app.engine.psf_model import PixelPsf, poly_terms
 
 N_PHASES = 16  # sub-pixel phases per axis in the pre-shifted basis
+LANCZOS_ORDER = 5  # of the shifts of the basis images
 
 
 class PsfSampler:
@@ -97,11 +98,15 @@ def _shifted_basis(psf: PixelPsf, half: int) -> np.ndarray:
     size = 2 * half + 1
     n_terms = len(psf.basis)
     pad = max(0, half - k)
-    basis = np.pad(psf.basis, ((0, 0), (pad, pad), (pad, pad)))
+    # the kept pixels read at most LANCZOS_ORDER + 1 pixels beyond the crop: shift no more
+    keep = min(k, half + LANCZOS_ORDER + 1)
+    basis = np.pad(psf.basis[:, k - keep : k + keep + 1, k - keep : k + keep + 1],
+                   ((0, 0), (pad, pad), (pad, pad)))
     c = basis.shape[-1] // 2
     phases = np.linspace(-0.5, 0.5, N_PHASES + 1)
     py, px = np.meshgrid(phases, phases, indexing="ij")  # (P+1, P+1)
     stack = np.broadcast_to(basis, (py.size,) + basis.shape).reshape(-1, *basis.shape[1:])
-    shifted = shift_cube(stack, np.repeat(px.ravel(), n_terms), np.repeat(py.ravel(), n_terms))
+    shifted = shift_cube(stack, np.repeat(px.ravel(), n_terms), np.repeat(py.ravel(), n_terms),
+                         order=LANCZOS_ORDER)
     cropped = shifted[:, c - half: c + half + 1, c - half: c + half + 1]
     return cropped.reshape(py.size * n_terms, size * size)

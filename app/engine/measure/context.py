@@ -33,6 +33,17 @@ class Stamps:
     def half(self) -> int:
         return self.image.shape[-1] // 2
 
+    def crop(self, half: int) -> Stamps:
+        """The central (2·half+1)² pixels of every stamp (contiguous copies)."""
+        c = self.half - half
+        cut = (slice(None), slice(c, c + 2 * half + 1), slice(c, c + 2 * half + 1))
+
+        def part(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(a[cut])
+
+        return Stamps(part(self.image), part(self.variance), part(self.mask), self.x0 + c,
+                      self.y0 + c, part(self.on_image))
+
 
 @dataclass
 class MeasurementContext:
@@ -67,7 +78,6 @@ class MeasurementContext:
         self.shape_xy = np.full(n, np.nan)
         self._base = self._noise_replaced() if self.replace_with_noise else self.exposure.image
         self._cache: dict[int, Stamps] = {}
-        self._row_cumsums: dict[object, np.ndarray] = {}
         self._fp_cat = _concat_footprints(self.footprints)
 
     @property
@@ -111,11 +121,19 @@ class MeasurementContext:
     def stamps(self, half: int) -> Stamps:
         """(2·half+1)² stamps centred on the rounded slot centroid, own footprint inserted.
 
-        Cached per size; the slot centroid should be final before stamps are requested by
-        flux plugins (the centroid plugin asks for its own before updating it).
+        Cached per size, and cut from larger cached stamps when there are some (the same
+        pixels, without another gather from the image); the slot centroid should be final
+        before stamps are requested by flux plugins (the centroid plugin asks for its own
+        before updating it).
         """
-        if half in self._cache:
-            return self._cache[half]
+        if half not in self._cache:
+            larger = [k for k in self._cache if k > half]
+            self._cache[half] = (self._cache[min(larger)].crop(half) if larger
+                                 else self._gather_stamps(half))
+        return self._cache[half]
+
+    def _gather_stamps(self, half: int) -> Stamps:
+        """Stamps cut from the images: one flat gather per plane, off-image pixels filled."""
         ex = self.exposure
         h, w = ex.shape
         size = 2 * half + 1
@@ -123,22 +141,23 @@ class MeasurementContext:
         cy = np.round(np.where(np.isfinite(self.y), self.y, self.peak_y)).astype(np.int64)
         x0, y0 = cx - half, cy - half
         off = np.arange(size)
-        yy = y0[:, None, None] + off[None, :, None]
-        xx = x0[:, None, None] + off[None, None, :]
-        on = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-        yc, xc = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
-        image = np.where(on, self._base[yc, xc], 0).astype(np.float32)
-        variance = np.where(on, ex.variance[yc, xc], np.inf).astype(np.float32)
-        nodata = np.int32(ex.planes.bitmask("NO_DATA"))
-        mask = np.where(on, ex.mask[yc, xc], nodata).astype(np.int32)
+        yy, xx = y0[:, None] + off, x0[:, None] + off  # (N, S)
+        flat = (np.clip(yy, 0, h - 1) * w)[:, :, None] + np.clip(xx, 0, w - 1)[:, None, :]
+        on = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
+        image = np.take(self._base.reshape(-1), flat).astype(np.float32, copy=False)
+        variance = np.take(ex.variance.reshape(-1), flat).astype(np.float32, copy=False)
+        mask = np.take(ex.mask.reshape(-1), flat).astype(np.int32, copy=False)
+        if not on.all():
+            off_image = ~on
+            image[off_image] = 0
+            variance[off_image] = np.inf
+            mask[off_image] = np.int32(ex.planes.bitmask("NO_DATA"))
         if self.replace_with_noise:
             src, fy, fx, values = self._fp_cat
             sy, sx = fy - y0[src], fx - x0[src]
             inside = (sy >= 0) & (sy < size) & (sx >= 0) & (sx < size)
             image[src[inside], sy[inside], sx[inside]] = values[inside]
-        stamps = Stamps(image, variance, mask, x0, y0, on)
-        self._cache[half] = stamps
-        return stamps
+        return Stamps(image, variance, mask, x0, y0, on)
 
     def clear_stamps(self) -> None:
         """Forget cached stamps (after the slot centroid moved)."""
@@ -147,22 +166,6 @@ class MeasurementContext:
     def psf_sigma(self) -> np.ndarray:
         """PSF determinant radius at each slot centroid (pixels)."""
         return psf_sigmas(self.psf, self.x, self.y)
-
-    def row_cumsums(self, replaced: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Row-wise cumulative sums (leading zero column) of the image — noise-replaced or
-        the exposure's own — and of the variance, for aperture sums by row spans."""
-        def cs(a: np.ndarray) -> np.ndarray:
-            out = np.zeros((a.shape[0], a.shape[1] + 1), dtype=np.float64)
-            np.cumsum(np.nan_to_num(a, posinf=0.0), axis=1, out=out[:, 1:])
-            return out
-
-        image = self._base if replaced else self.exposure.image
-        key = id(image)
-        if key not in self._row_cumsums:
-            self._row_cumsums[key] = cs(image)
-        if "variance" not in self._row_cumsums:
-            self._row_cumsums["variance"] = cs(self.exposure.variance)
-        return self._row_cumsums[key], self._row_cumsums["variance"]
 
     def mask_in_footprints(self, bitmask: int) -> np.ndarray:
         """Per source: whether any of its footprint's pixels has one of ``bitmask``'s bits."""
@@ -225,24 +228,29 @@ def shift_cube(cube: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 5)
     """Shift each stamp of a cube by its own (dx, dy) with separable Lanczos interpolation.
 
     ``out[k](x, y) = cube[k](x - dx[k], y - dy[k])``; shifts are expected within ±1 pixel.
-    Each axis costs 2·order passes over the cube, whatever the number of stamps.
+    Each axis costs 2·order passes over the cube, whatever the number of stamps: stamps
+    sharing a whole-pixel part of their shift (two or three groups) read plain slices.
     """
     out = cube.astype(np.float64)
     n, s, _ = out.shape
     for axis, shift in ((2, np.asarray(dx, float)), (1, np.asarray(dy, float))):
         whole = np.floor(-shift).astype(np.int64)
-        frac = -shift - whole
-        weights = lanczos_weights(frac, order)  # (N, 2*order)
+        weights = lanczos_weights(-shift - whole, order)  # (N, 2*order)
         pad = order + 2
         padded = np.pad(out, [(0, 0)] + [(pad, pad) if a == axis else (0, 0) for a in (1, 2)])
         acc = np.zeros_like(out)
-        idx = np.arange(s)
-        for k, off in enumerate(range(-order + 1, order + 1)):
-            src = idx[None, :] + pad + whole[:, None] + off  # (N, S)
-            if axis == 2:
-                taken = np.take_along_axis(padded, src[:, None, :].repeat(s, axis=1), axis=2)
+        for step in np.unique(whole):
+            group = np.nonzero(whole == step)[0]
+            every = len(group) == n
+            src = padded if every else padded[group]
+            part = np.zeros((len(group), s, s))
+            for k, off in enumerate(range(-order + 1, order + 1)):
+                lo = pad + step + off
+                taken = src[:, :, lo : lo + s] if axis == 2 else src[:, lo : lo + s, :]
+                part += weights[group, k, None, None] * taken
+            if every:
+                acc = part
             else:
-                taken = np.take_along_axis(padded, src[:, :, None].repeat(s, axis=2), axis=1)
-            acc += weights[:, k, None, None] * taken
+                acc[group] = part
         out = acc
     return out

@@ -24,23 +24,28 @@ def smooth_cube(cube: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 def stamp_offsets(half: int, x0: np.ndarray, y0: np.ndarray, x: np.ndarray, y: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(dx, dy) of every stamp pixel from each source's position: two (N, S, S) arrays."""
+    """(dx, dy) of every stamp pixel from each source's position, as (N, 1, S) and (N, S, 1)
+    arrays that broadcast to the (N, S, S) stamps: terms in one coordinate only then cost a
+    row, not a cube."""
     off = np.arange(2 * half + 1, dtype=float)
     dx = (x0[:, None, None] + off[None, None, :]) - x[:, None, None]
     dy = (y0[:, None, None] + off[None, :, None]) - y[:, None, None]
-    return np.broadcast_to(dx, (len(x), 2 * half + 1, 2 * half + 1)), np.broadcast_to(
-        dy, (len(x), 2 * half + 1, 2 * half + 1))
+    return dx, dy
 
 
 def gaussian_weight(dx: np.ndarray, dy: np.ndarray, xx: np.ndarray, yy: np.ndarray,
                     xy: np.ndarray) -> np.ndarray:
-    """Unnormalized elliptical Gaussian exp(-½ dᵀ Q⁻¹ d) with Q = [[xx, xy], [xy, yy]]."""
+    """Unnormalized elliptical Gaussian exp(-½ dᵀ Q⁻¹ d) with Q = [[xx, xy], [xy, yy]].
+
+    Zero where the quadratic form is undefined (no positive-definite Q, or no position).
+    """
     det = xx * yy - xy * xy
     det = np.where(det > 0, det, np.nan)
     ixx, iyy, ixy = yy / det, xx / det, -xy / det
     q = (ixx[:, None, None] * dx * dx + 2 * ixy[:, None, None] * dx * dy
          + iyy[:, None, None] * dy * dy)
-    return np.exp(-0.5 * np.nan_to_num(q, nan=np.inf))
+    w = np.exp(np.multiply(q, -0.5, out=q), out=q)
+    return np.fmax(w, 0.0, out=w)  # NaN → 0
 
 
 def _quadrant_area(x: np.ndarray, y: np.ndarray, r: float) -> np.ndarray:

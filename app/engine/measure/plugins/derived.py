@@ -7,6 +7,7 @@ import numpy as np
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import DERIVED_ORDER, Column, Plugin, register
+from app.engine.stats import nanmedian_rows
 
 
 @register
@@ -63,10 +64,7 @@ class Variance(Plugin):
             ctx.exposure.planes.any(st.mask, self.excluded))
         values = np.where(use, st.variance, np.nan).reshape(ctx.n_sources, -1)
         empty = ~use.any(axis=(1, 2))
-        med = np.full(ctx.n_sources, np.nan)
-        if (~empty).any():
-            med[~empty] = np.nanmedian(values[~empty], axis=1)
-        out[f"{self.name}_value"][:] = med
+        out[f"{self.name}_value"][:] = nanmedian_rows(values)
         out[f"{self.name}_flag_emptyFootprint"][:] = empty
         out[f"{self.name}_flag"][:] = empty
 

@@ -92,6 +92,15 @@ def psf_moments(ctx: MeasurementContext) -> tuple[np.ndarray, np.ndarray, np.nda
     return res[0], res[1], res[2]
 
 
+def weighted_moments(wi: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) sums Σ wi · dxᵏ · dyˡ for k, l ≤ 2 of weighted stamps (N, S, S), with dx the
+    (N, S) column offsets and dy the (N, S) row offsets: two small matrix products instead of
+    a pass over the stamps per moment."""
+    powers_x = np.stack([np.ones_like(dx), dx, dx * dx], axis=-1)  # (N, S, 3)
+    powers_y = np.stack([np.ones_like(dy), dy, dy * dy], axis=-1)
+    return np.einsum("nik,nil->nkl", wi @ powers_x, powers_y)
+
+
 def adaptive_moments(
     image: np.ndarray, variance: np.ndarray, good: np.ndarray, x0: np.ndarray, y0: np.ndarray,
     x: np.ndarray, y: np.ndarray, guess: np.ndarray,
@@ -116,24 +125,22 @@ def adaptive_moments(
             break
         dx, dy = stamp_offsets(half, x0[a], y0[a], xc[a], yc[a])
         w = gaussian_weight(dx, dy, xx[a], yy[a], xy[a])
-        wi = w * img[a]
-        s0 = wi.sum(axis=(1, 2))
+        w *= img if len(a) == n else img[a]
+        m = weighted_moments(w, dx[:, 0, :], dy[:, :, 0])
+        s0 = m[:, 0, 0]
         with np.errstate(divide="ignore", invalid="ignore"):
-            mx = (wi * dx).sum(axis=(1, 2)) / s0
-            my = (wi * dy).sum(axis=(1, 2)) / s0
-            mxx = (wi * dx * dx).sum(axis=(1, 2)) / s0
-            myy = (wi * dy * dy).sum(axis=(1, 2)) / s0
-            mxy = (wi * dx * dy).sum(axis=(1, 2)) / s0
+            mx, my = m[:, 1, 0] / s0, m[:, 0, 1] / s0
+            mxx, myy, mxy = m[:, 2, 0] / s0, m[:, 0, 2] / s0, m[:, 1, 1] / s0
         # the weighted moments M of a Gaussian C with weight W are (C⁻¹ + W⁻¹)⁻¹: invert
         # for C so a source of any size converges in a few steps
         det_m = mxx * myy - mxy**2
         det_w = xx[a] * yy[a] - xy[a] ** 2
-        im_xx, im_yy, im_xy = myy / det_m, mxx / det_m, -mxy / det_m
-        iw_xx, iw_yy, iw_xy = yy[a] / det_w, xx[a] / det_w, -xy[a] / det_w
-        ic_xx, ic_yy, ic_xy = im_xx - iw_xx, im_yy - iw_yy, im_xy - iw_xy
-        det_ic = ic_xx * ic_yy - ic_xy**2
-        ok = np.isfinite(det_ic) & (det_ic > 0) & (ic_xx > 0) & (s0 > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # a singular M fails `ok`
+            im_xx, im_yy, im_xy = myy / det_m, mxx / det_m, -mxy / det_m
+            iw_xx, iw_yy, iw_xy = yy[a] / det_w, xx[a] / det_w, -xy[a] / det_w
+            ic_xx, ic_yy, ic_xy = im_xx - iw_xx, im_yy - iw_yy, im_xy - iw_xy
+            det_ic = ic_xx * ic_yy - ic_xy**2
+            ok = np.isfinite(det_ic) & (det_ic > 0) & (ic_xx > 0) & (s0 > 0)
             nxx, nyy, nxy = ic_yy / det_ic, ic_xx / det_ic, -ic_xy / det_ic
         # fall back to doubling the weighted moments where the inversion is ill-posed
         nxx = np.where(ok, nxx, 2 * mxx)
@@ -155,11 +162,12 @@ def adaptive_moments(
     w = gaussian_weight(dx, dy, xx, yy, xy)
     s0 = (w * img).sum(axis=(1, 2))
     flux = 2 * s0
-    var = np.where(good, variance, 0)
-    flux_err = 2 * np.sqrt((w * w * var).sum(axis=(1, 2)))
+    noise = w * w * np.where(good, variance, 0)  # each pixel's weighted variance
+    flux_err = 2 * np.sqrt(noise.sum(axis=(1, 2)))
+
     def moment_error(d2: np.ndarray, m: np.ndarray) -> np.ndarray:
         # linear propagation of pixel noise into a (doubled) weighted moment
-        terms = w * w * var * (d2 - m[:, None, None] / 2) ** 2
+        terms = noise * (d2 - m[:, None, None] / 2) ** 2
         with np.errstate(divide="ignore", invalid="ignore"):
             return 2 * np.sqrt(terms.sum(axis=(1, 2))) / s0
 
