@@ -1,15 +1,18 @@
 """The ``forced`` job: forced photometry at many positions on one characterized exposure.
 
-For requests above the synchronous limit. The positions come inline in the parameters; at
-submission the job is tied to a completed detect job (given, or the newest), whose calexp
-(PSF, aperture corrections) the child measures on, so a later detect job never changes what
-this one measured. The result table is the ``forced`` artifact (FITS).
+For requests above the synchronous limit. The positions come inline in the parameters, or
+as an uploaded table (the ``positions`` part of a multipart ``POST /v1/jobs``), checked at
+submission and stored beside the job. At submission the job is tied to a completed detect
+job (given, or the newest), whose calexp (PSF, aperture corrections) the child measures on,
+so a later detect job never changes what this one measured. The result table is the
+``forced`` artifact (FITS).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
@@ -19,8 +22,18 @@ from app.db.models import JobPhase, JobRecord
 from app.db.sources import SourceRepository
 from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
 from app.io.positions import PositionsError, measurement_names, positions_table
+from app.io.positions_file import FILE_FORMATS, inspect_positions, read_positions, sniff_format
 from app.jobs.errors import UsageError, unusable_input
-from app.jobs.kinds import Artifact, JobContext, JobKind, JobOutput, Progress, register_kind
+from app.jobs.kinds import (
+    Artifact,
+    InspectedUpload,
+    JobContext,
+    JobKind,
+    JobOutput,
+    Progress,
+    UploadSpec,
+    register_kind,
+)
 from app.storage.blobs import open_store
 
 MAX_POSITIONS = 1_000_000
@@ -35,13 +48,29 @@ def unknown_plugins_message(plugins: Sequence[str]) -> str | None:
             f"{', '.join(FORCED_PLUGINS)}")
 
 
+class PositionsFile(BaseModel):
+    """An uploaded positions table as the submission checked and stored it."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(description="Where it is stored.")
+    filename: str | None = Field(description="The client's file name.")
+    format: Literal["csv", "fits", "votable", "parquet"]
+    rows: int = Field(ge=1, le=MAX_POSITIONS)
+    columns: list[str] = Field(description="Its columns: coordinates and tags, in order.")
+    size: int = Field(description="Bytes.")
+    sha256: str
+
+
 class ForcedJobParameters(BaseModel):
     """What a forced job measures; ``job_id`` is the detect job whose calexp it uses."""
 
     model_config = ConfigDict(extra="forbid")
-    positions: list[dict[str, Any]] = Field(
-        min_length=1, max_length=MAX_POSITIONS,
-        description='[{"ra", "dec", …tags}] or [{"x", "y", …tags}], as for POST /v1/forced.')
+    positions: list[dict[str, Any]] | None = Field(
+        None, min_length=1, max_length=MAX_POSITIONS,
+        description='[{"ra", "dec", …tags}] or [{"x", "y", …tags}], as for POST /v1/forced; '
+                    "or upload a table as the multipart part 'positions'.")
+    positions_file: PositionsFile | None = Field(
+        None, description="Filled in from the uploaded 'positions' table.")
     plugins: list[str] = Field(default_factory=lambda: list(FORCED_DEFAULT_PLUGINS))
     job_id: str | None = Field(
         None, description="Detect job whose calexp to measure on; default (and recorded at "
@@ -57,8 +86,26 @@ class ForcedJobParameters(BaseModel):
 
     @model_validator(mode="after")
     def _measurable(self) -> ForcedJobParameters:
-        positions_table(self.positions, measurement_names())  # PositionsError is a ValueError
+        if (self.positions is None) == (self.positions_file is None):
+            raise ValueError("give positions inline (config.positions) or as an uploaded "
+                             "table (multipart part 'positions'), one of the two")
+        if self.positions is not None:  # PositionsError is a ValueError
+            positions_table(self.positions, measurement_names())
         return self
+
+
+def inspect_upload(path: Path, filename: str | None) -> InspectedUpload:
+    """Check an uploaded positions table: readable, with coordinates, not too long."""
+    try:
+        format = sniff_format(path, filename)
+        info = inspect_positions(path, format, measurement_names())
+    except PositionsError as error:
+        raise UsageError(str(error), code=error.code) from error
+    if info.rows > MAX_POSITIONS:
+        raise UsageError(f"the table has {info.rows} rows, more than the {MAX_POSITIONS} a "
+                         "forced job measures; split it", code="too_many_positions")
+    return InspectedUpload(FILE_FORMATS[format], {
+        "format": format, "rows": info.rows, "columns": info.columns})
 
 
 def prepare(session: Session, owner: str, exposure_id: str | None,
@@ -102,7 +149,13 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     store = open_store(context.storage_url)
     try:
         exposure = read_exposure(store.path(context.exposure_key))
-        table = positions_table(params.positions, measurement_names())
+        if params.positions_file is not None:
+            progress(0.02, "reading positions")
+            file = params.positions_file
+            table = read_positions(store.path(file.key), file.format)
+        else:
+            assert params.positions is not None
+            table = positions_table(params.positions, measurement_names())
         result = run_forced(exposure, table, ForcedConfig(plugins=params.plugins),
                             lambda f, step: progress(0.05 + 0.85 * f, step))
     except PositionsError as error:
@@ -131,4 +184,5 @@ def finalize(session: Session, job: JobRecord, output: JobOutput) -> None:
 
 FORCED = register_kind(JobKind(
     name="forced", parameters=ForcedJobParameters, compute=compute, finalize=finalize,
-    prepare=prepare, input_key=calexp_key))
+    prepare=prepare, input_key=calexp_key,
+    upload=UploadSpec(part="positions", parameter="positions_file", inspect=inspect_upload)))

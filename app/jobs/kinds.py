@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -64,6 +65,29 @@ class JobOutput:
 
 
 @dataclass(frozen=True)
+class InspectedUpload:
+    """What a kind learnt of an uploaded file: recorded in the job's parameters."""
+
+    extension: str
+    """Stored under this file name extension."""
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """A file a kind takes beside its parameters: a part of a multipart ``POST /v1/jobs``."""
+
+    part: str
+    """The multipart part's name."""
+    parameter: str
+    """The parameter the service fills with the file's description and storage key (a
+    client may not set it)."""
+    inspect: Callable[[Path, str | None], InspectedUpload]
+    """(staged file, client's file name) → its description; a `UsageError` (the message
+    says what to fix) refuses the file with a 422."""
+
+
+@dataclass(frozen=True)
 class JobKind:
     """A kind of job the service runs."""
 
@@ -78,6 +102,7 @@ class JobKind:
     a `UsageError` means the job cannot run yet (409)."""
     input_key: Callable[[Session, JobRecord], str | None] | None = None
     """The storage key the child reads as ``exposure_key``; default the exposure's file."""
+    upload: UploadSpec | None = None
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -102,3 +127,9 @@ def get_kind(name: str) -> JobKind | None:
 def kind_names() -> list[str]:
     _load_builtins()
     return sorted(_KINDS)
+
+
+def upload_parts() -> set[str]:
+    """The multipart file parts some kind takes."""
+    _load_builtins()
+    return {k.upload.part for k in _KINDS.values() if k.upload is not None}
