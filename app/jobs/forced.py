@@ -5,7 +5,9 @@ as an uploaded table (the ``positions`` part of a multipart ``POST /v1/jobs``), 
 submission and stored beside the job. At submission the job is tied to a completed detect
 job (given, or the newest), whose calexp (PSF, aperture corrections) the child measures on,
 so a later detect job never changes what this one measured. The result table is the
-``forced`` artifact (FITS).
+``forced`` artifact (FITS); its rows go to ``forced_sources`` (typed core columns, the
+client's tags, flags as bits) for filtered, paged queries, in the transaction that completes
+the job.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
+from app.db.forced_sources import ForcedSourceRepository
 from app.db.jobs import JobRepository
 from app.db.models import JobPhase, JobRecord
 from app.db.sources import SourceRepository
@@ -24,6 +28,7 @@ from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
 from app.io.positions import PositionsError, measurement_names, positions_table
 from app.io.positions_file import FILE_FORMATS, inspect_positions, read_positions, sniff_format
 from app.jobs.errors import UsageError, unusable_input
+from app.jobs.forced_rows import flag_names, forced_rows
 from app.jobs.kinds import (
     Artifact,
     InspectedUpload,
@@ -136,7 +141,7 @@ def calexp_key(session: Session, job: JobRecord) -> str | None:
 def compute(context: JobContext, progress: Progress) -> JobOutput:
     """Run in the child process: read the calexp, measure, write the table."""
     from app.engine.config import ForcedConfig
-    from app.engine.forced import run_forced
+    from app.engine.forced import positions_kind, run_forced
     from app.io.catalogs import FORMATS, catalog_bytes
     from app.io.fits_exposure import read_exposure
     from app.jobs.detect import column_descriptions
@@ -165,21 +170,28 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     progress(0.9, "writing results")
     key = f"{context.artifact_prefix}/forced.fits"
     size = store.put_bytes(key, catalog_bytes(result, "fits"))
+    assert context.exposure_id is not None
+    tags = [c for c in table.colnames if c not in positions_kind(table)[:2]]
+    rows = forced_rows(result, tags, np.arange(len(result)),
+                       np.full(len(result), context.exposure_id, dtype=object))
     summary: dict[str, Any] = {
         "n_positions": len(result),
         "detect_job_id": params.job_id,
         "columns": column_descriptions(result),
+        "flags": flag_names(result),
     }
     if "base_PsfFlux_flag" in result.colnames:
         summary["n_psf_flux_flagged"] = int(result["base_PsfFlux_flag"].sum())
-    return JobOutput(summary=summary,
+    return JobOutput(summary=summary, forced_rows=rows,
                      artifacts=[Artifact("forced", key, FORMATS["fits"][0], size)])
 
 
 def finalize(session: Session, job: JobRecord, output: JobOutput) -> None:
-    """Replace the job's artifacts with this attempt's (no source rows)."""
+    """Replace the job's rows and artifacts with this attempt's."""
     SourceRepository(session, job.owner).replace(
         job.id, [], [], [(a.name, a.key, a.media_type, a.size) for a in output.artifacts])
+    assert output.forced_rows is not None
+    ForcedSourceRepository(session, job.owner).replace(job.id, output.forced_rows)
 
 
 FORCED = register_kind(JobKind(

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from app.db.forced_sources import ForcedRows
 from app.db.models import JobRecord
 from app.storage.blobs import attempt_prefix
 
@@ -33,6 +34,7 @@ class JobContext:
     owner: str
     attempt: int
     parameters: dict[str, Any]
+    exposure_id: str | None
     exposure_key: str | None
     storage_url: str
     max_bytes: int
@@ -62,6 +64,7 @@ class JobOutput:
     sources: list[dict[str, Any]] = field(default_factory=list)
     flags: list[tuple[int, str]] = field(default_factory=list)
     exposure: dict[str, Any] | None = None
+    forced_rows: ForcedRows | None = None
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,7 @@ class JobRunner:
                 owner=job.owner,
                 attempt=job.attempt,
                 parameters=job.parameters,
+                exposure_id=job.exposure_id,
                 exposure_key=exposure_key,
                 storage_url=settings.storage_url,
                 max_bytes=settings.max_upload_bytes,

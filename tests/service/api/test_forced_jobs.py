@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
+from app.db.models import ForcedSourceRecord, JobPhase, JobRecord
 from app.io.catalogs import catalog_bytes, read_catalog
 from service.api.conftest import Detected
 from service.api.test_exposures import stored_files
 from service.api.test_forced import column, forced
-from service.conftest import assert_error, wait_for_job
+from service.conftest import assert_error, runtime_of, wait_for_job
 
 
 def submit(client: TestClient, job: dict[str, Any], data: bytes | None = None,
@@ -30,13 +32,15 @@ def submit(client: TestClient, job: dict[str, Any], data: bytes | None = None,
 
 
 def star_table(truth: Table, n_grid: int = 0) -> Table:
-    """The simulated stars by RA/Dec, then a grid of blank positions, with three tags."""
+    """The simulated stars by RA/Dec, then a grid of positions over and around the image,
+    with three tags."""
     ra = np.asarray(truth["ra"], float)
     dec = np.asarray(truth["dec"], float)
     if n_grid:
         side = int(np.ceil(np.sqrt(n_grid)))
-        gr, gd = np.meshgrid(np.linspace(ra.min(), ra.max(), side),
-                             np.linspace(dec.min(), dec.max(), side))
+        pad_ra, pad_dec = 0.15 * np.ptp(ra), 0.15 * np.ptp(dec)  # some off the image
+        gr, gd = np.meshgrid(np.linspace(ra.min() - pad_ra, ra.max() + pad_ra, side),
+                             np.linspace(dec.min() - pad_dec, dec.max() + pad_dec, side))
         ra = np.concatenate([ra, gr.ravel()[:n_grid]])
         dec = np.concatenate([dec, gd.ravel()[:n_grid]])
     n = len(ra)
@@ -135,3 +139,97 @@ def test_upload_refusals(make_client: Callable[..., TestClient], sparse: Any) ->
                  422, "missing_job")
     assert_error(submit(client, job, small), 404, "exposure_not_found")
     assert set(stored_files(client)) == before
+
+
+def all_rows(client: TestClient, job_id: str, **params: Any) -> list[dict[str, Any]]:
+    """Every page of a job's JSON rows, following the cursor."""
+    query = {**params, "limit": 10000}
+    rows: list[dict[str, Any]] = []
+    while True:
+        response = client.get(f"/v1/jobs/{job_id}/sources", params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        rows += page["sources"]
+        if page["next_cursor"] is None:
+            return rows
+        query["cursor"] = page["next_cursor"]
+
+
+def test_forced_rows_are_stored_paged_filtered_and_replaced(
+        client: TestClient, detected: Detected) -> None:
+    table = star_table(detected.truth, n_grid=20000 - len(detected.truth))
+    table["id"] = [f"target-{i}" for i in range(len(table))]
+    response = submit(client, {"kind": "forced", "exposure_id": detected.exposure_id},
+                      catalog_bytes(table, "parquet"), "targets.parquet")
+    job = completed(client, response)
+    full = read_catalog(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/forced").content), "fits")
+    assert len(full) == len(table) == 20000
+
+    rows = all_rows(client, job["id"])  # three pages: every row once, in input order
+    assert [r["id"] for r in rows] == list(table["id"])
+    assert [r["name"] for r in rows] == list(table["name"])
+    assert [r["rank"] for r in rows] == list(table["rank"])
+    np.testing.assert_allclose(column(rows, "base_PsfFlux_instFlux"),
+                               np.asarray(full["base_PsfFlux_instFlux"]), rtol=1e-12)
+    assert set(rows[0]) == set(full.colnames)
+
+    def expect(mask: np.ndarray) -> list[str]:
+        return list(np.asarray(full["id"])[mask])
+
+    def ids(**params: Any) -> list[str]:
+        return [r["id"] for r in all_rows(client, job["id"], **params)]
+
+    flux = np.asarray(full["base_PsfFlux_instFlux"])
+    err = np.asarray(full["base_PsfFlux_instFluxErr"])
+    with np.errstate(invalid="ignore"):
+        faint = (err > 0) & (flux > 2 * err) & (flux < 5 * err)
+    assert ids(min_psf_snr=2, max_psf_snr=5) == expect(faint) and faint.sum() > 10
+    x, y = np.asarray(full["base_TransformedCentroid_x"]), np.asarray(
+        full["base_TransformedCentroid_y"])
+    in_box = (x >= 100) & (x <= 200) & (y >= 50) & (y <= 300)
+    assert ids(x_min=100, x_max=200, y_min=50, y_max=300) == expect(in_box)
+    ra0, dec0 = float(full["ra"][0]), float(full["dec"][0])
+    near = np.degrees(np.arccos(np.clip(
+        np.sin(np.radians(dec0)) * np.sin(np.radians(np.asarray(full["dec"])))
+        + np.cos(np.radians(dec0)) * np.cos(np.radians(np.asarray(full["dec"])))
+        * np.cos(np.radians(np.asarray(full["ra"]) - ra0)), -1, 1))) <= 0.005
+    assert ids(ra=ra0, dec=dec0, radius=0.005) == expect(near) and 1 < near.sum() < 20000
+    edge = np.asarray(full["base_PixelFlags_flag_edge"])
+    assert 0 < edge.sum() < len(full)
+    assert ids(flag="base_PixelFlags_flag_edge") == expect(edge)
+    assert ids(noflag="base_PixelFlags_flag_edge", min_psf_snr=2) == expect(
+        ~edge & (err > 0) & (flux > 2 * err))
+    assert ids(position_kind="input") == list(table["id"])
+    assert ids(position_kind="random") == []
+    assert ids(exposure_id="elsewhere") == []
+
+    picked = client.get(f"/v1/jobs/{job['id']}/sources",
+                        params={"columns": "name,base_PsfFlux_flux", "limit": 3}).json()
+    assert [set(r) for r in picked["sources"]] == [{"name", "base_PsfFlux_flux"}] * 3
+    csv = client.get(f"/v1/jobs/{job['id']}/sources",
+                     params={"format": "csv", "min_psf_snr": 2, "max_psf_snr": 5})
+    from_csv = read_catalog(io.BytesIO(csv.content), "csv")
+    assert list(from_csv["id"]) == expect(faint)
+    assert str(from_csv["base_PsfFlux_flux"].unit) == "nJy"
+
+    assert_error(client.get(f"/v1/jobs/{job['id']}/sources", params={"parents_only": True}),
+                 422, "invalid_filter")
+    assert "base_PsfFlux_flag" in assert_error(
+        client.get(f"/v1/jobs/{job['id']}/sources", params={"flag": "nope"}),
+        422, "unknown_flag")["message"]
+    assert_error(client.get(f"/v1/jobs/{detected.job['id']}/sources",
+                            params={"position_kind": "random"}), 422, "invalid_filter")
+
+    # a second run of the job replaces its rows
+    runtime = runtime_of(client)
+    with runtime.sessions.begin() as session:
+        session.execute(update(JobRecord).where(JobRecord.id == job["id"])
+                        .values(phase=JobPhase.QUEUED))
+    client.app.state.queue.send(job["id"])  # type: ignore[attr-defined]
+    again = wait_for_job(client, job["id"], phases={"COMPLETED"}, timeout=120)
+    assert again["attempt"] == 2
+    with runtime.sessions() as session:
+        count = session.scalar(select(func.count()).select_from(ForcedSourceRecord)
+                               .where(ForcedSourceRecord.job_id == job["id"]))
+    assert count == len(table)
+    assert [r["id"] for r in all_rows(client, job["id"])] == list(table["id"])
