@@ -41,6 +41,8 @@ class PositionsFileInfo:
     rows: int
     columns: list[str]
     coordinates: tuple[str, str]
+    sky_box: dict[str, float] | None
+    """The positions' RA/Dec bounds (`sky_box`) when they are sky coordinates."""
 
 
 def sniff_format(path: str | os.PathLike[str], filename: str | None) -> CatalogFormat:
@@ -64,6 +66,16 @@ def sniff_format(path: str | os.PathLike[str], filename: str | None) -> CatalogF
             f"{filename} does not hold a {SUFFIXES[suffix]} table (its content says "
             "otherwise); send CSV, FITS, VOTable or Parquet", code="unreadable_table")
     return "csv"
+
+
+def sky_box(ra: np.ndarray, dec: np.ndarray) -> dict[str, float]:
+    """``ra_min/ra_max/dec_min/dec_max`` of sky positions, degrees: the RA interval is the
+    circle less its widest empty gap, so ``ra_min > ra_max`` when it wraps through 0°."""
+    ra = np.sort(np.mod(np.asarray(ra, float), 360.0))
+    gaps = np.diff(np.append(ra, ra[0] + 360.0))
+    widest = int(np.argmax(gaps))
+    return {"ra_min": float(ra[(widest + 1) % len(ra)]), "ra_max": float(ra[widest]),
+            "dec_min": float(np.min(dec)), "dec_max": float(np.max(dec))}
 
 
 def coordinate_pair(columns: Sequence[str]) -> tuple[str, str]:
@@ -104,9 +116,9 @@ def inspect_positions(path: str | os.PathLike[str], format: CatalogFormat,
             "rename them", code="reserved_column")
     if rows == 0:
         raise PositionsError("the table has no rows", code="no_positions")
-    for name in pair:
-        _numbers(name, values[name], format)
-    return PositionsFileInfo(format, rows, list(columns), pair)
+    va, vb = (_numbers(name, values[name], format) for name in pair)
+    return PositionsFileInfo(format, rows, list(columns), pair,
+                             sky_box(va, vb) if pair == SKY else None)
 
 
 def read_positions(path: str | os.PathLike[str], format: CatalogFormat) -> Table:

@@ -8,10 +8,10 @@ import numpy as np
 from astropy.table import Table
 
 from app.db.forced_sources import MAX_FLAGS, ForcedRows
+from app.engine.forced_request import POSITION_KIND
 from app.io.catalogs import json_values
 from app.jobs.detect import is_flag_column
 
-POSITION_KIND = "position_kind"
 CLIENT_ID = "id"
 """The client's tag that names a position; stored typed as ``client_id``."""
 

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
@@ -38,6 +38,8 @@ class JobContext:
     exposure_key: str | None
     storage_url: str
     max_bytes: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What the kind's ``inputs`` hook found for the child to read (storage keys, …)."""
 
     @property
     def artifact_prefix(self) -> str:
@@ -98,13 +100,16 @@ class JobKind:
     parameters: type[BaseModel]
     compute: Callable[[JobContext, Progress], JobOutput]
     finalize: Callable[[Session, JobRecord, JobOutput], None]
-    needs_exposure: bool = True
+    exposure: Literal["required", "optional", "none"] = "required"
+    """Whether a job names an exposure (``optional``: it may, e.g. forced photometry on
+    every covering exposure when it does not)."""
     prepare: Callable[[Session, str, str | None, dict[str, Any]], dict[str, Any]] | None = None
     """At submission, in its transaction: (session, owner, exposure id, parameters) → the
     parameters to store, completed from the database (e.g. which detect job's calexp to use);
     a `UsageError` means the job cannot run yet (409)."""
-    input_key: Callable[[Session, JobRecord], str | None] | None = None
-    """The storage key the child reads as ``exposure_key``; default the exposure's file."""
+    inputs: Callable[[Session, JobRecord], dict[str, Any]] | None = None
+    """When an attempt starts, in the worker: (session, job) → plain values for the child
+    (``JobContext.inputs``), such as the storage keys of files other jobs left."""
     upload: UploadSpec | None = None
 
 

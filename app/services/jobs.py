@@ -82,9 +82,11 @@ class JobService:
             ) from error
         try:
             with self._session.begin():
-                if kind.needs_exposure:
-                    if exposure_id is None:
-                        raise InvalidInputError(f"a {kind_name} job needs an exposure_id")
+                if kind.exposure == "none":
+                    exposure_id = None
+                elif exposure_id is None and kind.exposure == "required":
+                    raise InvalidInputError(f"a {kind_name} job needs an exposure_id")
+                if exposure_id is not None:
                     if ExposureRepository(self._session).get(self._owner, exposure_id) is None:
                         raise NotFoundError(
                             f"no exposure {exposure_id!r}; upload one with POST /v1/exposures",
@@ -100,7 +102,7 @@ class JobService:
                     id=job_id,
                     owner=self._owner,
                     kind=kind_name,
-                    exposure_id=exposure_id if kind.needs_exposure else None,
+                    exposure_id=exposure_id,
                     parameters=parameters,
                     phase=JobPhase.QUEUED,
                     heartbeat_at=utcnow(),

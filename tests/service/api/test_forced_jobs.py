@@ -233,3 +233,38 @@ def test_forced_rows_are_stored_paged_filtered_and_replaced(
                                .where(ForcedSourceRecord.job_id == job["id"]))
     assert count == len(table)
     assert [r["id"] for r in all_rows(client, job["id"])] == list(table["id"])
+
+
+def test_random_and_match_in_a_job_as_in_the_synchronous_request(
+        client: TestClient, detected: Detected) -> None:
+    positions = [{"x": float(r["x"]), "y": float(r["y"]), "id": f"s{i}"}
+                 for i, r in enumerate(detected.truth)]
+    options = {"random": {"n": 60, "min_distance_px": 40, "seed": 5}, "match": True}
+    job = completed(client, client.post("/v1/jobs", json={
+        "kind": "forced", "exposure_id": detected.exposure_id,
+        "config": {"positions": positions, **options}}))
+    rows = all_rows(client, job["id"])
+    sync = forced(client, {"exposure_id": detected.exposure_id, "positions": positions,
+                           **options})["rows"]
+    assert len(rows) == len(positions) + 60 == job["summary"]["n_rows"]
+    assert [r["position_kind"] for r in rows] == [r["position_kind"] for r in sync]
+    assert [r["match_id"] for r in rows] == [r["match_id"] for r in sync]
+    assert sum(r["match_id"] >= 0 for r in rows[: len(positions)]) >= len(positions) - 4
+    for name in ("base_PsfFlux_instFlux", "coord_ra", "match_distance_px"):
+        np.testing.assert_allclose(column(rows, name), column(sync, name), rtol=1e-12)
+    random_rows = all_rows(client, job["id"], position_kind="random")
+    # random rows have no client id (FITS stores a missing string as empty)
+    assert len(random_rows) == 60 and all(r["id"] in ("", None) for r in random_rows)
+    z = column(random_rows, "base_PsfFlux_instFlux") / column(random_rows,
+                                                             "base_PsfFlux_instFluxErr")
+    assert abs(z.mean()) < 0.4 and 0.6 < z.std() < 1.4
+
+    too_many = client.post("/v1/jobs", json={
+        "kind": "forced", "exposure_id": detected.exposure_id,
+        "config": {"random": {"n": 500, "min_distance_px": 200}}})
+    failed = wait_for_job(client, too_many.json()["id"], timeout=60)
+    assert failed["phase"] == "ERROR" and failed["error"]["code"] == "not_enough_blank_sky"
+    assert "asked for 500" in failed["error"]["message"]
+    assert_error(client.post("/v1/jobs", json={
+        "kind": "forced", "exposure_id": detected.exposure_id,
+        "config": {"positions": positions, "match_radius_px": 3}}), 422, "invalid_config")
