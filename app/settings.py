@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         2 * 1024**3, gt=0, title="Largest exposure accepted, in bytes (upload or URL)"
     )
+    max_job_upload_bytes: int = Field(
+        256 * 1024**2, gt=0,
+        title="Largest file uploaded with a job (a forced job's positions table), in bytes",
+    )
     job_time_limit: float = Field(
         3600.0, gt=0, title="Seconds a job may compute before its process is killed"
     )

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field
 
-from app.services.forced import BlankSky, ForcedQuery, RandomSpec
-
-
-class RandomPositions(BaseModel):
-    """Blank-sky positions: ``n`` of them, at least ``min_distance_px`` from detections."""
-
-    model_config = ConfigDict(extra="forbid")
-    n: int = Field(ge=1, le=1_000_000, description="How many positions.")
-    min_distance_px: float = Field(40.0, ge=0, description="Distance from any detected pixel.")
-    seed: int = Field(0, ge=0, description="Seed of the generator: same seed, same positions.")
-
-    def to_spec(self) -> RandomSpec:
-        return RandomSpec(n=self.n, min_distance_px=self.min_distance_px, seed=self.seed)
+from app.jobs.forced_options import ForcedOptions, RandomPositions
+from app.services.forced import BlankSky, ForcedQuery
 
 
-class ForcedRequest(BaseModel):
+class ForcedRequest(ForcedOptions):
     """Positions to measure on one exposure, as its detect job characterized it."""
 
-    model_config = ConfigDict(extra="forbid")
     exposure_id: str
-    job_id: str | None = Field(
-        None, description="Detect job whose calexp (PSF, DETECTED mask) to use; default newest.")
     positions: list[dict[str, Any]] = Field(
         default_factory=list,
         description='[{"ra": deg, "dec": deg, …tags}] or [{"x": pix, "y": pix, …tags}]; '
@@ -36,17 +22,6 @@ class ForcedRequest(BaseModel):
     plugins: list[str] | None = Field(
         None, description="Forced plugins (LSST names); default TransformedCentroid, PsfFlux, "
                           "TransformedShape, PixelFlags.")
-    random: RandomPositions | None = Field(
-        None, description="Add random blank-sky positions, tagged position_kind = random.")
-    match: bool = Field(False, description="Add the nearest detected object's id and PSF flux.")
-    match_radius_px: float | None = Field(
-        None, gt=0, description="Match radius in pixels; default 2 × the PSF FWHM.")
-
-    @model_validator(mode="after")
-    def _radius_needs_match(self) -> ForcedRequest:
-        if self.match_radius_px is not None and not self.match:
-            raise ValueError("match_radius_px needs match = true")
-        return self
 
     def to_query(self) -> ForcedQuery:
         return ForcedQuery(

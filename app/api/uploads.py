@@ -1,10 +1,14 @@
-"""Streaming multipart upload: the ``file`` field goes to a staging blob chunk by chunk.
+"""Streaming multipart uploads: file parts go to staging blobs chunk by chunk.
 
-The body is never held in memory nor spooled by the framework; its sha256 and size are
-computed on the way, and the upload stops at the size limit.
+The body is never held in memory nor spooled by the framework: each file part is written
+to its own `StagedBlob` (sha256 and size computed on the way, the upload stopped at the
+size limit), and only small non-file parts (a JSON document) are kept in memory, bounded.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -13,19 +17,37 @@ from app.services.errors import InvalidInputError, PayloadTooLargeError
 from app.storage.blobs import BlobTooLargeError, StagedBlob
 
 FIELD = "file"
+MAX_FIELD_BYTES = 1024 * 1024
+"""Largest small (in-memory) part, such as a job's JSON."""
 
 
-class _FilePart:
-    """Multipart callbacks that copy one named field into a staged blob."""
+@dataclass
+class Multipart:
+    """What a multipart body held: the client's file names, and the small parts' bytes."""
 
-    def __init__(self, staged: StagedBlob) -> None:
-        self.staged = staged
-        self.filename: str | None = None
-        self.found = False
+    filenames: dict[str, str | None] = field(default_factory=dict)
+    fields: dict[str, bytes] = field(default_factory=dict)
+
+
+class _FieldTooLarge(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _Parts:
+    """Multipart callbacks: named file parts into staged blobs, named small parts into memory."""
+
+    def __init__(self, files: Mapping[str, StagedBlob], fields: frozenset[str]) -> None:
+        self._files = files
+        self._fields = fields
+        self.body = Multipart()
         self._header_field = b""
         self._header_value = b""
         self._disposition = b""
-        self._copying = False
+        self._current: str | None = None
+        self._filename: str | None = None
+        self._buffer = bytearray()
 
     def on_part_begin(self) -> None:
         self._disposition = b""
@@ -43,41 +65,63 @@ class _FilePart:
 
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self._disposition)
-        self._copying = params.get(b"name") == FIELD.encode() and not self.found
-        if self._copying:
-            name = params.get(b"filename")
-            self.filename = name.decode("utf-8", "replace").rsplit("/", 1)[-1] if name else None
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        seen = name in self.body.filenames or name in self.body.fields
+        self._current = name if (name in self._files or name in self._fields) and not seen \
+            else None
+        filename = params.get(b"filename")
+        self._filename = filename.decode("utf-8", "replace").rsplit("/", 1)[-1] if filename \
+            else None
+        self._buffer = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._copying:
-            self.staged.write(data[start:end])
+        if self._current is None:
+            return
+        if self._current in self._files:
+            self._files[self._current].write(data[start:end])
+            return
+        self._buffer += data[start:end]
+        if len(self._buffer) > MAX_FIELD_BYTES:
+            raise _FieldTooLarge(self._current)
 
     def on_part_end(self) -> None:
-        if self._copying:
-            self.found = True
-            self._copying = False
+        """A part counts once complete: a body cut short leaves it out."""
+        if self._current in self._files:
+            self.body.filenames[self._current] = self._filename
+        elif self._current is not None:
+            self.body.fields[self._current] = bytes(self._buffer)
+        self._current = None
 
 
-async def receive_file(request: Request, staged: StagedBlob, limit: int) -> str | None:
-    """Copy the multipart field ``file`` into ``staged``; returns the client's file name."""
+async def receive_multipart(request: Request, files: Mapping[str, StagedBlob], limit: int,
+                            setting: str, fields: frozenset[str] = frozenset()) -> Multipart:
+    """Copy the named file parts into their staged blobs, keep the named small parts.
+
+    ``limit`` is the size limit of the staged blobs (they enforce it), named by the
+    ``setting`` that sets it; a body announced larger than the limits allow is refused before
+    it is read. Other parts are ignored.
+    """
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidInputError("send the exposure as multipart/form-data with a 'file' field")
+        raise InvalidInputError(
+            "send multipart/form-data with the part(s) "
+            f"{', '.join(map(repr, [*files, *sorted(fields)]))}")
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise _too_large(limit)
-    part = _FilePart(staged)
+    room = limit * len(files) + MAX_FIELD_BYTES * len(fields) + 64 * 1024
+    if length is not None and length.isdigit() and int(length) > room:
+        raise _too_large(limit, setting)
+    parts = _Parts(files, fields)
     parser = MultipartParser(
         boundary,
         {
-            "on_part_begin": part.on_part_begin,
-            "on_header_field": part.on_header_field,
-            "on_header_value": part.on_header_value,
-            "on_header_end": part.on_header_end,
-            "on_headers_finished": part.on_headers_finished,
-            "on_part_data": part.on_part_data,
-            "on_part_end": part.on_part_end,
+            "on_part_begin": parts.on_part_begin,
+            "on_header_field": parts.on_header_field,
+            "on_header_value": parts.on_header_value,
+            "on_header_end": parts.on_header_end,
+            "on_headers_finished": parts.on_headers_finished,
+            "on_part_data": parts.on_part_data,
+            "on_part_end": parts.on_part_end,
         },
     )
     try:
@@ -85,17 +129,28 @@ async def receive_file(request: Request, staged: StagedBlob, limit: int) -> str 
             parser.write(chunk)
         parser.finalize()
     except BlobTooLargeError as error:
-        raise _too_large(error.limit) from error
-    if not part.found:
+        raise _too_large(error.limit, setting) from error
+    except _FieldTooLarge as error:
+        raise PayloadTooLargeError(
+            f"the multipart part {error.name!r} is larger than {MAX_FIELD_BYTES} bytes; "
+            "large inputs go in a file part", code="part_too_large",
+            detail={"part": error.name, "limit": MAX_FIELD_BYTES}) from error
+    return parts.body
+
+
+async def receive_file(request: Request, staged: StagedBlob, limit: int) -> str | None:
+    """Copy the multipart field ``file`` into ``staged``; returns the client's file name."""
+    body = await receive_multipart(request, {FIELD: staged}, limit, "SKYPHOT_MAX_UPLOAD_BYTES")
+    if FIELD not in body.filenames:
         raise InvalidInputError(
             f"the multipart body has no complete '{FIELD}' field; send the FITS file as '{FIELD}'",
             code="missing_file",
         )
-    return part.filename
+    return body.filenames[FIELD]
 
 
-def _too_large(limit: int) -> PayloadTooLargeError:
+def _too_large(limit: int, setting: str) -> PayloadTooLargeError:
     return PayloadTooLargeError(
-        f"the upload is larger than the limit of {limit} bytes (SKYPHOT_MAX_UPLOAD_BYTES)",
+        f"the upload is larger than the limit of {limit} bytes ({setting})",
         detail={"limit": limit},
     )

@@ -67,6 +67,19 @@ class ExposureRepository:
         ).order_by(r.created_at, r.id)
         return list(self._session.scalars(query))
 
+    def overlapping(self, owner: str, box: dict[str, float]) -> list[ExposureRecord]:
+        """Exposures whose sky bounding box may overlap ``box`` (``ra_min/ra_max/dec_min/
+        dec_max``, ``ra_min > ra_max`` wrapping through 0°), oldest first, from the index on
+        the bounds: a superset, which the WCS of each exposure then narrows exactly."""
+        r = ExposureRecord
+        conditions = [r.owner == owner, r.dec_min <= box["dec_max"], r.dec_max >= box["dec_min"]]
+        if box["ra_min"] <= box["ra_max"]:  # boxes through 0° on either side are kept
+            conditions.append(or_(
+                and_(r.ra_min <= box["ra_max"], r.ra_max >= box["ra_min"]),
+                r.ra_min > r.ra_max, r.ra_max - r.ra_min > 180.0))
+        query = select(r).where(*conditions).order_by(r.created_at, r.id)
+        return list(self._session.scalars(query))
+
     def delete(self, exposure: ExposureRecord) -> None:
         """Delete the row; its jobs, sources and artifacts go with it (ON DELETE CASCADE)."""
         self._session.delete(exposure)

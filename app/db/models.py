@@ -1,4 +1,4 @@
-"""The tables: exposures, jobs, sources (with their set flags) and artifacts.
+"""The tables: exposures, jobs, sources (with their set flags), forced sources and artifacts.
 
 Exposure, job, source and artifact rows carry their owner so every query can be scoped by
 it (a source's flag rows belong to it through their foreign key). Sources keep typed, indexed
@@ -147,6 +147,43 @@ class SourceFlagRecord(Base):
     job_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     source_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     flag: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class ForcedSourceRecord(Base):
+    """One row of a forced job: a position measured on an exposure (typed core columns).
+
+    ``row`` is the row's place in the job's result table (the ``forced`` artifact, which
+    holds every measurement column); ``position`` the input row it measures.
+    """
+
+    __tablename__ = "forced_sources"
+    __table_args__ = (
+        Index("ix_forced_sources_job_position", "job_id", "position"),
+        Index("ix_forced_sources_job_exposure", "job_id", "exposure_id"),
+    )
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    row: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(BigInteger)
+    exposure_id: Mapped[str] = mapped_column(String(32))
+    position_kind: Mapped[str] = mapped_column(String(16))
+    client_id: Mapped[str | None] = mapped_column(String(255))
+    coord_ra: Mapped[float | None] = mapped_column(Float)
+    coord_dec: Mapped[float | None] = mapped_column(Float)
+    coord_cx: Mapped[float | None] = mapped_column(Float)
+    coord_cy: Mapped[float | None] = mapped_column(Float)
+    coord_cz: Mapped[float | None] = mapped_column(Float)
+    x: Mapped[float | None] = mapped_column(Float)
+    y: Mapped[float | None] = mapped_column(Float)
+    psf_inst_flux: Mapped[float | None] = mapped_column(Float)
+    psf_inst_flux_err: Mapped[float | None] = mapped_column(Float)
+    psf_flux: Mapped[float | None] = mapped_column(Float)
+    psf_flux_err: Mapped[float | None] = mapped_column(Float)
+    psf_snr: Mapped[float | None] = mapped_column(Float)
+    flags: Mapped[int] = mapped_column(BigInteger)
+    """Bit i set: the job summary's ``flags[i]`` is set."""
+    tags: Mapped[dict[str, Any] | None]
 
 
 class ArtifactRecord(Base):

@@ -2,84 +2,36 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, insert, select
+from sqlalchemy import ColumnElement, delete, exists, insert, select
 from sqlalchemy.orm import Session
 
+from app.db.filters import SourceFilter, in_box, in_cone, snr_between
 from app.db.models import ArtifactRecord, SourceFlagRecord, SourceRecord
 
 
-@dataclass(frozen=True)
-class Cone:
-    """A circle on the sky, degrees."""
-
-    ra: float
-    dec: float
-    radius: float
-
-
-@dataclass(frozen=True)
-class PixelBox:
-    """Inclusive pixel ranges on the centroid; None leaves a side open."""
-
-    x_min: float | None = None
-    x_max: float | None = None
-    y_min: float | None = None
-    y_max: float | None = None
-
-
-@dataclass(frozen=True)
-class SourceFilter:
-    """What a client may ask of a job's sources; every condition is ANDed."""
-
-    parents_only: bool = False
-    children_only: bool = False
-    deblend_nchild: int | None = None
-    min_psf_snr: float | None = None
-    max_psf_snr: float | None = None
-    box: PixelBox | None = None
-    cone: Cone | None = None
-    flags_set: Sequence[str] = field(default_factory=tuple)
-    flags_unset: Sequence[str] = field(default_factory=tuple)
-
-    def conditions(self) -> list[ColumnElement[bool]]:
-        """SQL conditions on ``sources`` (the caller adds the job and owner)."""
-        s = SourceRecord
-        out: list[ColumnElement[bool]] = []
-        if self.parents_only:
-            out.append(s.parent == 0)
-        if self.children_only:
-            out.append(s.parent != 0)
-        if self.deblend_nchild is not None:
-            out.append(s.deblend_nchild == self.deblend_nchild)
-        # S/N bounds are exclusive (4 < S/N < 5, as the tutorial picks faint detections);
-        # written as products so the (job, ...) scan needs no division
-        if self.min_psf_snr is not None or self.max_psf_snr is not None:
-            out.append(s.psf_inst_flux_err > 0)
-        if self.min_psf_snr is not None:
-            out.append(s.psf_inst_flux > self.min_psf_snr * s.psf_inst_flux_err)
-        if self.max_psf_snr is not None:
-            out.append(s.psf_inst_flux < self.max_psf_snr * s.psf_inst_flux_err)
-        if self.box is not None:
-            for column, low, high in (
-                (s.x, self.box.x_min, self.box.x_max),
-                (s.y, self.box.y_min, self.box.y_max),
-            ):
-                if low is not None:
-                    out.append(column >= low)
-                if high is not None:
-                    out.append(column <= high)
-        if self.cone is not None:
-            out.append(_in_cone(self.cone))
-        for flag in self.flags_set:
-            out.append(_has_flag(flag))
-        for flag in self.flags_unset:
-            out.append(~_has_flag(flag))
-        return out
+def source_conditions(where: SourceFilter) -> list[ColumnElement[bool]]:
+    """SQL conditions on ``sources`` (the caller adds the job and owner)."""
+    s = SourceRecord
+    out: list[ColumnElement[bool]] = []
+    if where.parents_only:
+        out.append(s.parent == 0)
+    if where.children_only:
+        out.append(s.parent != 0)
+    if where.deblend_nchild is not None:
+        out.append(s.deblend_nchild == where.deblend_nchild)
+    out += snr_between(s.psf_inst_flux, s.psf_inst_flux_err, where.min_psf_snr,
+                       where.max_psf_snr)
+    out += in_box(s.x, s.y, where.box)
+    if where.cone is not None:
+        out.append(in_cone(s.coord_cx, s.coord_cy, s.coord_cz, s.coord_dec, where.cone))
+    for flag in where.flags_set:
+        out.append(_has_flag(flag))
+    for flag in where.flags_unset:
+        out.append(~_has_flag(flag))
+    return out
 
 
 def _has_flag(flag: str) -> ColumnElement[bool]:
@@ -87,23 +39,6 @@ def _has_flag(flag: str) -> ColumnElement[bool]:
     return exists().where(
         f.job_id == SourceRecord.job_id, f.source_id == SourceRecord.id, f.flag == flag
     )
-
-
-def unit_vector(ra: float, dec: float) -> tuple[float, float, float]:
-    """Cartesian unit vector of a sky position in degrees."""
-    a, d = math.radians(ra), math.radians(dec)
-    return math.cos(d) * math.cos(a), math.cos(d) * math.sin(a), math.sin(d)
-
-
-def _in_cone(cone: Cone) -> ColumnElement[bool]:
-    """Exact test on the unit vectors, behind a Dec band the (job, ra, dec) index can use."""
-    s = SourceRecord
-    cx, cy, cz = unit_vector(cone.ra, cone.dec)
-    exact = s.coord_cx * cx + s.coord_cy * cy + s.coord_cz * cz >= math.cos(
-        math.radians(cone.radius)
-    )
-    band = and_(s.coord_dec >= cone.dec - cone.radius, s.coord_dec <= cone.dec + cone.radius)
-    return and_(band, exact)
 
 
 class SourceRepository:
@@ -195,4 +130,4 @@ class SourceRepository:
         self, job_id: str, where: SourceFilter | None = None
     ) -> list[ColumnElement[bool]]:
         scope = [SourceRecord.job_id == job_id, SourceRecord.owner == self._owner]
-        return scope if where is None else scope + where.conditions()
+        return scope if where is None else scope + source_conditions(where)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from astropy.table import Column as TableColumn
 from astropy.table import Table
 
 from app.engine.config import ForcedConfig
@@ -33,6 +34,13 @@ CHUNK = 8192
 SKY_COLUMNS = (("ra", "dec"), ("coord_ra", "coord_dec"))
 PIXEL_COLUMNS = (("x", "y"),)
 SHAPE_COLUMNS = ("shape_xx", "shape_yy", "shape_xy")
+COORDINATE_UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix"}
+COORDINATE_DESCRIPTIONS = {
+    "ra": "Right ascension (ICRS) given for the position.",
+    "dec": "Declination (ICRS) given for the position.",
+    "x": "Pixel x given for the position (parent frame).",
+    "y": "Pixel y given for the position (parent frame).",
+}
 FLAG_PLANES = {
     "edge": ["EDGE", "NO_DATA"],
     "interpolated": ["INTRP"],
@@ -54,6 +62,12 @@ def positions_kind(table: Table) -> tuple[str, str, bool]:
     raise ValueError(
         "positions need columns ra and dec (degrees, ICRS) or x and y (pixels); "
         f"got columns {table.colnames}")
+
+
+def coordinate_column(name: str, values: np.ndarray) -> TableColumn:
+    """A position column (``ra``, ``dec``, ``x`` or ``y``) as floats with its unit."""
+    return TableColumn(np.asarray(values, float), name=name, unit=COORDINATE_UNITS[name],
+                       description=COORDINATE_DESCRIPTIONS[name])
 
 
 def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:

@@ -171,9 +171,14 @@ def _write_json(table: Table, f: BinaryIO) -> None:
         }
         for name, column in table.columns.items()
     ]
-    values = [_json_values(column) for column in table.columns.values()]
-    rows = [dict(zip(table.colnames, row, strict=True)) for row in zip(*values, strict=True)]
-    f.write(json.dumps({"columns": columns, "rows": rows}, allow_nan=False).encode("utf-8"))
+    f.write(json.dumps({"columns": columns, "rows": json_rows(table)},
+                       allow_nan=False).encode("utf-8"))
+
+
+def json_rows(table: Table) -> list[dict[str, Any]]:
+    """The rows as JSON objects: NaN, infinities and masked entries are None."""
+    values = [json_values(column) for column in table.columns.values()]
+    return [dict(zip(table.colnames, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def _json_datatype(column: Column) -> str:
@@ -189,7 +194,7 @@ def _json_datatype(column: Column) -> str:
         ) from None
 
 
-def _json_values(column: Column) -> list[Any]:
+def json_values(column: Column) -> list[Any]:
     """Python values for one column: NaN, infinities and masked entries become None."""
     data = np.asarray(column)
     if data.dtype.kind == "S":
@@ -263,15 +268,38 @@ def guess_format(source: Target) -> CatalogFormat:
 def _read_fits(f: BinaryIO) -> Table:
     hdul = fits.open(f, memmap=False)
     try:
-        hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
-        if hdu is None:
-            raise ValueError("the FITS file holds no binary table")
-        table = Table.read(hdu, character_as_bytes=False, mask_invalid=False)
-        for i, column in enumerate(table.columns.values(), start=1):
-            column.description = (hdu.header.get(f"TDOC{i}")
-                                  or hdu.header.comments[f"TTYPE{i}"] or None)
+        return _fits_table(_binary_table(hdul))
     finally:
         hdul.close(closed=False)  # the caller owns ``f``
+
+
+def read_fits_rows(path: str | os.PathLike[str], rows: np.ndarray,
+                   columns: list[str] | None = None) -> Table:
+    """Some rows (indices, in the order given) and columns of a FITS table file.
+
+    The file is memory-mapped, so only those rows are read: a page of a 10⁶-row table
+    costs a page.
+    """
+    with fits.open(path, memmap=True) as hdul:
+        hdu = _binary_table(hdul)
+        subset = fits.BinTableHDU(hdu.data[np.asarray(rows, dtype=np.int64)], hdu.header)
+        table = _fits_table(subset)
+    return table if columns is None else table[columns]
+
+
+def _binary_table(hdul: fits.HDUList) -> fits.BinTableHDU:
+    hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU)), None)
+    if hdu is None:
+        raise ValueError("the FITS file holds no binary table")
+    return hdu
+
+
+def _fits_table(hdu: fits.BinTableHDU) -> Table:
+    """The HDU as a Table, with the descriptions `_write_fits` stored."""
+    table = Table.read(hdu, character_as_bytes=False, mask_invalid=False)
+    for i, column in enumerate(table.columns.values(), start=1):
+        column.description = (hdu.header.get(f"TDOC{i}")
+                              or hdu.header.comments[f"TTYPE{i}"] or None)
     return table
 
 

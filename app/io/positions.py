@@ -15,17 +15,10 @@ import numpy as np
 from astropy.table import Column, MaskedColumn, Table
 
 from app.engine.config import FORCED_PLUGINS, ForcedConfig
-from app.engine.forced import forced_columns
+from app.engine.forced import coordinate_column, forced_columns
 
 SKY = ("ra", "dec")
 PIXEL = ("x", "y")
-COORDINATE_UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix"}
-COORDINATE_DESCRIPTIONS = {
-    "ra": "Right ascension (ICRS) given for the position.",
-    "dec": "Declination (ICRS) given for the position.",
-    "x": "Pixel x given for the position (parent frame).",
-    "y": "Pixel y given for the position (parent frame).",
-}
 
 
 class PositionsError(ValueError):
@@ -57,11 +50,6 @@ def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
             "positions mix ra/dec rows and x/y rows; give one kind per request",
             code="mixed_coordinates")
     return kinds.pop() if kinds else PIXEL
-
-
-def coordinate_column(name: str, values: np.ndarray) -> Column:
-    return Column(np.asarray(values, float), name=name, unit=COORDINATE_UNITS[name],
-                  description=COORDINATE_DESCRIPTIONS[name])
 
 
 def positions_table(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> Table:

@@ -18,8 +18,9 @@ from astropy.table import Table
 from sqlalchemy.orm import Session
 
 from app.db.base import jsonable
+from app.db.filters import unit_vector
 from app.db.models import JobRecord
-from app.db.sources import SourceRepository, unit_vector
+from app.db.sources import SourceRepository
 from app.engine.config import DetectConfig
 from app.jobs.errors import unusable_input
 from app.jobs.kinds import Artifact, JobContext, JobKind, JobOutput, Progress, register_kind

@@ -145,6 +145,6 @@ FETCH = register_kind(
         parameters=FetchParameters,
         compute=compute,
         finalize=finalize,
-        needs_exposure=False,
+        exposure="none",
     )
 )

@@ -1,29 +1,73 @@
-"""The ``forced`` job: forced photometry at many positions on one characterized exposure.
+"""The ``forced`` job: forced photometry at many positions, on one exposure or on every
+stored exposure that covers each position.
 
-For requests above the synchronous limit. The positions come inline in the parameters; at
-submission the job is tied to a completed detect job (given, or the newest), whose calexp
-(PSF, aperture corrections) the child measures on, so a later detect job never changes what
-this one measured. The result table is the ``forced`` artifact (FITS).
+For requests above the synchronous limit. The positions come inline in the parameters, or
+as an uploaded table (the ``positions`` part of a multipart ``POST /v1/jobs``), checked at
+submission and stored beside the job; ``random`` and ``match`` mean what they mean for
+``POST /v1/forced``, and the child runs the same `measure_request`.
+
+At submission the job is tied to the detect jobs whose calexps (PSF, aperture corrections)
+it measures on, so a later detect job never changes what it measures:
+
+- with an ``exposure_id``: that exposure's detect job (given, or the newest completed one);
+- without one: every stored exposure whose sky bounds overlap the positions' (through the
+  index on the bounds) and that has a completed detect job; the child keeps, exposure by
+  exposure, the positions its WCS puts on its pixels, and adds the exposure's id, visit,
+  detector, band and MJD to each row. Overlapping exposures without a completed detect job
+  have no PSF to measure with: they are listed with the reason in ``skipped_exposures``
+  (run a detect job on them and submit again), never characterized behind the client's back.
+
+The result table is the ``forced`` artifact (FITS); its rows go to ``forced_sources``
+(typed core columns, the client's tags, flags as bits) for filtered, paged queries, in the
+transaction that completes the job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
+import numpy as np
+from astropy.table import Column, Table, vstack
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
+from app.db.exposures import ExposureRepository
+from app.db.forced_sources import ForcedSourceRepository
 from app.db.jobs import JobRepository
-from app.db.models import JobPhase, JobRecord
+from app.db.models import ExposureRecord, JobPhase, JobRecord
 from app.db.sources import SourceRepository
 from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
-from app.io.positions import PositionsError, measurement_names, positions_table
+from app.engine.forced import positions_kind
+from app.engine.forced_request import Detections, RequestError, measure_request, on_image
+from app.io.positions import SKY, PositionsError, coordinate_names, positions_table
+from app.io.positions_file import (
+    FILE_FORMATS,
+    inspect_positions,
+    read_positions,
+    sky_box,
+    sniff_format,
+)
 from app.jobs.errors import UsageError, unusable_input
-from app.jobs.kinds import Artifact, JobContext, JobKind, JobOutput, Progress, register_kind
-from app.storage.blobs import open_store
+from app.jobs.forced_options import ForcedOptions, reserved_names
+from app.jobs.forced_rows import flag_names, forced_rows
+from app.jobs.kinds import (
+    Artifact,
+    InspectedUpload,
+    JobContext,
+    JobKind,
+    JobOutput,
+    Progress,
+    UploadSpec,
+    register_kind,
+)
+from app.storage.blobs import BlobStore, open_store
 
 MAX_POSITIONS = 1_000_000
+EXPOSURE_COLUMNS = ("exposure_id", "visit", "detector", "band", "mjd")
+"""Columns a row measured in covering mode (no ``exposure_id`` given) carries."""
 
 
 def unknown_plugins_message(plugins: Sequence[str]) -> str | None:
@@ -35,17 +79,48 @@ def unknown_plugins_message(plugins: Sequence[str]) -> str | None:
             f"{', '.join(FORCED_PLUGINS)}")
 
 
-class ForcedJobParameters(BaseModel):
-    """What a forced job measures; ``job_id`` is the detect job whose calexp it uses."""
+class PositionsFile(BaseModel):
+    """An uploaded positions table as the submission checked and stored it."""
 
     model_config = ConfigDict(extra="forbid")
-    positions: list[dict[str, Any]] = Field(
-        min_length=1, max_length=MAX_POSITIONS,
-        description='[{"ra", "dec", …tags}] or [{"x", "y", …tags}], as for POST /v1/forced.')
+    key: str = Field(description="Where it is stored.")
+    filename: str | None = Field(description="The client's file name.")
+    format: Literal["csv", "fits", "votable", "parquet"]
+    rows: int = Field(ge=1, le=MAX_POSITIONS)
+    columns: list[str] = Field(description="Its columns: coordinates and tags, in order.")
+    sky_box: dict[str, float] | None = Field(
+        description="RA/Dec bounds of the positions (ra_min > ra_max wraps through 0°).")
+    size: int = Field(description="Bytes.")
+    sha256: str
+
+
+class MeasuredExposure(BaseModel):
+    """An exposure the job measures on, with the detect job whose calexp it uses."""
+
+    exposure_id: str
+    job_id: str
+    visit: int | None = None
+    detector: int | None = None
+    band: str | None = None
+    mjd: float | None = None
+
+
+class ForcedJobParameters(ForcedOptions):
+    """What a forced job measures. ``exposures`` and ``skipped_exposures`` are recorded at
+    submission (whatever a client sends there is replaced)."""
+
+    positions: list[dict[str, Any]] | None = Field(
+        None, min_length=1, max_length=MAX_POSITIONS,
+        description='[{"ra", "dec", …tags}] or [{"x", "y", …tags}], as for POST /v1/forced; '
+                    "or upload a table as the multipart part 'positions'.")
+    positions_file: PositionsFile | None = Field(
+        None, description="Filled in from the uploaded 'positions' table.")
     plugins: list[str] = Field(default_factory=lambda: list(FORCED_DEFAULT_PLUGINS))
-    job_id: str | None = Field(
-        None, description="Detect job whose calexp to measure on; default (and recorded at "
-                          "submission) the newest completed one.")
+    exposures: list[MeasuredExposure] = Field(
+        default_factory=list, description="Recorded at submission: what the job measures on.")
+    skipped_exposures: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="Recorded at submission: covering exposures left out, and why.")
 
     @field_validator("plugins")
     @classmethod
@@ -57,78 +132,291 @@ class ForcedJobParameters(BaseModel):
 
     @model_validator(mode="after")
     def _measurable(self) -> ForcedJobParameters:
-        positions_table(self.positions, measurement_names())  # PositionsError is a ValueError
+        if self.positions is not None and self.positions_file is not None:
+            raise ValueError("give positions inline (config.positions) or as an uploaded "
+                             "table (multipart part 'positions'), not both")
+        n = (len(self.positions or ()) + (self.positions_file.rows if self.positions_file
+                                          else 0) + (self.random.n if self.random else 0))
+        if n == 0:
+            raise ValueError("give positions (inline, or an uploaded table), or ask for "
+                             "random ones")
+        if n > MAX_POSITIONS:
+            raise ValueError(f"{n} positions are more than the {MAX_POSITIONS} a job measures")
+        if self.positions is not None:  # PositionsError is a ValueError
+            positions_table(self.positions, reserved_names())
         return self
+
+    @property
+    def sky(self) -> bool:
+        """Whether the positions are RA/Dec."""
+        if self.positions_file is not None:
+            return self.positions_file.sky_box is not None
+        return self.positions is not None and coordinate_names(self.positions) == SKY
+
+    def column_names(self) -> list[str]:
+        if self.positions_file is not None:
+            return self.positions_file.columns
+        return list(dict.fromkeys(k for row in self.positions or () for k in row))
+
+
+def inspect_upload(path: Path, filename: str | None) -> InspectedUpload:
+    """Check an uploaded positions table: readable, with coordinates, not too long."""
+    try:
+        format = sniff_format(path, filename)
+        info = inspect_positions(path, format, reserved_names())
+    except PositionsError as error:
+        raise UsageError(str(error), code=error.code) from error
+    if info.rows > MAX_POSITIONS:
+        raise UsageError(f"the table has {info.rows} rows, more than the {MAX_POSITIONS} a "
+                         "forced job measures; split it", code="too_many_positions")
+    return InspectedUpload(FILE_FORMATS[format], {
+        "format": format, "rows": info.rows, "columns": info.columns, "sky_box": info.sky_box})
 
 
 def prepare(session: Session, owner: str, exposure_id: str | None,
             parameters: dict[str, Any]) -> dict[str, Any]:
-    """Record which detect job's calexp the job will measure on."""
+    """Record which exposures, and which detect job's calexp of each, the job measures on."""
+    params = ForcedJobParameters.model_validate(parameters)
     jobs = JobRepository(session)
-    given = parameters.get("job_id")
-    assert exposure_id is not None
-    detect = (jobs.latest_completed(owner, exposure_id, "detect") if given is None
-              else jobs.get(owner, given))
-    if (detect is None or detect.kind != "detect" or detect.exposure_id != exposure_id
-            or detect.phase != JobPhase.COMPLETED
-            or SourceRepository(session, owner).artifact(detect.id, "calexp") is None):
-        which = "no completed detect job" if given is None else f"no completed detect job {given}"
+    if exposure_id is not None:
+        given = params.job_id
+        detect = (jobs.latest_completed(owner, exposure_id, "detect") if given is None
+                  else jobs.get(owner, given))
+        if (detect is None or detect.kind != "detect" or detect.exposure_id != exposure_id
+                or not _characterized(session, owner, detect)):
+            which = ("no completed detect job" if given is None
+                     else f"no completed detect job {given}")
+            raise UsageError(
+                f"exposure {exposure_id} has {which} with a stored calexp (PSF), which forced "
+                'photometry needs; run one first: POST /v1/jobs {"kind": "detect", …}',
+                code="not_characterized")
+        record = ExposureRepository(session).get(owner, exposure_id)
+        assert record is not None
+        return {**parameters, "job_id": detect.id, "skipped_exposures": [],
+                "exposures": [_measured(record, detect.id)]}
+    measured, skipped = _covering(session, owner, params)
+    return {**parameters, "exposures": measured, "skipped_exposures": skipped}
+
+
+def _covering(session: Session, owner: str, params: ForcedJobParameters
+              ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The characterized exposures whose bounds overlap the positions, and the others."""
+    for option, given in (("job_id", params.job_id), ("random", params.random)):
+        if given is not None:
+            raise UsageError(f"{option} needs an exposure_id: a job without one measures "
+                             "the positions on every exposure covering them",
+                             code="needs_exposure")
+    if not params.sky:
+        raise UsageError("positions on every covering exposure must be ra and dec; give an "
+                         "exposure_id for x and y", code="needs_exposure")
+    clash = sorted(set(params.column_names()) & set(EXPOSURE_COLUMNS))
+    if clash:
+        raise UsageError(f"column(s) {', '.join(map(repr, clash))} name what each row of a "
+                         "job on every covering exposure gets; rename them",
+                         code="reserved_column")
+    if params.positions_file is not None:
+        assert params.positions_file.sky_box is not None
+        box = params.positions_file.sky_box
+    else:
+        assert params.positions is not None
+        box = sky_box(np.array([p["ra"] for p in params.positions], float),
+                      np.array([p["dec"] for p in params.positions], float))
+    measured, skipped = [], []
+    jobs = JobRepository(session)
+    for record in ExposureRepository(session).overlapping(owner, box):
+        detect = jobs.latest_completed(owner, record.id, "detect")
+        if detect is None or not _characterized(session, owner, detect):
+            skipped.append({"exposure_id": record.id, "reason": "no completed detect job "
+                            "(no PSF); run one and submit again to include it"})
+        else:
+            measured.append(_measured(record, detect.id))
+    if not measured:
         raise UsageError(
-            f"exposure {exposure_id} has {which} with a stored calexp (PSF), which forced "
-            'photometry needs; run one first: POST /v1/jobs {"kind": "detect", …}',
-            code="not_characterized")
-    return {**parameters, "job_id": detect.id}
+            "no stored exposure with a completed detect job overlaps these positions"
+            + (f" ({len(skipped)} overlapping exposure(s) have no detect job yet)"
+               if skipped else ""), code="no_covering_exposure")
+    return measured, skipped
 
 
-def calexp_key(session: Session, job: JobRecord) -> str | None:
-    """The storage key of the detect job's calexp: what the child reads."""
-    artifact = SourceRepository(session, job.owner).artifact(job.parameters["job_id"], "calexp")
-    return None if artifact is None else artifact.storage_key
+def _characterized(session: Session, owner: str, detect: JobRecord) -> bool:
+    return (detect.phase == JobPhase.COMPLETED
+            and SourceRepository(session, owner).artifact(detect.id, "calexp") is not None)
+
+
+def _measured(record: ExposureRecord, detect_job_id: str) -> dict[str, Any]:
+    meta = record.meta
+    return MeasuredExposure(exposure_id=record.id, job_id=detect_job_id,
+                            visit=meta.get("visit"), detector=meta.get("detector"),
+                            band=meta.get("band"), mjd=meta.get("mjd")).model_dump()
+
+
+def inputs(session: Session, job: JobRecord) -> dict[str, Any]:
+    """The storage keys of each detect job's calexp and catalog (None if it is gone)."""
+    sources = SourceRepository(session, job.owner)
+    keys = {}
+    for entry in job.parameters.get("exposures", []):
+        found = {name: sources.artifact(entry["job_id"], name) for name in ("calexp", "catalog")}
+        keys[entry["exposure_id"]] = {name: None if a is None else a.storage_key
+                                      for name, a in found.items()}
+    return {"keys": keys}
 
 
 def compute(context: JobContext, progress: Progress) -> JobOutput:
-    """Run in the child process: read the calexp, measure, write the table."""
-    from app.engine.config import ForcedConfig
-    from app.engine.forced import run_forced
+    """Run in the child process: read the positions, measure them on each exposure's
+    calexp, write the table, and hand its rows to `finalize`."""
     from app.io.catalogs import FORMATS, catalog_bytes
-    from app.io.fits_exposure import read_exposure
     from app.jobs.detect import column_descriptions
 
     params = ForcedJobParameters.model_validate(context.parameters)
-    if context.exposure_key is None:
-        raise UsageError(f"the calexp of detect job {params.job_id} is gone (job deleted?)",
-                         code="not_characterized")
-    progress(0.0, "reading calexp")
     store = open_store(context.storage_url)
+    progress(0.0, "reading positions")
     try:
-        exposure = read_exposure(store.path(context.exposure_key))
-        table = positions_table(params.positions, measurement_names())
-        result = run_forced(exposure, table, ForcedConfig(plugins=params.plugins),
-                            lambda f, step: progress(0.05 + 0.85 * f, step))
-    except PositionsError as error:
+        table: Table | None = None  # random positions only
+        if params.positions_file is not None:
+            file = params.positions_file
+            table = read_positions(store.path(file.key), file.format)
+        elif params.positions is not None:
+            table = positions_table(params.positions, reserved_names())
+        parts = _measure_all(context, params, table, store,
+                             lambda f, step: progress(0.02 + 0.85 * f, step))
+    except (PositionsError, RequestError) as error:
         raise UsageError(str(error), code=error.code) from error
     except ValueError as error:
         raise unusable_input(error) from error
     progress(0.9, "writing results")
+    result, positions = _combine(parts, covering=context.exposure_id is None)
     key = f"{context.artifact_prefix}/forced.fits"
     size = store.put_bytes(key, catalog_bytes(result, "fits"))
+    tags = [] if table is None else [c for c in table.colnames
+                                      if c not in positions_kind(table)[:2]]
+    exposure_ids = (np.asarray(result["exposure_id"], dtype=object)
+                    if context.exposure_id is None
+                    else np.full(len(result), context.exposure_id, dtype=object))
+    rows = forced_rows(result, tags, positions, exposure_ids)
     summary: dict[str, Any] = {
-        "n_positions": len(result),
-        "detect_job_id": params.job_id,
+        "n_positions": (0 if table is None else len(table))
+        + (params.random.n if params.random else 0),
+        "n_rows": len(result),
+        "exposures": [{"exposure_id": e, "detect_job_id": j, "n_rows": n}
+                      for e, j, n in ((p.exposure_id, p.detect_job_id, len(p.result))
+                                      for p in parts)],
+        "skipped_exposures": params.skipped_exposures + [
+            {"exposure_id": e, "reason": r} for e, r in _gone(context, params)],
         "columns": column_descriptions(result),
+        "flags": flag_names(result),
     }
+    if context.exposure_id is not None:
+        summary["detect_job_id"] = params.job_id
     if "base_PsfFlux_flag" in result.colnames:
         summary["n_psf_flux_flagged"] = int(result["base_PsfFlux_flag"].sum())
-    return JobOutput(summary=summary,
+    return JobOutput(summary=summary, forced_rows=rows,
                      artifacts=[Artifact("forced", key, FORMATS["fits"][0], size)])
 
 
+@dataclass(frozen=True)
+class _Part:
+    """The rows measured on one exposure, and the input row of each."""
+
+    exposure_id: str
+    detect_job_id: str
+    result: Table
+    positions: np.ndarray
+
+
+def _gone(context: JobContext, params: ForcedJobParameters) -> list[tuple[str, str]]:
+    """Exposures whose detect job's calexp disappeared after submission."""
+    keys = context.inputs["keys"]
+    return [(e.exposure_id, f"the calexp of detect job {e.job_id} is gone (job deleted?)")
+            for e in params.exposures if keys[e.exposure_id]["calexp"] is None]
+
+
+def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table | None,
+                 store: BlobStore, progress: Progress) -> list[_Part]:
+    """`measure_request` on each exposure: all positions on the one given, or on each
+    covering exposure the positions its pixels hold."""
+    from app.engine.config import ForcedConfig
+    from app.io.catalogs import read_catalog
+    from app.io.fits_exposure import read_exposure
+
+    config = ForcedConfig(plugins=params.plugins)
+    covering = context.exposure_id is None
+    gone = {e for e, _ in _gone(context, params)}
+    if gone and not covering:
+        raise UsageError(_gone(context, params)[0][1], code="not_characterized")
+    parts = []
+    todo = [e for e in params.exposures if e.exposure_id not in gone]
+    for i, entry in enumerate(todo):
+        progress(i / len(todo), f"exposure {i + 1} of {len(todo)}")
+        keys = context.inputs["keys"][entry.exposure_id]
+        exposure = read_exposure(store.path(keys["calexp"]))
+        subset = table
+        if covering:
+            assert table is not None  # random positions need an exposure_id
+            positions = np.nonzero(on_image(exposure, table))[0]
+            if not len(positions):
+                continue
+            subset = table[positions]
+
+        def detections(catalog: str | None = keys["catalog"]) -> Detections:
+            if catalog is None:
+                raise UsageError("match needs the detection catalog, which is gone",
+                                 code="not_characterized")
+            return Detections.from_catalog(read_catalog(store.path(catalog), "fits"))
+
+        result = measure_request(
+            exposure, subset, config,
+            random=None if params.random is None else params.random.to_spec(),
+            match_radius_px=params.match_radius_px,
+            detections=detections if params.match else None)
+        if covering:
+            for name in EXPOSURE_COLUMNS:
+                value = getattr(entry, name)
+                result[name] = _exposure_column(name, value, len(result))
+        else:  # random rows follow the client's
+            positions = np.arange(len(result))
+        parts.append(_Part(entry.exposure_id, entry.job_id, result, positions))
+    return parts
+
+
+def _exposure_column(name: str, value: Any, n: int) -> Column:
+    descriptions = {"exposure_id": "Exposure the row was measured on.",
+                    "visit": "Visit of the exposure (-1 if unknown).",
+                    "detector": "Detector of the exposure (-1 if unknown).",
+                    "band": "Band of the exposure.",
+                    "mjd": "Modified Julian date of the exposure."}
+    if name in ("visit", "detector"):
+        data = np.full(n, -1 if value is None else value, dtype=np.int64)
+    elif name == "mjd":
+        data = np.full(n, np.nan if value is None else value, dtype=float)
+    else:
+        data = np.full(n, "" if value is None else str(value))
+    return Column(data, name=name, unit="d" if name == "mjd" else None,
+                  description=descriptions[name])
+
+
+def _combine(parts: list[_Part], covering: bool) -> tuple[Table, np.ndarray]:
+    """One table: a single exposure's as it is; covering exposures' rows ordered by input
+    row, then MJD (each position's measurements together, in time order)."""
+    if not covering:
+        return parts[0].result, parts[0].positions
+    if not parts:
+        raise UsageError("no position falls on the pixels of a covering exposure",
+                         code="no_covering_exposure")
+    result = vstack([p.result for p in parts], join_type="exact", metadata_conflicts="silent")
+    positions = np.concatenate([p.positions for p in parts])
+    order = np.lexsort((np.asarray(result["mjd"], float), positions))
+    return result[order], positions[order]
+
+
 def finalize(session: Session, job: JobRecord, output: JobOutput) -> None:
-    """Replace the job's artifacts with this attempt's (no source rows)."""
+    """Replace the job's rows and artifacts with this attempt's."""
     SourceRepository(session, job.owner).replace(
         job.id, [], [], [(a.name, a.key, a.media_type, a.size) for a in output.artifacts])
+    assert output.forced_rows is not None
+    ForcedSourceRepository(session, job.owner).replace(job.id, output.forced_rows)
 
 
 FORCED = register_kind(JobKind(
     name="forced", parameters=ForcedJobParameters, compute=compute, finalize=finalize,
-    prepare=prepare, input_key=calexp_key))
+    prepare=prepare, inputs=inputs, exposure="optional",
+    upload=UploadSpec(part="positions", parameter="positions_file", inspect=inspect_upload)))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from app.db.forced_sources import ForcedRows
 from app.db.models import JobRecord
 from app.storage.blobs import attempt_prefix
 
@@ -32,9 +34,12 @@ class JobContext:
     owner: str
     attempt: int
     parameters: dict[str, Any]
+    exposure_id: str | None
     exposure_key: str | None
     storage_url: str
     max_bytes: int
+    inputs: dict[str, Any] = field(default_factory=dict)
+    """What the kind's ``inputs`` hook found for the child to read (storage keys, …)."""
 
     @property
     def artifact_prefix(self) -> str:
@@ -61,6 +66,30 @@ class JobOutput:
     sources: list[dict[str, Any]] = field(default_factory=list)
     flags: list[tuple[int, str]] = field(default_factory=list)
     exposure: dict[str, Any] | None = None
+    forced_rows: ForcedRows | None = None
+
+
+@dataclass(frozen=True)
+class InspectedUpload:
+    """What a kind learnt of an uploaded file: recorded in the job's parameters."""
+
+    extension: str
+    """Stored under this file name extension."""
+    description: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UploadSpec:
+    """A file a kind takes beside its parameters: a part of a multipart ``POST /v1/jobs``."""
+
+    part: str
+    """The multipart part's name."""
+    parameter: str
+    """The parameter the service fills with the file's description and storage key (a
+    client may not set it)."""
+    inspect: Callable[[Path, str | None], InspectedUpload]
+    """(staged file, client's file name) → its description; a `UsageError` (the message
+    says what to fix) refuses the file with a 422."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +100,17 @@ class JobKind:
     parameters: type[BaseModel]
     compute: Callable[[JobContext, Progress], JobOutput]
     finalize: Callable[[Session, JobRecord, JobOutput], None]
-    needs_exposure: bool = True
+    exposure: Literal["required", "optional", "none"] = "required"
+    """Whether a job names an exposure (``optional``: it may, e.g. forced photometry on
+    every covering exposure when it does not)."""
     prepare: Callable[[Session, str, str | None, dict[str, Any]], dict[str, Any]] | None = None
     """At submission, in its transaction: (session, owner, exposure id, parameters) → the
     parameters to store, completed from the database (e.g. which detect job's calexp to use);
     a `UsageError` means the job cannot run yet (409)."""
-    input_key: Callable[[Session, JobRecord], str | None] | None = None
-    """The storage key the child reads as ``exposure_key``; default the exposure's file."""
+    inputs: Callable[[Session, JobRecord], dict[str, Any]] | None = None
+    """When an attempt starts, in the worker: (session, job) → plain values for the child
+    (``JobContext.inputs``), such as the storage keys of files other jobs left."""
+    upload: UploadSpec | None = None
 
 
 _KINDS: dict[str, JobKind] = {}
@@ -102,3 +135,9 @@ def get_kind(name: str) -> JobKind | None:
 def kind_names() -> list[str]:
     _load_builtins()
     return sorted(_KINDS)
+
+
+def upload_parts() -> set[str]:
+    """The multipart file parts some kind takes."""
+    _load_builtins()
+    return {k.upload.part for k in _KINDS.values() if k.upload is not None}

@@ -116,18 +116,16 @@ class JobRunner:
                 logger.info("job not claimable, message dropped", extra={"job_id": job_id})
                 return
             kind = get_kind(job.kind)
-            if kind is not None and kind.input_key is not None:
-                exposure_key = kind.input_key(session, job)
-            else:
-                exposure_key = ExposureRepository(session).storage_key(job.exposure_id)
             context = JobContext(
                 job_id=job.id,
                 owner=job.owner,
                 attempt=job.attempt,
                 parameters=job.parameters,
-                exposure_key=exposure_key,
+                exposure_id=job.exposure_id,
+                exposure_key=ExposureRepository(session).storage_key(job.exposure_id),
                 storage_url=settings.storage_url,
                 max_bytes=settings.max_upload_bytes,
+                inputs={} if kind is None or kind.inputs is None else kind.inputs(session, job),
             )
         logger.info("job attempt %d started", context.attempt, extra={"job_id": job_id})
         heartbeat = Heartbeat(self._runtime.sessions, job_id, token, settings.heartbeat_interval)

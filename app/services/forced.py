@@ -2,7 +2,8 @@
 
 The calexp a detect job left (PSF, aperture corrections, DETECTED mask) is what the forced
 engine measures on, so every request names an exposure and, optionally, that detect job.
-Requests are bounded (``forced_sync_max_positions``): larger ones belong in a job.
+Requests are bounded (``forced_sync_max_positions``): larger ones belong in a job, which
+runs the same `measure_request`.
 """
 
 from __future__ import annotations
@@ -12,38 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from astropy.table import Column, Table, vstack
-from scipy.spatial import cKDTree
+from astropy.table import Table
 from sqlalchemy.orm import Session
 
 from app.db.sources import SourceRepository
 from app.engine.config import ForcedConfig
-from app.engine.exposure import Exposure
-from app.engine.forced import positions_kind, run_forced
-from app.engine.psf import SIGMA_TO_FWHM
-from app.engine.random_positions import NotEnoughBlankSky, random_positions
-from app.io.positions import (
-    PositionsError,
-    coordinate_column,
-    measurement_names,
-    positions_table,
+from app.engine.forced_request import (
+    Detections,
+    RandomSpec,
+    RequestError,
+    draw_random,
+    measure_request,
 )
+from app.io.positions import PositionsError, positions_table
 from app.jobs.forced import unknown_plugins_message
+from app.jobs.forced_options import reserved_names
 from app.services.calexps import CalexpService
 from app.services.errors import InvalidInputError, PayloadTooLargeError
-
-POSITION_KIND = "position_kind"
-MATCH_COLUMNS = ("match_id", "match_distance_px", "match_base_PsfFlux_instFlux",
-                 "match_base_PsfFlux_instFluxErr")
-
-
-@dataclass(frozen=True)
-class RandomSpec:
-    """Blank-sky positions to add: ``n`` of them ≥ ``min_distance_px`` from detections."""
-
-    n: int
-    min_distance_px: float = 40.0
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,35 +81,39 @@ class ForcedService:
             raise InvalidInputError("give at least one position, or ask for random ones",
                                     code="no_positions")
         config = ForcedConfig() if query.plugins is None else _config(query.plugins)
-        reserved = measurement_names() | set(MATCH_COLUMNS) | {POSITION_KIND}
-        table = _positions(query.positions, reserved) if query.positions else None
+        table = _positions(query.positions) if query.positions else None
         exposure, job = self._calexps.characterized(query.exposure_id, query.job_id)
-        if query.random is not None:
-            table = _with_random(exposure, table, query.random)
-        assert table is not None
-        if positions_kind(table)[2] and exposure.wcs is None:
-            raise InvalidInputError("the exposure has no WCS; give positions as x and y",
-                                    code="no_wcs")
-        result = run_forced(exposure, table, config)
-        if query.match:
-            radius = query.match_radius_px or 2 * psf_fwhm(exposure)
-            add_matches(result, _pixels(exposure, table),
-                        SourceRepository(self._session, self._owner).leaves(job.id), radius)
-        return result
+
+        def detections() -> Detections:
+            leaves = SourceRepository(self._session, self._owner).leaves(job.id)
+            arr = np.array([[np.nan if v is None else v for v in row] for row in leaves],
+                           float).reshape(-1, 5)
+            return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], arr[:, 3],
+                              arr[:, 4])
+
+        try:
+            return measure_request(exposure, table, config, random=query.random,
+                                   match_radius_px=query.match_radius_px,
+                                   detections=detections if query.match else None)
+        except RequestError as error:
+            raise InvalidInputError(str(error), code=error.code) from error
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
         """Random positions far from the detect job's footprints, inside the good area."""
         exposure, job = self._calexps.characterized(exposure_id, job_id)
-        x, y = _draw(exposure, spec)
+        try:
+            x, y = draw_random(exposure, spec)
+        except RequestError as error:
+            raise InvalidInputError(str(error), code=error.code) from error
         ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
         return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job.id)
 
 
-def _positions(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> Table:
+def _positions(rows: Sequence[Mapping[str, Any]]) -> Table:
     try:
-        return positions_table(rows, reserved)
+        return positions_table(rows, reserved_names())
     except PositionsError as error:
         raise InvalidInputError(str(error), code=error.code) from error
 
@@ -133,76 +123,3 @@ def _config(plugins: Sequence[str]) -> ForcedConfig:
     if message is not None:
         raise InvalidInputError(message, code="unknown_plugin")
     return ForcedConfig(plugins=list(dict.fromkeys(plugins)))
-
-
-def psf_fwhm(exposure: Exposure) -> float:
-    """PSF FWHM at the image centre, pixels."""
-    assert exposure.psf is not None
-    return float(exposure.psf.sigma(exposure.width / 2, exposure.height / 2) * SIGMA_TO_FWHM)
-
-
-def _draw(exposure: Exposure, spec: RandomSpec) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        return random_positions(exposure, spec.n, min_distance_px=spec.min_distance_px,
-                                seed=spec.seed)
-    except NotEnoughBlankSky as error:
-        raise InvalidInputError(str(error), code="not_enough_blank_sky") from error
-
-
-def _with_random(exposure: Exposure, table: Table | None, spec: RandomSpec) -> Table:
-    """The client's rows tagged "input", then random rows tagged "random" (tags masked)."""
-    x, y = _draw(exposure, spec)
-    sky = table is not None and positions_kind(table)[2]
-    a, b = ("ra", "dec") if sky else ("x", "y")
-    va, vb = exposure.pixel_to_sky(x, y) if sky else (x, y)
-    extra = Table([coordinate_column(a, va), coordinate_column(b, vb)])
-    extra[POSITION_KIND] = "random"
-    if table is None:
-        combined = extra
-    else:
-        table = table.copy(copy_data=False)
-        table[POSITION_KIND] = "input"
-        combined = vstack([table, extra], join_type="outer", metadata_conflicts="silent")
-    combined[POSITION_KIND].description = 'Where the position came from: "input" or "random".'
-    return combined
-
-
-def _pixels(exposure: Exposure, table: Table) -> tuple[np.ndarray, np.ndarray]:
-    a, b, sky = positions_kind(table)
-    va, vb = np.asarray(table[a], float), np.asarray(table[b], float)
-    if not sky:
-        return va, vb
-    x, y = exposure.sky_to_pixel(va, vb)
-    return np.asarray(x, float), np.asarray(y, float)
-
-
-def add_matches(result: Table, xy: tuple[np.ndarray, np.ndarray],
-                leaves: Sequence[tuple[int, float, float, float | None, float | None]],
-                radius: float) -> None:
-    """Add the nearest detected object within ``radius`` pixels (-1 / NaN when none).
-
-    A KD-tree over the detect job's objects (deblend_nChild = 0, blends' parents left out,
-    as the tutorial compares forced and detection fluxes object by object).
-    """
-    n = len(result)
-    ids = np.full(n, -1, np.int64)
-    dist = np.full(n, np.nan)
-    flux = np.full(n, np.nan)
-    err = np.full(n, np.nan)
-    x, y = xy
-    finite = np.isfinite(x) & np.isfinite(y)
-    if leaves and finite.any():
-        arr = np.array([[np.nan if v is None else v for v in row] for row in leaves], float)
-        tree = cKDTree(arr[:, 1:3])
-        d, k = tree.query(np.column_stack([x[finite], y[finite]]), distance_upper_bound=radius)
-        hit = np.isfinite(d)
-        rows = np.nonzero(finite)[0][hit]
-        ids[rows] = np.array([leaves[i][0] for i in k[hit]], np.int64)
-        dist[rows], flux[rows], err[rows] = d[hit], arr[k[hit], 3], arr[k[hit], 4]
-    result["match_id"] = Column(ids, description="id of the nearest detected object, -1 if none.")
-    result["match_distance_px"] = Column(dist, unit="pix",
-                                         description="Distance to that object, pixels.")
-    result["match_base_PsfFlux_instFlux"] = Column(
-        flux, unit="ct", description="Its base_PsfFlux_instFlux in the detection catalog.")
-    result["match_base_PsfFlux_instFluxErr"] = Column(
-        err, unit="ct", description="Its base_PsfFlux_instFluxErr in the detection catalog.")

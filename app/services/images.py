@@ -19,9 +19,10 @@ from astropy.io import fits
 from astropy.wcs import WCS, Sip
 from sqlalchemy.orm import Session
 
+from app.db.filters import PixelBox, SourceFilter
 from app.db.jobs import JobRepository
 from app.db.models import JobRecord, SourceRecord
-from app.db.sources import PixelBox, SourceFilter, SourceRepository
+from app.db.sources import SourceRepository
 from app.engine.exposure import Exposure
 from app.engine.footprints import SPAN_DTYPE, Footprint
 from app.engine.psf import psf_fwhm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,10 +15,10 @@ from app.db.exposures import ExposureRepository
 from app.db.jobs import JobRepository
 from app.db.models import JobPhase, JobRecord
 from app.jobs.errors import UsageError
-from app.jobs.kinds import get_kind, kind_names
+from app.jobs.kinds import JobKind, get_kind, kind_names
 from app.jobs.runner import Sender
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
-from app.storage.blobs import BlobStore, job_prefix
+from app.storage.blobs import BlobStore, StagedBlob, job_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,15 @@ def describe_validation(detail: list[dict[str, Any]]) -> str:
     return "; ".join(f"{'.'.join(d['loc'])}: {d['message']}" for d in detail)
 
 
+@dataclass(frozen=True)
+class JobUpload:
+    """A file sent with a job (a multipart part), staged and not yet stored."""
+
+    part: str
+    staged: StagedBlob
+    filename: str | None
+
+
 class JobService:
     """Jobs of one owner; the queue gets a job's id only after the job is committed."""
 
@@ -44,14 +54,23 @@ class JobService:
         self._queue = queue
         self._owner = owner
 
-    def submit(self, kind_name: str, exposure_id: str | None, config: dict[str, Any]) -> JobRecord:
-        """Validate, store as QUEUED, commit, then send the id to the workers."""
+    def submit(self, kind_name: str, exposure_id: str | None, config: dict[str, Any],
+               upload: JobUpload | None = None) -> JobRecord:
+        """Validate, store as QUEUED, commit, then send the id to the workers.
+
+        An uploaded file is checked by its kind first and stored under the job, in the
+        same step as the job row: a refused job leaves no file, and no file is lost.
+        """
         kind = get_kind(kind_name)
         if kind is None:
             raise InvalidInputError(
                 f"unknown job kind {kind_name!r}; known kinds: {', '.join(kind_names())}",
                 code="unknown_kind",
             )
+        job_id = uuid.uuid4().hex
+        key = None
+        if upload is not None:
+            config, key = self._attach(kind, job_id, config, upload)
         try:
             parameters = kind.parameters.model_validate(config).model_dump(mode="json")
         except ValidationError as error:
@@ -61,35 +80,69 @@ class JobService:
                 code="invalid_config",
                 detail=detail,
             ) from error
-        with self._session.begin():
-            if kind.needs_exposure:
-                if exposure_id is None:
+        try:
+            with self._session.begin():
+                if kind.exposure == "none":
+                    exposure_id = None
+                elif exposure_id is None and kind.exposure == "required":
                     raise InvalidInputError(f"a {kind_name} job needs an exposure_id")
-                if ExposureRepository(self._session).get(self._owner, exposure_id) is None:
-                    raise NotFoundError(
-                        f"no exposure {exposure_id!r}; upload one with POST /v1/exposures",
-                        code="exposure_not_found",
-                    )
-            if kind.prepare is not None:
-                try:
-                    parameters = kind.prepare(self._session, self._owner, exposure_id, parameters)
-                except UsageError as error:
-                    raise ConflictError(str(error), code=error.code) from error
-            job = JobRecord(
-                id=uuid.uuid4().hex,
-                owner=self._owner,
-                kind=kind_name,
-                exposure_id=exposure_id if kind.needs_exposure else None,
-                parameters=parameters,
-                phase=JobPhase.QUEUED,
-                heartbeat_at=utcnow(),
-            )
-            JobRepository(self._session).add(job)
+                if exposure_id is not None:
+                    if ExposureRepository(self._session).get(self._owner, exposure_id) is None:
+                        raise NotFoundError(
+                            f"no exposure {exposure_id!r}; upload one with POST /v1/exposures",
+                            code="exposure_not_found",
+                        )
+                if kind.prepare is not None:
+                    try:
+                        parameters = kind.prepare(self._session, self._owner, exposure_id,
+                                                  parameters)
+                    except UsageError as error:
+                        raise ConflictError(str(error), code=error.code) from error
+                job = JobRecord(
+                    id=job_id,
+                    owner=self._owner,
+                    kind=kind_name,
+                    exposure_id=exposure_id,
+                    parameters=parameters,
+                    phase=JobPhase.QUEUED,
+                    heartbeat_at=utcnow(),
+                )
+                JobRepository(self._session).add(job)
+                if upload is not None and key is not None:
+                    self._store.publish(upload.staged, key)
+        except BaseException:
+            if key is not None:
+                self._store.delete(key)
+            raise
+        logger.info("job submitted", extra={"job_id": job.id})
         try:
             self._queue.send(job.id)
         except Exception:  # the reconciler sends it again once the broker is back
             logger.exception("could not queue job; it stays QUEUED", extra={"job_id": job.id})
         return job
+
+    @staticmethod
+    def _attach(kind: JobKind, job_id: str, config: dict[str, Any], upload: JobUpload
+                ) -> tuple[dict[str, Any], str]:
+        """The config with the kind's description of the uploaded file, and its storage key."""
+        spec = kind.upload
+        if spec is None or spec.part != upload.part:
+            raise InvalidInputError(f"a {kind.name} job takes no file part {upload.part!r}",
+                                    code="unexpected_file")
+        if spec.parameter in config:
+            raise InvalidInputError(
+                f"config.{spec.parameter} is filled in from the uploaded {spec.part!r} part; "
+                "leave it out", code="invalid_config")
+        upload.staged.close()
+        try:
+            inspected = spec.inspect(upload.staged.path, upload.filename)
+        except UsageError as error:
+            name = upload.filename or f"the {spec.part!r} part"
+            raise InvalidInputError(f"{name}: {error}", code=error.code) from error
+        key = f"{job_prefix(job_id)}/{spec.part}{inspected.extension}"
+        description = {**inspected.description, "key": key, "filename": upload.filename,
+                       "size": upload.staged.size, "sha256": upload.staged.sha256}
+        return {**config, spec.parameter: description}, key
 
     def get(self, job_id: str) -> JobRecord:
         with self._session.begin():

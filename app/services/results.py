@@ -1,4 +1,11 @@
-"""Reading a completed detect job's results: sources, footprints, mask and catalog."""
+"""Reading a completed job's results: a detect job's sources, footprints, mask and catalog,
+a forced job's rows.
+
+Both kinds' rows are filtered and paged in the database. A detect job's JSON rows come from
+its ``sources`` rows; a forced job's rows are read from its ``forced`` table by the row
+numbers the database picked (the table is memory-mapped, so a page costs a page), which
+gives JSON pages and files the same columns.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,19 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from app.db.filters import DETECT_ONLY, FORCED_ONLY, SourceFilter
+from app.db.forced_sources import ForcedSourceRepository, flag_bits
 from app.db.jobs import JobRepository
 from app.db.models import ArtifactRecord, JobPhase, JobRecord, SourceRecord
-from app.db.sources import SourceFilter, SourceRepository
+from app.db.sources import SourceRepository
 from app.engine.footprints import Footprint
-from app.io.catalogs import CatalogFormat, catalog_bytes, read_catalog
+from app.io.catalogs import (
+    CatalogFormat,
+    catalog_bytes,
+    json_rows,
+    read_catalog,
+    read_fits_rows,
+)
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage import footprints as footprint_store
 from app.storage.blobs import BlobStore
@@ -55,8 +70,13 @@ def decode_cursor(cursor: str) -> int:
         ) from error
 
 
+ROW_KINDS = ("detect", "forced")
+"""Job kinds whose rows ``/sources`` serves."""
+
+
 class ResultService:
-    """Results of one owner's jobs; every read checks the job is a COMPLETED detect job."""
+    """Results of one owner's jobs; every read checks the job is COMPLETED and of a kind
+    that has such results."""
 
     def __init__(self, session: Session, store: BlobStore, owner: str) -> None:
         self._session = session
@@ -72,16 +92,26 @@ class ResultService:
         limit: int,
         columns: Sequence[str] | None,
     ) -> SourcePage:
-        """JSON rows in id order; ``next_cursor`` is None on the last page."""
+        """JSON rows in id (detect) or row (forced) order; ``next_cursor`` is None on the
+        last page."""
+        after = None if cursor is None else decode_cursor(cursor)
         with self._session.begin():
-            job = self._completed(job_id)
+            job = self._completed(job_id, ROW_KINDS)
             wanted = self._check_columns(job, columns)
-            records = SourceRepository(self._session, self._owner).page(
-                job_id,
-                where,
-                after=None if cursor is None else decode_cursor(cursor),
-                limit=limit + 1,
-            )
+            if job.kind == "forced":
+                numbers = self._forced(job, where).page(
+                    job_id, where, self._flag_bits(job, where), after=after, limit=limit + 1)
+                artifact = self._artifact(job_id, "forced")
+            else:
+                self._check_options(job, where)
+                records = SourceRepository(self._session, self._owner).page(
+                    job_id, where, after=after, limit=limit + 1)
+        if job.kind == "forced":
+            more = len(numbers) > limit
+            numbers = numbers[:limit]
+            table = read_fits_rows(self._store.path(artifact.storage_key),
+                                   np.asarray(numbers, dtype=np.int64), wanted)
+            return SourcePage(json_rows(table), encode_cursor(numbers[-1]) if more else None)
         more = len(records) > limit
         records = records[:limit]
         rows = [
@@ -97,17 +127,51 @@ class ResultService:
         columns: Sequence[str] | None,
         format: CatalogFormat,
     ) -> bytes:
-        """The selected rows and columns of the catalog artifact, in a catalog format."""
+        """The selected rows and columns of the job's table, in a catalog format."""
         with self._session.begin():
-            job = self._completed(job_id)
+            job = self._completed(job_id, ROW_KINDS)
             wanted = self._check_columns(job, columns)
-            ids = SourceRepository(self._session, self._owner).ids(job_id, where)
-            artifact = self._artifact(job_id, "catalog")
-        table = read_catalog(self._store.path(artifact.storage_key), "fits")
+            if job.kind == "forced":
+                numbers = self._forced(job, where).rows(job_id, where,
+                                                        self._flag_bits(job, where))
+                artifact = self._artifact(job_id, "forced")
+            else:
+                self._check_options(job, where)
+                ids = SourceRepository(self._session, self._owner).ids(job_id, where)
+                artifact = self._artifact(job_id, "catalog")
+        path = self._store.path(artifact.storage_key)
+        if job.kind == "forced":
+            return catalog_bytes(read_fits_rows(path, np.asarray(numbers, np.int64), wanted),
+                                 format)
+        table = read_catalog(path, "fits")
         table = table[np.isin(np.asarray(table["id"]), np.asarray(ids, dtype=np.int64))]
         if wanted is not None:
             table = table[list(wanted)]
         return catalog_bytes(table, format)
+
+    def _forced(self, job: JobRecord, where: SourceFilter) -> ForcedSourceRepository:
+        self._check_options(job, where)
+        return ForcedSourceRepository(self._session, self._owner)
+
+    @staticmethod
+    def _check_options(job: JobRecord, where: SourceFilter) -> None:
+        """422 for filters that mean nothing for this kind of job."""
+        other = where.given(DETECT_ONLY if job.kind == "forced" else FORCED_ONLY)
+        if other:
+            raise InvalidInputError(
+                f"{', '.join(other)} do(es) not apply to a {job.kind} job's rows",
+                code="invalid_filter", detail={"options": other})
+
+    @staticmethod
+    def _flag_bits(job: JobRecord, where: SourceFilter) -> dict[str, int]:
+        """The bits of the flags a filter names; 422 for a flag the rows do not carry."""
+        bits = flag_bits((job.summary or {}).get("flags", []))
+        unknown = [f for f in (*where.flags_set, *where.flags_unset) if f not in bits]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown flag(s) {', '.join(map(repr, unknown))}; this job's rows carry "
+                f"{', '.join(bits)}", code="unknown_flag", detail={"unknown": unknown})
+        return bits
 
     def source(self, job_id: str, source_id: int) -> SourceDetail:
         """One source with its footprint and its children's ids."""
@@ -140,7 +204,7 @@ class ResultService:
     def artifact(self, job_id: str, name: str, kind: str = "detect") -> Blob:
         """A stored result file (``catalog``, ``mask``; ``forced`` of a forced job) to stream."""
         with self._session.begin():
-            self._completed(job_id, kind)
+            self._completed(job_id, (kind,))
             artifact = self._artifact(job_id, name)
         filename = artifact.storage_key.rsplit("/", 1)[-1]
         return Blob(
@@ -162,13 +226,14 @@ class ResultService:
             raise NotFoundError(f"no job {job_id!r}", code="job_not_found")
         return job
 
-    def _completed(self, job_id: str, kind: str = "detect") -> JobRecord:
+    def _completed(self, job_id: str, kinds: Sequence[str] = ("detect",)) -> JobRecord:
         job = self._job(job_id)
-        if job.kind != kind:
-            what = "sources" if kind == "detect" else f"{kind} results"
+        if job.kind not in kinds:
+            what = "sources" if "detect" in kinds else f"{kinds[0]} results"
             raise ConflictError(
-                f"job {job_id} is a {job.kind} job; only {kind} jobs have {what}",
-                code="no_sources" if kind == "detect" else "wrong_job_kind",
+                f"job {job_id} is a {job.kind} job; only {' and '.join(kinds)} jobs have "
+                f"{what}",
+                code="no_sources" if "detect" in kinds else "wrong_job_kind",
             )
         if job.phase != JobPhase.COMPLETED:
             hint = (
@@ -191,6 +256,7 @@ class ResultService:
 
     @staticmethod
     def _check_columns(job: JobRecord, columns: Sequence[str] | None) -> list[str] | None:
+        """The columns to give (a detect job's always with ``id``); None for all."""
         if not columns:
             return None
         known = [c["name"] for c in (job.summary or {}).get("columns", [])]
@@ -202,4 +268,4 @@ class ResultService:
                 code="unknown_column",
                 detail={"unknown": unknown},
             )
-        return list(dict.fromkeys(["id", *columns]))
+        return list(dict.fromkeys(["id", *columns] if job.kind == "detect" else columns))

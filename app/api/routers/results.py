@@ -1,8 +1,9 @@
-"""Results of detect jobs: sources (JSON pages or catalog files), footprints, mask, catalog."""
+"""Results of jobs: a detect job's sources (JSON pages or catalog files), footprints, mask and
+catalog; a forced job's rows (the same listing) and whole table."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -11,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from app.api.dependencies import ResultServiceDep
 from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas import SourceOut, SourcePage
-from app.db.sources import Cone, PixelBox, SourceFilter
+from app.db.filters import Cone, PixelBox, SourceFilter
 from app.io.catalogs import CatalogFormat
 from app.services.errors import InvalidInputError
 from app.services.results import Blob, ResultService
@@ -22,9 +23,12 @@ NOT_COMPLETED = {409: {"description": "The job is not COMPLETED (yet)"}}
 
 
 def source_filter(
-    parents_only: Annotated[bool, Query(description="Only parents (parent = 0).")] = False,
-    children_only: Annotated[bool, Query(description="Only deblended children.")] = False,
-    deblend_nChild: Annotated[int | None, Query(ge=0)] = None,  # noqa: N803 - LSST's name
+    parents_only: Annotated[
+        bool, Query(description="Only parents (parent = 0); detect jobs.")] = False,
+    children_only: Annotated[
+        bool, Query(description="Only deblended children; detect jobs.")] = False,
+    deblend_nChild: Annotated[  # noqa: N803 - LSST's name
+        int | None, Query(ge=0, description="Detect jobs.")] = None,
     min_psf_snr: Annotated[
         float | None, Query(description="base_PsfFlux S/N above this (exclusive).")] = None,
     max_psf_snr: Annotated[
@@ -38,6 +42,11 @@ def source_filter(
     radius: Annotated[float | None, Query(gt=0, le=180, description="Cone radius, deg.")] = None,
     flag: Annotated[list[str], Query(description="Flags that must be set.")] = [],  # noqa: B006
     noflag: Annotated[list[str], Query(description="Flags that must be unset.")] = [],  # noqa: B006
+    position_kind: Annotated[
+        Literal["input", "random"] | None,
+        Query(description="Forced jobs: the client's positions or random blank-sky ones.")] = None,
+    exposure_id: Annotated[
+        str | None, Query(description="Forced jobs: rows measured on this exposure.")] = None,
 ) -> SourceFilter:
     """The filters of ``/sources``, from the query string."""
     if parents_only and children_only:
@@ -59,6 +68,8 @@ def source_filter(
         cone=None if ra is None or dec is None or radius is None else Cone(ra, dec, radius),
         flags_set=tuple(flag),
         flags_unset=tuple(noflag),
+        position_kind=position_kind,
+        exposure_id=exposure_id,
     )
 
 
@@ -71,11 +82,14 @@ def _columns(columns: str | None) -> list[str] | None:
 
 @router.get(
     "/sources",
-    summary="Sources: JSON pages (cursor) or a catalog file (format= or Accept)",
+    summary="A detect job's sources or a forced job's rows: JSON pages (cursor) or a file",
     description=(
-        "JSON gives `limit` rows in id order; pass `next_cursor` back as `cursor` for the "
-        "next page. fits, votable, csv and parquet give every matching row in one file, "
-        "with units. Filters combine with AND; `flag`/`noflag` may repeat."
+        "JSON gives `limit` rows in order (a detect job's by id, a forced job's in input "
+        "order); pass `next_cursor` back as `cursor` for the next page. fits, votable, csv "
+        "and parquet (by `format=` or Accept) give every matching row in one file, with "
+        "units. Filters combine with AND; `flag`/`noflag` may repeat. A forced job's rows "
+        "carry the client's tags unchanged and filter by S/N, pixel box, cone, flags, "
+        "`position_kind` and `exposure_id`; the deblending filters are for detect jobs."
     ),
     response_model=SourcePage,
     responses={**NOT_COMPLETED, 200: {"content": {t: {} for t in CATALOG_MEDIA_TYPES.values()}}},

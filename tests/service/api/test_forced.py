@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,49 +17,13 @@ from astropy.table import Table
 from fastapi.testclient import TestClient
 from scipy import ndimage
 
-from app.engine.simulate import SimulatedExposure, SimulationConfig, simulate_exposure
 from app.io.catalogs import read_catalog
-from app.io.fits_exposure import write_exposure
-from service.api.conftest import CONFIG
+from service.api.conftest import Detected, Simulated
 from service.api.test_detect import all_sources
 from service.api.test_exposures import upload
 from service.conftest import assert_error, wait_for_job
 
 MIN_DISTANCE = 40.0
-
-
-@dataclass(frozen=True)
-class Simulated:
-    sim: SimulatedExposure
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Detected:
-    exposure_id: str
-    job: dict[str, Any]
-    truth: Table
-
-
-@pytest.fixture(scope="module")
-def sparse() -> Simulated:
-    """512×512 pixels, 30 isolated stars and 2 pairs: blank sky to spare, known fluxes."""
-    sim = simulate_exposure(SimulationConfig(
-        width=512, height=512, n_stars=30, star_mag_range=(17.0, 21.5), n_galaxies=0,
-        n_pairs=2, n_saturated=0, min_separation_px=30, seed=11))
-    buffer = io.BytesIO()
-    write_exposure(sim.exposure, buffer)
-    return Simulated(sim, buffer.getvalue())
-
-
-@pytest.fixture
-def detected(client: TestClient, sparse: Simulated) -> Detected:
-    exposure_id = upload(client, sparse.data).json()["id"]
-    response = client.post(
-        "/v1/jobs", json={"kind": "detect", "exposure_id": exposure_id, "config": CONFIG})
-    job = wait_for_job(client, response.json()["id"], timeout=120)
-    assert job["phase"] == "COMPLETED", job
-    return Detected(exposure_id, job, sparse.sim.truth)
 
 
 def forced(client: TestClient, body: dict[str, Any], **params: str) -> dict[str, Any]:
@@ -344,7 +307,8 @@ def test_forced_job_measures_as_the_synchronous_request(client: TestClient,
     csv = client.get(f"/v1/jobs/{job['id']}/forced", params={"format": "csv"})
     assert len(read_catalog(io.BytesIO(csv.content), "csv")) == len(positions)
     assert_error(client.get(f"/v1/jobs/{detected.job['id']}/forced"), 409, "wrong_job_kind")
-    assert_error(client.get(f"/v1/jobs/{job['id']}/sources"), 409, "no_sources")
+    listed = client.get(f"/v1/jobs/{job['id']}/sources", params={"limit": 1000}).json()
+    assert [r["name"] for r in listed["sources"]] == [p["name"] for p in positions]
 
 
 def test_forced_job_refuses_what_cannot_run(client: TestClient, detected: Detected,

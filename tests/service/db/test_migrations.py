@@ -20,6 +20,7 @@ def test_migrations_match_models(database_url: str) -> None:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
             tables = set(inspect(connection).get_table_names())
-        assert {"exposures", "jobs", "sources", "source_flags", "artifacts"} <= tables
+        assert {"exposures", "jobs", "sources", "source_flags", "forced_sources",
+                "artifacts"} <= tables
     finally:
         engine.dispose()

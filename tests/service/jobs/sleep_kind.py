@@ -67,6 +67,6 @@ SLEEP = register_kind(
         parameters=SleepParameters,
         compute=compute,
         finalize=detect.finalize,
-        needs_exposure=False,
+        exposure="none",
     )
 )

@@ -94,6 +94,7 @@ def fetch_job(runtime: Runtime, url: str, max_bytes: int = 10**7) -> tuple[JobRe
         owner="local",
         attempt=1,
         parameters={"url": url},
+        exposure_id=None,
         exposure_key=None,
         storage_url=runtime.settings.storage_url,
         max_bytes=max_bytes,

@@ -1,0 +1,45 @@
+"""The options a forced measurement takes beyond its positions, the same for the synchronous
+request (``POST /v1/forced``) and the forced job: random blank-sky positions and matching."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.engine.forced_request import MATCH_COLUMNS, POSITION_KIND, RandomSpec
+from app.io.positions import measurement_names
+
+
+class RandomPositions(BaseModel):
+    """Blank-sky positions: ``n`` of them, at least ``min_distance_px`` from detections."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(ge=1, le=1_000_000, description="How many positions.")
+    min_distance_px: float = Field(40.0, ge=0, description="Distance from any detected pixel.")
+    seed: int = Field(0, ge=0, description="Seed of the generator: same seed, same positions.")
+
+    def to_spec(self) -> RandomSpec:
+        return RandomSpec(n=self.n, min_distance_px=self.min_distance_px, seed=self.seed)
+
+
+class ForcedOptions(BaseModel):
+    """Which detect job's calexp to measure on, random positions to add, matching."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str | None = Field(
+        None, description="Detect job whose calexp (PSF, DETECTED mask) to use; default newest.")
+    random: RandomPositions | None = Field(
+        None, description="Add random blank-sky positions, tagged position_kind = random.")
+    match: bool = Field(False, description="Add the nearest detected object's id and PSF flux.")
+    match_radius_px: float | None = Field(
+        None, gt=0, description="Match radius in pixels; default 2 × the PSF FWHM.")
+
+    @model_validator(mode="after")
+    def _radius_needs_match(self) -> ForcedOptions:
+        if self.match_radius_px is not None and not self.match:
+            raise ValueError("match_radius_px needs match = true")
+        return self
+
+
+def reserved_names() -> set[str]:
+    """Names the output adds, which a client's tag column may not take."""
+    return measurement_names() | set(MATCH_COLUMNS) | {POSITION_KIND}

@@ -1,0 +1,60 @@
+"""A forced job without an exposure: every position on every stored exposure covering it."""
+
+from __future__ import annotations
+
+import io
+
+from fastapi.testclient import TestClient
+
+from app.io.catalogs import catalog_bytes
+from service.api.test_exposures import upload
+from service.api.test_forced_jobs import all_rows, completed, star_table, submit
+from service.api.test_lightcurve import _detect, _epoch
+from service.conftest import assert_error
+
+FLUXES = (30000.0, 45000.0)
+
+
+def test_every_covering_exposure_measures_each_position(client: TestClient) -> None:
+    epochs = [_epoch(k, f) for k, f in enumerate(FLUXES)]
+    ids = [_detect(client, data) for _, data in epochs]
+    _, undetected = _epoch(7, 30000.0)
+    skipped_id = upload(client, undetected).json()["id"]  # overlaps, no detect job
+    _, elsewhere = _epoch(9, 40000.0, ra0=120.0)
+    _detect(client, elsewhere)  # another part of the sky: never measured
+
+    sims = [sim for sim, _ in epochs]
+    table = star_table(sims[0].truth[:1], n_grid=400)  # the variable star, then a grid
+    job = completed(client, submit(client, {"kind": "forced"},
+                                   catalog_bytes(table, "fits"), "targets.fits"))
+    summary = job["summary"]
+    assert [e["exposure_id"] for e in summary["exposures"]] == ids
+    assert [e["exposure_id"] for e in summary["skipped_exposures"]] == [skipped_id]
+    assert "detect job" in summary["skipped_exposures"][0]["reason"]
+
+    rows = all_rows(client, job["id"])
+    assert len(rows) == summary["n_rows"] == sum(e["n_rows"] for e in summary["exposures"])
+    names = [r["name"] for r in rows]
+    assert names == sorted(names)  # by input row, then time
+    star = [r for r in rows if r["name"] == table["name"][0]]
+    assert [r["exposure_id"] for r in star] == ids
+    assert [r["visit"] for r in star] == [100, 101] and [r["mjd"] for r in star] == [
+        60300.0, 60301.0]
+    for row, sim in zip(star, sims, strict=True):
+        true_njy = float(sim.truth["flux"][0]) * sim.exposure.photo_calib.njy_per_count
+        assert abs(row["base_PsfFlux_flux"] - true_njy) < 3 * row["base_PsfFlux_fluxErr"]
+    # each exposure holds the positions on its pixels, and only those
+    for exposure_id in ids:
+        on = all_rows(client, job["id"], exposure_id=exposure_id)
+        assert 0 < len(on) <= len(table)
+        assert not any(r["base_PixelFlags_flag_offimage"] for r in on)
+    csv = client.get(f"/v1/jobs/{job['id']}/sources", params={"format": "csv"})
+    assert csv.status_code == 200 and len(io.BytesIO(csv.content).read()) > 0
+
+    pixels = {"kind": "forced", "config": {"positions": [{"x": 1.0, "y": 2.0}]}}
+    assert_error(client.post("/v1/jobs", json=pixels), 409, "needs_exposure")
+    far = {"kind": "forced", "config": {"positions": [{"ra": 200.0, "dec": 10.0}]}}
+    assert_error(client.post("/v1/jobs", json=far), 409, "no_covering_exposure")
+    renamed = {"kind": "forced", "config": {"positions": [
+        {"ra": float(table["ra"][0]), "dec": float(table["dec"][0]), "band": "r"}]}}
+    assert_error(client.post("/v1/jobs", json=renamed), 409, "reserved_column")
