@@ -129,5 +129,10 @@ def test_a_rerun_replaces_results(client: TestClient, tmp_path: Path) -> None:
     done = wait_for_job(client, job["id"])
     assert done["phase"] == "COMPLETED" and done["attempt"] == 2
     assert result_counts(runtime, job["id"]) == (5, 1)
+    # the old attempt's files go after the COMPLETED commit (so a failed commit loses
+    # nothing): give the worker a moment to remove them
     job_dir = runtime.store.root / "jobs" / job["id"]
+    deadline = time.monotonic() + 10
+    while len(list(job_dir.iterdir())) > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert sorted(p.name for p in job_dir.iterdir()) == ["attempt-2"]
