@@ -12,7 +12,17 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
-from app.api.routers import exposures, forced, health, images, jobs, lightcurve, results, web
+from app.api.routers import (
+    exposures,
+    forced,
+    health,
+    images,
+    jobs,
+    lightcurve,
+    limits,
+    results,
+    web,
+)
 from app.db.migrate import upgrade
 from app.jobs.queue import JobQueue, start_worker
 from app.jobs.reconciler import PeriodicReconciler, reconcile
@@ -60,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, exposures.router, jobs.router, results.router):
+    for router in (health.router, limits.router, exposures.router, jobs.router, results.router):
         app.include_router(router)
     app.include_router(forced.router)
     app.include_router(images.router)

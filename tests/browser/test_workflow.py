@@ -246,7 +246,23 @@ def test_pick_a_stored_exposure_and_open_its_detection(
         str(job["summary"]["n_sources"])
     assert page.locator(TID("job-id")).inner_text() == job["id"]
     shot(page, artifacts, "10-stored-exposure-opened")
-    assert page.locator(TID("error-message")).count() == 0
+
+    # more random positions than one request measures (1000): the page runs a forced job
+    page.locator(TID("forced-n")).fill("1200")
+    page.locator(TID("forced-min-distance")).fill("5")
+    page.locator(TID("forced-run")).click()
+    page.wait_for_selector(f"{TID('forced-histogram')}[data-n]", timeout=60_000)
+    forced_jobs = api.get("/v1/jobs", params={"kind": "forced",
+                                              "exposure_id": exposure["id"]}).json()["jobs"]
+    assert [j["phase"] for j in forced_jobs] == ["COMPLETED"]
+    assert page.locator(TID("forced-status")).get_attribute("data-job-id") == forced_jobs[0]["id"]
+    n_measured = int(page.locator(TID("forced-histogram")).get_attribute("data-n"))
+    assert 1100 <= n_measured <= 1200
+    assert "1200 random blank-sky positions measured" in \
+        page.locator(TID("forced-status")).inner_text()
+    shot(page, artifacts, "11-forced-job-histogram")
+    assert page.locator(TID("error-message")).count() == 0, \
+        page.locator(TID("errors")).inner_text()
     assert not page.errors, page.errors
 
 
@@ -277,6 +293,6 @@ def test_viewer_stays_responsive_with_5000_sources(
         return { frame: (t1 - t0) / 10, pick: (t2 - t1) / 10 };
     }""")
     page.locator(TID("viewer-canvas")).scroll_into_view_if_needed()
-    shot(page, artifacts, "11-viewer-5000-sources")
+    shot(page, artifacts, "12-viewer-5000-sources")
     assert timing["frame"] < 100, timing  # ms per pan/zoom frame, software rendering
     assert timing["pick"] < 20, timing

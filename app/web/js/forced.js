@@ -1,11 +1,14 @@
 // Forced photometry (POST /v1/forced) on three kinds of positions: N random blank-sky
 // positions (histogram of F/σ, a unit Gaussian on blank sky), faint detections in an S/N
-// range (forced vs detection flux), and pasted RA/Dec or x/y lines (a table).
+// range (forced vs detection flux), and pasted RA/Dec or x/y lines (a table). More positions
+// than the server measures in one request (GET /v1/limits) run as a forced job instead.
 import { el, fmt, FORMATS, request, saveBlob, showError } from "./api.js";
 import { histogram, meanStd, scatter } from "./plots.js";
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const TABLE_MAX = 200;
+const POLL_MS = 500;
+const FINAL = new Set(["COMPLETED", "ERROR", "ABORTED"]);
 
 /** Rows as objects, whether the API sends objects or arrays in `columns` order. */
 export function rowObjects(table) {
@@ -47,19 +50,52 @@ export function initForced({ onPositions }) {
     button.disabled = true;
     status.textContent = `measuring ${what}…`;
     try {
-      const table = await request("v1/forced", { method: "POST", json: body });
+      const limits = await request("v1/limits");
+      const count = (body.positions || []).length + (body.random ? body.random.n : 0);
+      let table;
+      let fetchAs;
+      if (count <= limits.forced_sync_max_positions) {
+        table = await request("v1/forced", { method: "POST", json: body });
+        fetchAs = (format) => request("v1/forced", { method: "POST", json: body,
+          query: { format }, raw: true });
+      } else {
+        const job = await runJob(body, what);
+        table = await request(`v1/jobs/${job.id}/forced`, { query: { format: "json" } });
+        fetchAs = (format) => request(`v1/jobs/${job.id}/forced`, { query: { format },
+          raw: true });
+      }
       const rows = rowObjects(table);
       status.textContent = `${rows.length} ${what} measured`;
       onPositions(rows.map((r) => r.base_TransformedCentroid_x ?? r.x),
         rows.map((r) => r.base_TransformedCentroid_y ?? r.y));
       show(rows);
-      downloads(body);
+      downloads(fetchAs, body.exposure_id);
     } catch (error) {
       status.textContent = "failed";
       showError(error, `forced photometry on ${what}`);
     } finally {
       button.disabled = false;
     }
+  }
+
+  /** The same measurement as a forced job (POST /v1/jobs), followed until it ends. */
+  async function runJob(body, what) {
+    const { exposure_id: exposureId, ...config } = body;
+    let job = await request("v1/jobs", { method: "POST",
+      json: { kind: "forced", exposure_id: exposureId, config } });
+    while (!FINAL.has(job.phase)) {
+      status.textContent = `more than one request measures: forced job ${job.id} on ${what}, ` +
+        `${job.phase} ${Math.round(100 * (job.progress ?? 0))}% ${job.step ?? ""}`;
+      status.dataset.jobId = job.id;
+      await new Promise((resolve) => { setTimeout(resolve, POLL_MS); });
+      job = await request(`v1/jobs/${job.id}`);
+    }
+    if (job.phase !== "COMPLETED") {
+      const e = job.error || {};
+      throw Object.assign(new Error(e.message || `the forced job ended ${job.phase}`),
+        { name: e.code || job.phase });
+    }
+    return job;
   }
 
   // --- random blank sky ------------------------------------------------------------------
@@ -169,19 +205,19 @@ export function initForced({ onPositions }) {
       ...columns.map((c) => el("td", { class: "num" }, fmt(c === "F/σ" ? snrOf(r) : r[c], 6))))));
   }
 
-  function downloads(body) {
+  /** Download buttons; `fetchAs(format)` gives the Response of the same rows as a file. */
+  function downloads(fetchAs, exposureId) {
     $("forced-downloads").replaceChildren("Forced sources: ", ...FORMATS.map((f) => el("button", {
       type: "button", class: "small", testid: `forced-download-${f}`,
-      onclick: () => download(body, f),
+      onclick: () => download(fetchAs, f, exposureId),
     }, f)));
   }
 
-  async function download(body, format) {
+  async function download(fetchAs, format, exposureId) {
     try {
-      const response = await request("v1/forced", { method: "POST", json: body,
-        query: { format }, raw: true });
+      const response = await fetchAs(format);
       const ext = format === "votable" ? "vot" : format;
-      saveBlob(await response.blob(), `forced-${body.exposure_id}.${ext}`);
+      saveBlob(await response.blob(), `forced-${exposureId}.${ext}`);
     } catch (error) {
       showError(error, `downloading forced photometry as ${format}`);
     }

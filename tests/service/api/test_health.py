@@ -23,6 +23,17 @@ def test_ready_is_503_when_the_broker_is_down(make_client: Callable[..., TestCli
     assert error["detail"]["broker"].startswith("unreachable")
 
 
+def test_limits_are_the_settings(make_client: Callable[..., TestClient]) -> None:
+    client = make_client(forced_sync_max_positions=25, lightcurve_max_exposures=7)
+    limits = client.get("/v1/limits").json()
+    assert limits["forced_sync_max_positions"] == 25
+    assert limits["lightcurve_max_exposures"] == 7
+    assert limits["max_upload_bytes"] > limits["max_job_upload_bytes"] > 0
+    # the limit it states is the one it applies
+    body = {"exposure_id": "x", "random": {"n": 26}}
+    assert_error(client.post("/v1/forced", json=body), 413, "too_many_positions")
+
+
 def test_unknown_route_uses_the_error_shape(client: TestClient) -> None:
     error = assert_error(client.get("/v1/nothing"), 404, "not_found")
     assert "/v1/nothing" in error["message"]
