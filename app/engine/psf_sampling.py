@@ -34,6 +34,10 @@ class PsfSampler:
         gy, gx = np.meshgrid(off, off, indexing="ij")
         disk = (gx * gx + gy * gy <= (half + 0.25) ** 2).ravel()
         self.dx, self.dy = gx.ravel()[disk], gy.ravel()[disk]
+        # pixels a position's fit disk (radius half − 0.5 about a point within half a pixel
+        # of the centre in x and y) may leave out; every other disk pixel is always in it
+        inner = max(half - 0.5 - np.sqrt(0.5), 0.0)
+        self.ring = np.flatnonzero(self.dx**2 + self.dy**2 > inner**2)
         self._disk = np.flatnonzero(disk)
         self._grid: np.ndarray | None = None
         if isinstance(psf, PixelPsf):

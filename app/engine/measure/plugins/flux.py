@@ -18,24 +18,22 @@ BAD_PLANES = ["BAD", "SAT", "NO_DATA"]
 PSF_FIT_RADIUS_FWHM = 2.2  # pixels within this many FWHM of the position enter the PSF fit
 
 
-def psf_flux(data: np.ndarray, variance: np.ndarray, psf: np.ndarray, good: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear PSF fit at fixed position for every row: F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)².
-
-    Rows are sources, columns pixels; pixels not ``good`` are left out of the sums.
-    Returns (flux, error, ΣP² over the good pixels).
-    """
-    p = np.where(good, psf, 0.0)
-    spp = (p * p).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        flux = (p * np.where(good, data, 0)).sum(axis=1) / spp
-        err = np.sqrt((p * p * np.where(good, variance, 0)).sum(axis=1)) / spp
-    return flux, err, spp
-
-
 def psf_fit_half(psf: PsfModel, x: float, y: float) -> int:
     """Half-size of the stamps the PSF fit needs at (x, y)."""
     return max(5, int(np.ceil(PSF_FIT_RADIUS_FWHM * psf.sigma(x, y) * SIGMA_TO_FWHM)) + 1)
+
+
+def _weighted_sums(weights: np.ndarray, values: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Σ weights·values of each row over its good pixels.
+
+    Pixels left out carry zero weight, so a plain product serves, unless one of them holds
+    NaN or inf (NO_DATA pixels): only those rare rows are summed again with them zeroed.
+    """
+    sums = np.einsum("ij,ij->i", weights, values)
+    redo = ~np.isfinite(sums)
+    if redo.any():
+        sums[redo] = np.einsum("ij,ij->i", weights[redo], np.where(good[redo], values[redo], 0))
+    return sums
 
 
 def fixed_psf_photometry(
@@ -51,17 +49,24 @@ def fixed_psf_photometry(
     leaving out pixels off the image or with ``bad_planes``.
     Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some weight left out).
     """
-    half = sampler.half
-    p = sampler.images(x, y)
-    ddx = (np.round(x) - x)[:, None] + sampler.dx[None, :]
-    ddy = (np.round(y) - y)[:, None] + sampler.dy[None, :]
-    within = ddx * ddx + ddy * ddy <= (half - 0.5) ** 2
-    good = on & within & ~planes.any(mask, bad_planes)
-    flux, err, spp = psf_flux(image, variance, p, good)
-    inside = np.where(within, p, 0.0)
-    full = (inside * inside).sum(axis=1)
+    p = sampler.images(x, y)  # a fresh array: weighted in place below
+    # the fit's disk about the exact position: only the sampler's outer ring can leave it
+    ring = sampler.ring
+    ddx = (np.round(x) - x)[:, None] + sampler.dx[None, ring]
+    ddy = (np.round(y) - y)[:, None] + sampler.dy[None, ring]
+    p[:, ring] *= ddx * ddx + ddy * ddy <= (sampler.half - 0.5) ** 2
+    full = np.einsum("ij,ij->i", p, p)
+    good = (mask & np.int32(planes.bitmask(bad_planes))) == 0
+    good &= on
+    p *= good
+    # F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)² over the good pixels
+    spp = np.einsum("ij,ij->i", p, p)
+    sum_pd = _weighted_sums(p, image, good)
+    sum_ppv = _weighted_sums(p * p, variance, good)
     with np.errstate(divide="ignore", invalid="ignore"):
-        area = np.where(good, p, 0.0).sum(axis=1) ** 2 / spp
+        flux = sum_pd / spp
+        err = np.sqrt(sum_ppv) / spp
+        area = p.sum(axis=1) ** 2 / spp
     none = ~(spp > 0)
     partial = spp < full * (1 - 1e-9)
     return flux, err, area, none, partial
