@@ -15,7 +15,6 @@ from functools import lru_cache
 
 import astropy.units as u
 import numpy as np
-from astropy.table import Column as TableColumn
 from astropy.table import Table
 
 from app.engine.apcorr import APCORR_FLUXES, ApCorr, measure_ap_corr
@@ -152,20 +151,24 @@ def _unit(name: str | None) -> u.UnitBase | None:
     return None if name is None else u.Unit(name)
 
 
-def table_columns(out: dict[str, np.ndarray], columns: dict[str, Column]
-                  ) -> list[TableColumn]:
-    """astropy columns in declaration order, with units and descriptions."""
-    return [TableColumn(np.asarray(out[name]).astype(col.dtype, copy=False), name=name,
-                        unit=_unit(col.unit), description=col.description, copy=False)
-            for name, col in columns.items() if name in out]
-
-
 def make_table(out: dict[str, np.ndarray], columns: dict[str, Column],
                before: Table | None = None) -> Table:
     """An astropy Table of the measurements, after the columns of ``before`` if given.
 
-    Built in one go: adding dozens of columns one at a time costs more than measuring a
-    handful of positions.
+    Built in one go from plain arrays with the units and descriptions passed to the
+    constructor: astropy makes each column once, which for a few positions costs more than
+    measuring them.
     """
-    first = [] if before is None else [before[name].copy() for name in before.colnames]
-    return Table(first + table_columns(out, columns), copy=False)
+    names = [] if before is None else list(before.colnames)
+    data = [] if before is None else [before[name].copy() for name in names]
+    units: dict[str, u.UnitBase] = {}
+    descriptions: dict[str, str] = {}
+    for name, col in columns.items():
+        if name not in out:
+            continue
+        names.append(name)
+        data.append(np.asarray(out[name]).astype(col.dtype, copy=False))
+        if col.unit is not None:
+            units[name] = _unit(col.unit)
+        descriptions[name] = col.description
+    return Table(data, names=names, units=units, descriptions=descriptions, copy=False)
