@@ -257,7 +257,7 @@ def find_footprints(
     py, px = local_maxima(smoothed, labels, nz)
     if grow > 0:
         grown = grow_mask(labels > 0, grow, isotropic)
-        labels, _ = ndimage.label(grown, structure=EIGHT_CONNECTED)
+        ndimage.label(grown, structure=EIGHT_CONNECTED, output=labels)  # reuses its pages
 
     # group peaks by final footprint, sorted by height within each
     plab = labels[py, px]
