@@ -16,7 +16,14 @@ once to a temporary FITS file. Each tool then runs in its own fresh process (mul
             (5 × background rms, 5 px), ``deblend_sources`` (32 levels, contrast 0.001),
             ``SourceCatalog`` with x_centroid, y_centroid, segment_flux and kron_flux evaluated.
 
-For each tool: wall time (``time.perf_counter``), the child's peak RSS (``ru_maxrss``, which
+Every child runs with ``--threads`` BLAS/OpenMP threads (default 1, as the service's job
+children: ``SKYPHOT_JOB_COMPUTE_THREADS``), set through ``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` before it starts and printed with the
+results. sep is single-threaded C and photutils' chain is numpy, scipy, astropy and
+scikit-image code that does not use threads here, so one thread takes nothing from them.
+
+For each tool: wall time (``time.perf_counter``) and CPU time (``time.process_time``, which
+a loaded machine inflates less), the child's peak RSS (``ru_maxrss``, which
 includes the interpreter, the imports and the exposure read, given alone as "baseline"),
 detections (skyphot: leaf sources, ``deblend_nChild == 0``), completeness of unsaturated true
 stars per true PSF S/N bin (one-to-one match within 3 px) and purity, both from
@@ -31,7 +38,7 @@ Needs scikit-image (photutils' deblend_sources uses its watershed). Run (takes a
 at full size)::
 
     .venv/bin/python bench/pipeline.py [--width 4000 --height 4072 --objects 3000 --seed 1]
-                                       [--equal-significance]
+                                       [--equal-significance] [--threads 1]
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -74,6 +82,7 @@ MIN_AREA = 5  # pixels
 APERTURE_RADII = (3.0, 6.0, 12.0)  # sep.sum_circle radii, pixels
 SEP_KERNEL = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])  # sep's default
 SKYPHOT_STEPS = ("characterize", "detect", "deblend", "measure")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MAX_SEP_RATIO = 5.0  # target: skyphot time ≤ this × sep's
 MAX_RSS_MB = 2048.0  # target: skyphot peak RSS ≤ 2 GB
 
@@ -101,6 +110,7 @@ class ToolRun:
 
     name: str
     seconds: float
+    cpu_seconds: float  # the child's CPU time over the same span, all its threads
     read_seconds: float
     peak_rss_mb: float
     x: np.ndarray
@@ -199,11 +209,11 @@ def run_tool(name: str, path: str, setup: Setup) -> ToolRun:
     """In the child: read the exposure, run the tool, report times and peak RSS."""
     t0 = time.perf_counter()
     exposure = read_exposure(path)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     (x, y), steps = TOOLS[name](exposure, setup)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return ToolRun(name, t2 - t1, t1 - t0, rss_mb, x, y, steps)
+    return ToolRun(name, t2 - t1, c2 - c1, t1 - t0, rss_mb, x, y, steps)
 
 
 def run_in_child(name: str, path: str, setup: Setup) -> ToolRun:
@@ -251,6 +261,7 @@ def print_table(runs: list[ToolRun], truth: Table, baseline: ToolRun) -> None:
 
     row("", names)
     row("wall time (s, read excluded)", [f"{r.seconds:.1f}" for r in runs])
+    row("CPU time (s, read excluded)", [f"{r.cpu_seconds:.1f}" for r in runs])
     row("reading the FITS (s)", [f"{r.read_seconds:.1f}" for r in runs])
     row("peak RSS (MB)", [f"{r.peak_rss_mb:.0f}" for r in runs])
     row("detections (skyphot: leaves)", [f"{r.x.size}" for r in runs])
@@ -294,6 +305,8 @@ def parse_args() -> argparse.Namespace:
         help="set sep's and photutils' thresholds at 5 sigma of their smoothed detection image "
              "(skyphot's convention) instead of 5 x the unsmoothed rms",
     )
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS/OpenMP threads of every tool's process (default 1)")
     args = parser.parse_args()
     if importlib.util.find_spec("skimage") is None:
         parser.error("photutils' deblend_sources needs scikit-image (pip install scikit-image)")
@@ -302,14 +315,18 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    for name in THREAD_VARIABLES:  # read by the spawned children's numerical libraries
+        os.environ[name] = str(args.threads)
     config = simulation_config(args)
     t0 = time.perf_counter()
     sim = simulate_exposure(config)
     print(f"simulated {config.width}x{config.height}: {config.n_stars} stars, "
           f"{config.n_galaxies} galaxies, {config.n_pairs} pairs, {config.n_saturated} "
           f"saturated stars in {time.perf_counter() - t0:.1f} s (not counted)")
-    print("sep/photutils thresholds: " + ("5 sigma of their smoothed image\n"
-          if args.equal_significance else "5 x unsmoothed rms (their convention)\n"))
+    print("sep/photutils thresholds: " + ("5 sigma of their smoothed image"
+          if args.equal_significance else "5 x unsmoothed rms (their convention)"))
+    print(f"every tool: {args.threads} BLAS/OpenMP thread(s) ({', '.join(THREAD_VARIABLES)}) "
+          f"on a machine with {os.cpu_count()} cores\n")
     truth = sim.truth
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "calexp.fits")

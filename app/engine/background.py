@@ -39,16 +39,17 @@ def mesh_statistics(
 
     Cells are made equal in size by padding the shorter ones (cells differ by at most one
     pixel) with NaN, so one gather lays every cell out as a row and one vectorized call
-    does all cells.
+    does all cells. Ignored pixels are NaN too, set in the gathered cells.
     """
     h, w = image.shape
     ye, xe = _cell_edges(h, config.binSize), _cell_edges(w, config.binSize)
     ny, nx = len(ye) - 1, len(xe) - 1
-    padded = np.full((h + 1, w + 1), np.nan, dtype=np.float32)  # last row, column: NaN
-    np.copyto(padded[:h, :w], image, where=~ignore, casting="unsafe")
     rows, cols = _cell_index(ye, h), _cell_index(xe, w)
-    cells = padded[rows[:, None, :, None], cols[None, :, None, :]].reshape(ny, nx, -1)
-    del padded
+    pad = (rows == h)[:, None, :, None] | (cols == w)[None, :, None, :]
+    at = (np.minimum(rows, h - 1)[:, None, :, None], np.minimum(cols, w - 1)[None, :, None, :])
+    cells = image[at].astype(np.float32, copy=False)
+    np.copyto(cells, np.float32(np.nan), where=ignore[at] | pad)
+    cells = cells.reshape(ny, nx, -1)
     if config.statisticsProperty == "MEANCLIP":
         values = clipped_stats(cells, nsigma=config.nSigmaClip, niter=config.nIterClip,
                                axis=-1, overwrite_input=True)[0]

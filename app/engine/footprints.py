@@ -101,13 +101,16 @@ def spans_from_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     ``spans[offsets[k]:offsets[k+1]]``.
     """
     h, w = labels.shape
-    padded = np.zeros((h, w + 2), dtype=labels.dtype)
-    padded[:, 1:-1] = labels
-    change = padded[:, 1:] != padded[:, :-1]  # (h, w+1): True where a run starts or ends
+    # (h, w+1): True at column boundary x where a run starts or ends, the image seen as
+    # padded with zeros on both sides (not copied into a padded array)
+    change = np.empty((h, w + 1), dtype=bool)
+    change[:, 0] = labels[:, 0] != 0
+    change[:, w] = labels[:, w - 1] != 0
+    np.not_equal(labels[:, 1:], labels[:, :-1], out=change[:, 1:w])
     ys, xs = np.nonzero(change)
     # at a boundary, the run to the right starts (if non-zero) and the one to the left ends
-    right = padded[ys, xs + 1]
-    left = padded[ys, xs]
+    right = np.where(xs < w, labels[ys, np.minimum(xs, w - 1)], 0)
+    left = np.where(xs > 0, labels[ys, np.maximum(xs - 1, 0)], 0)
     starts = right != 0
     ends = left != 0
     sy, sx, slab = ys[starts], xs[starts], right[starts]

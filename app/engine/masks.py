@@ -23,6 +23,7 @@ DEFAULT_PLANES: dict[str, int] = {
 }
 
 MAX_PLANES = 31  # the mask is int32; bit 31 is the sign bit
+ANY_CHUNK = 1 << 20  # mask pixels tested at a time by MaskPlanes.any
 
 
 class MaskPlanes:
@@ -77,8 +78,20 @@ class MaskPlanes:
         return value
 
     def any(self, mask: np.ndarray, names: Iterable[str] | str) -> np.ndarray:
-        """Boolean array: True where any of the named planes is set."""
-        return (mask & np.int32(self.bitmask(names))) != 0
+        """Boolean array: True where any of the named planes is set.
+
+        A large contiguous mask is tested a chunk at a time, so no full-size int32
+        temporary is allocated (and its fresh pages touched) for the masked bits.
+        """
+        bits = np.int32(self.bitmask(names))
+        if mask.size <= ANY_CHUNK or not mask.flags.c_contiguous:
+            return (mask & bits) != 0
+        out = np.empty(mask.shape, dtype=bool)
+        src, dst = mask.reshape(-1), out.reshape(-1)
+        for start in range(0, src.size, ANY_CHUNK):
+            part = slice(start, start + ANY_CHUNK)
+            np.not_equal(src[part] & bits, 0, out=dst[part])
+        return out
 
     def names_set(self, value: int) -> list[str]:
         """Names of the planes set in one mask value."""

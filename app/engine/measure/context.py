@@ -76,9 +76,9 @@ class MeasurementContext:
         self.shape_xx = np.full(n, np.nan)
         self.shape_yy = np.full(n, np.nan)
         self.shape_xy = np.full(n, np.nan)
+        self._fp_cat = _concat_footprints(self.footprints)
         self._base = self._noise_replaced() if self.replace_with_noise else self.exposure.image
         self._cache: dict[int, Stamps] = {}
-        self._fp_cat = _concat_footprints(self.footprints)
 
     @property
     def n_sources(self) -> int:
@@ -104,14 +104,13 @@ class MeasurementContext:
         image = self.exposure.image
         covered = self.covered
         if covered is None:
+            src, fy, fx, _ = self._fp_cat
+            top = self.parents[src] == 0
             covered = np.zeros(image.shape, dtype=bool)
-            for fp, parent in zip(self.footprints, self.parents, strict=True):
-                if parent == 0:
-                    ys, xs = fp.indices()
-                    covered[ys, xs] = True
-        unusable = self.exposure.planes.any(self.exposure.mask, ["BAD", "SAT", "NO_DATA"])
-        free = image[~covered & ~unusable]
-        mean, _, std = clipped_stats(free[::max(1, free.size // 2_000_000)])
+            covered[fy[top], fx[top]] = True
+        excluded = self.exposure.planes.any(self.exposure.mask, ["BAD", "SAT", "NO_DATA"])
+        excluded |= covered
+        mean, _, std = clipped_stats(_every_nth_kept(image, excluded, NOISE_SAMPLES))
         rng = np.random.default_rng(self.noise_seed)
         out = image.copy()
         n = int(covered.sum())
@@ -179,6 +178,22 @@ class MeasurementContext:
     def footprint_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """All sources' footprint pixels: (source index, y, x, own heavy value)."""
         return self._fp_cat
+
+
+NOISE_SAMPLES = 2_000_000  # free pixels (about) the replacing noise is estimated from
+SAMPLE_ROWS = 256  # rows of the image read at a time when sampling it
+
+
+def _every_nth_kept(image: np.ndarray, excluded: np.ndarray, target: int) -> np.ndarray:
+    """``image[~excluded][::step]`` with the step that keeps about ``target`` values, taken
+    a block of rows at a time so the kept pixels are never all copied out."""
+    step = max(1, (excluded.size - int(np.count_nonzero(excluded))) // target)
+    parts, seen = [], 0
+    for top in range(0, image.shape[0], SAMPLE_ROWS):
+        kept = image[top : top + SAMPLE_ROWS][~excluded[top : top + SAMPLE_ROWS]]
+        parts.append(kept[-seen % step :: step])
+        seen += kept.size
+    return np.concatenate(parts) if parts else image[:0].ravel()
 
 
 def _concat_footprints(fps: list[Footprint]) -> tuple[np.ndarray, ...]:

@@ -79,16 +79,23 @@ class SdssShape(Plugin):
 
 
 def psf_moments(ctx: MeasurementContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Adaptive moments of the PSF model at each slot centroid (noise-free)."""
+    """Adaptive moments of the PSF model at each slot centroid (noise-free); from the
+    model's own ``moments`` when it has them (interpolated, for a smoothly varying model)."""
+    batched = getattr(ctx.psf, "moments", None)
+    if batched is not None:
+        return batched(ctx.x, ctx.y)
     from app.engine.measure.context import psf_kernels
 
-    kern = psf_kernels(ctx.psf, ctx.x, ctx.y)
-    k = kern.shape[-1]
+    return kernel_moments(psf_kernels(ctx.psf, ctx.x, ctx.y))
+
+
+def kernel_moments(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptive moments (xx, yy, xy) of noise-free centred kernels (N, K, K)."""
+    n, k, _ = kernels.shape
     half = k // 2
-    z = np.zeros(len(kern))
-    guess = np.full(len(kern), 4.0)
-    res = adaptive_moments(kern, np.zeros_like(kern), np.ones(kern.shape, bool),
-                           z, z, z + half, z + half, guess)
+    z = np.zeros(n)
+    res = adaptive_moments(kernels, np.zeros_like(kernels), np.ones(kernels.shape, bool),
+                           z, z, z + half, z + half, np.full(n, 4.0))
     return res[0], res[1], res[2]
 
 
