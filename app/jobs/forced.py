@@ -36,8 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.db.exposures import ExposureRepository
 from app.db.forced_sources import ForcedSourceRepository
-from app.db.jobs import JobRepository
-from app.db.models import ExposureRecord, JobPhase, JobRecord
+from app.db.models import ExposureRecord, JobRecord
 from app.db.sources import SourceRepository
 from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
 from app.engine.forced import positions_kind
@@ -50,7 +49,8 @@ from app.io.positions_file import (
     sky_box,
     sniff_format,
 )
-from app.jobs.errors import UsageError, unusable_input
+from app.jobs.calexp_jobs import calexp_job
+from app.jobs.errors import NotReadyError, UsageError, unusable_input
 from app.jobs.forced_options import ForcedOptions, reserved_names
 from app.jobs.forced_rows import flag_names, forced_rows
 from app.jobs.kinds import (
@@ -177,19 +177,8 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
             parameters: dict[str, Any]) -> dict[str, Any]:
     """Record which exposures, and which detect job's calexp of each, the job measures on."""
     params = ForcedJobParameters.model_validate(parameters)
-    jobs = JobRepository(session)
     if exposure_id is not None:
-        given = params.job_id
-        detect = (jobs.latest_completed(owner, exposure_id, "detect") if given is None
-                  else jobs.get(owner, given))
-        if (detect is None or detect.kind != "detect" or detect.exposure_id != exposure_id
-                or not _characterized(session, owner, detect)):
-            which = ("no completed detect job" if given is None
-                     else f"no completed detect job {given}")
-            raise UsageError(
-                f"exposure {exposure_id} has {which} with a stored calexp (PSF), which forced "
-                'photometry needs; run one first: POST /v1/jobs {"kind": "detect", …}',
-                code="not_characterized")
+        detect, _ = calexp_job(session, owner, exposure_id, params.job_id)
         record = ExposureRepository(session).get(owner, exposure_id)
         assert record is not None
         return {**parameters, "job_id": detect.id, "skipped_exposures": [],
@@ -201,19 +190,24 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
 def _covering(session: Session, owner: str, params: ForcedJobParameters
               ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """The characterized exposures whose bounds overlap the positions, and the others."""
-    for option, given in (("job_id", params.job_id), ("random", params.random)):
-        if given is not None:
-            raise UsageError(f"{option} needs an exposure_id: a job without one measures "
-                             "the positions on every exposure covering them",
-                             code="needs_exposure")
+    if params.job_id is not None:
+        raise UsageError("config.job_id names a detect job of one exposure: give that "
+                         "exposure_id too, or leave job_id out to measure on every exposure "
+                         "covering the positions", code="needs_exposure")
+    if params.random is not None:
+        raise UsageError("config.random draws blank-sky positions away from one exposure's "
+                         "detections: give its exposure_id, or leave random out to measure "
+                         "the positions on every exposure covering them",
+                         code="needs_exposure")
     if not params.sky:
-        raise UsageError("positions on every covering exposure must be ra and dec; give an "
-                         "exposure_id for x and y", code="needs_exposure")
+        raise UsageError("x and y are pixels of one exposure: give its exposure_id, or give "
+                         "the positions as ra and dec to measure them on every exposure "
+                         "covering them", code="needs_exposure")
     clash = sorted(set(params.column_names()) & set(EXPOSURE_COLUMNS))
     if clash:
-        raise UsageError(f"column(s) {', '.join(map(repr, clash))} name what each row of a "
-                         "job on every covering exposure gets; rename them",
-                         code="reserved_column")
+        raise UsageError(f"column(s) {', '.join(map(repr, clash))} of the positions would "
+                         "collide with the exposure columns every row of a job without an "
+                         "exposure_id gets; rename them", code="reserved_column")
     if params.positions_file is not None:
         assert params.positions_file.sky_box is not None
         box = params.positions_file.sky_box
@@ -222,25 +216,21 @@ def _covering(session: Session, owner: str, params: ForcedJobParameters
         box = sky_box(np.array([p["ra"] for p in params.positions], float),
                       np.array([p["dec"] for p in params.positions], float))
     measured, skipped = [], []
-    jobs = JobRepository(session)
     for record in ExposureRepository(session).overlapping(owner, box):
-        detect = jobs.latest_completed(owner, record.id, "detect")
-        if detect is None or not _characterized(session, owner, detect):
+        try:
+            detect, _ = calexp_job(session, owner, record.id)
+        except NotReadyError:
             skipped.append({"exposure_id": record.id, "reason": "no completed detect job "
                             "(no PSF); run one and submit again to include it"})
         else:
             measured.append(_measured(record, detect.id))
     if not measured:
-        raise UsageError(
+        raise NotReadyError(
             "no stored exposure with a completed detect job overlaps these positions"
-            + (f" ({len(skipped)} overlapping exposure(s) have no detect job yet)"
-               if skipped else ""), code="no_covering_exposure")
+            + (f" ({len(skipped)} overlapping exposure(s) have no detect job yet: run one)"
+               if skipped else "; upload one that covers them: POST /v1/exposures"),
+            code="no_covering_exposure")
     return measured, skipped
-
-
-def _characterized(session: Session, owner: str, detect: JobRecord) -> bool:
-    return (detect.phase == JobPhase.COMPLETED
-            and SourceRepository(session, owner).artifact(detect.id, "calexp") is not None)
 
 
 def _measured(record: ExposureRecord, detect_job_id: str) -> dict[str, Any]:

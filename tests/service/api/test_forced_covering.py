@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.io.catalogs import catalog_bytes
@@ -51,10 +53,31 @@ def test_every_covering_exposure_measures_each_position(client: TestClient) -> N
     csv = client.get(f"/v1/jobs/{job['id']}/sources", params={"format": "csv"})
     assert csv.status_code == 200 and len(io.BytesIO(csv.content).read()) > 0
 
-    pixels = {"kind": "forced", "config": {"positions": [{"x": 1.0, "y": 2.0}]}}
-    assert_error(client.post("/v1/jobs", json=pixels), 409, "needs_exposure")
-    far = {"kind": "forced", "config": {"positions": [{"ra": 200.0, "dec": 10.0}]}}
-    assert_error(client.post("/v1/jobs", json=far), 409, "no_covering_exposure")
-    renamed = {"kind": "forced", "config": {"positions": [
-        {"ra": float(table["ra"][0]), "dec": float(table["dec"][0]), "band": "r"}]}}
-    assert_error(client.post("/v1/jobs", json=renamed), 409, "reserved_column")
+
+SKY = [{"ra": 62.0, "dec": -37.0}]
+
+
+@pytest.mark.parametrize(("config", "upload_csv", "code", "says"), [
+    ({"positions": [{"x": 1.0, "y": 2.0}]}, None, "needs_exposure", "exposure_id"),
+    ({}, b"x,y\n1,2\n", "needs_exposure", "ra and dec"),
+    ({"positions": SKY, "random": {"n": 4}}, None, "needs_exposure", "random"),
+    ({"random": {"n": 4}}, None, "needs_exposure", "random"),
+    ({"positions": SKY, "job_id": "abc"}, None, "needs_exposure", "job_id"),
+    ({"positions": [{**SKY[0], "band": "r"}]}, None, "reserved_column", "'band'"),
+    ({}, b"ra,dec,mjd\n62,-37,60000\n", "reserved_column", "'mjd'"),
+])
+def test_bad_input_without_an_exposure_is_a_422(
+        client: TestClient, config: dict[str, Any], upload_csv: bytes | None, code: str,
+        says: str) -> None:
+    job = {"kind": "forced", "config": config}
+    response = (client.post("/v1/jobs", json=job) if upload_csv is None
+                else submit(client, job, upload_csv))
+    assert says in assert_error(response, 422, code)["message"]
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_no_stored_exposure_there_is_a_409(client: TestClient) -> None:
+    """Good input the service cannot serve yet: it can once an exposure there is stored."""
+    error = assert_error(client.post("/v1/jobs", json={"kind": "forced", "config": {
+        "positions": [{"ra": 200.0, "dec": 10.0}]}}), 409, "no_covering_exposure")
+    assert "upload" in error["message"]
