@@ -16,7 +16,7 @@ import numpy as np
 from astropy.table import Table
 from sqlalchemy.orm import Session
 
-from app.db.exposures import ExposureRepository
+from app.db.exposures import ExposureRepository, ExposureWindow
 from app.db.models import ExposureRecord
 from app.engine.forced import run_forced
 from app.services.calexps import CalexpService
@@ -78,12 +78,9 @@ class LightCurveService:
         if not (math.isfinite(ra) and math.isfinite(dec) and -90 <= dec <= 90):
             raise InvalidInputError("ra must be finite and dec within [-90, 90] degrees",
                                     code="bad_position")
-        records = [
-            r for r in ExposureRepository(self._session).covering(self._owner, ra, dec)
-            if (band is None or r.meta.get("band") == band)
-            and (start is None or (r.meta.get("mjd") or -np.inf) >= start)
-            and (end is None or (r.meta.get("mjd") or np.inf) <= end)
-        ]
+        window = ExposureWindow(band, start, end)
+        records = [r for r in ExposureRepository(self._session).covering(self._owner, ra, dec)
+                   if window.holds(r)]
         if len(records) > self._max_exposures:
             raise ConflictError(
                 f"{len(records)} exposures cover this position, more than the "
