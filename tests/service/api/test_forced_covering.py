@@ -13,7 +13,7 @@ from app.io.catalogs import catalog_bytes
 from app.io.fits_exposure import write_exposure
 from service.api.test_exposures import upload
 from service.api.test_forced_jobs import all_rows, completed, star_table, submit
-from service.api.test_lightcurve import _detect, _epoch
+from service.api.test_lightcurve import _detect, _epoch, star_njy
 from service.conftest import assert_error
 
 FLUXES = (30000.0, 45000.0)
@@ -51,8 +51,7 @@ def test_every_covering_exposure_measures_each_position(client: TestClient) -> N
     assert [r["visit"] for r in star] == [100, 101, 107]
     assert [r["mjd"] for r in star] == [60300.0, 60301.0, 60307.0]
     for row, sim in zip(star, sims, strict=True):
-        true_njy = float(sim.truth["flux"][0]) * sim.exposure.photo_calib.njy_per_count
-        assert abs(row["base_PsfFlux_flux"] - true_njy) < 3 * row["base_PsfFlux_fluxErr"]
+        assert abs(row["base_PsfFlux_flux"] - star_njy(sim)) < 3 * row["base_PsfFlux_fluxErr"]
         assert not row["base_PsfFlux_flag"] and row["base_PsfFlux_apCorr"] > 0.9
     # each exposure holds the positions on its pixels, and only those
     for exposure_id in [*ids, on_demand_id]:
@@ -94,6 +93,9 @@ SKY = [{"ra": 62.0, "dec": -37.0}]
     ({"positions": SKY, "job_id": "abc"}, None, "needs_exposure", "job_id"),
     ({"positions": [{**SKY[0], "band": "r"}]}, None, "reserved_column", "'band'"),
     ({}, b"ra,dec,mjd\n62,-37,60000\n", "reserved_column", "'mjd'"),
+    ({"positions": [{**SKY[0], "characterized_by": "me"}]}, None, "reserved_column",
+     "'characterized_by'"),
+    ({"positions": SKY, "start": 60310, "end": 60300}, None, "invalid_config", "after end"),
 ])
 def test_bad_input_without_an_exposure_is_a_422(
         client: TestClient, config: dict[str, Any], upload_csv: bytes | None, code: str,
