@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     )
     lightcurve_max_exposures: int = Field(
         200, ge=1, title="Most exposures a synchronous light curve measures",
+        description="Above it GET /v1/lightcurve submits a forced job and answers 202.",
     )
     default_owner: str = Field("local", title="Owner of every row when no one is signed in")
     log_level: LogLevel = Field("INFO", title="Log level of the skyphot loggers")

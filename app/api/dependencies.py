@@ -91,10 +91,10 @@ ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
 
 
 def get_light_curve_service(request: Request, session: SessionDep, runtime: RuntimeDep,
-                            owner: OwnerDep) -> LightCurveService:
-    calexps = CalexpService(session, runtime.store, runtime.exposures, owner)
-    return LightCurveService(session, calexps, request.app.state.light_curve_points, owner,
-                             runtime.settings.lightcurve_max_exposures)
+                            calexps: CalexpServiceDep, jobs: JobServiceDep, owner: OwnerDep
+                            ) -> LightCurveService:
+    return LightCurveService(session, calexps, jobs, request.app.state.light_curve_points,
+                             owner, runtime.settings.lightcurve_max_exposures)
 
 
 LightCurveServiceDep = Annotated[LightCurveService, Depends(get_light_curve_service)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -93,6 +94,22 @@ class ExposureRepository:
             )
             is not None
         )
+
+
+@dataclass(frozen=True)
+class ExposureWindow:
+    """Which exposures a light curve takes: a band, and MJD bounds (inclusive); an
+    exposure without a band or an MJD is outside any window that asks for one."""
+
+    band: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def holds(self, record: ExposureRecord) -> bool:
+        mjd = record.meta.get("mjd")
+        return ((self.band is None or record.meta.get("band") == self.band)
+                and (self.start is None or (mjd is not None and mjd >= self.start))
+                and (self.end is None or (mjd is not None and mjd <= self.end)))
 
 
 def sky_bounds(corners: list[list[float]] | None) -> dict[str, float | None]:

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from app.engine.apcorr import ApCorr
 from app.engine.characterize import characterize
-from app.engine.config import DetectConfig
+from app.engine.config import CharacterizeConfig, DetectConfig
 from app.engine.deblend import deblend
 from app.engine.detection import DetectionResult, detect
 from app.engine.exposure import Exposure
@@ -45,6 +45,17 @@ class DetectResult:
     summary: dict[str, float | int | None] = field(default_factory=dict)
 
 
+def characterized(exposure: Exposure, config: CharacterizeConfig) -> Exposure:
+    """A copy of ``exposure`` with its PSF and aperture corrections measured (the
+    exposure's own PSF kept when ``doMeasurePsf`` is off), earlier detections cleared from
+    the mask: the first step of `run_detect`, and all forced photometry needs."""
+    ex = exposure.copy(share_variance=True)  # characterization writes image and mask only
+    ex.mask &= ~np.int32(ex.planes.bitmask(["DETECTED", "DETECTED_NEGATIVE"]))
+    if config.doMeasurePsf or ex.psf is None:
+        characterize(ex, config)
+    return ex
+
+
 def run_detect(exposure: Exposure, config: DetectConfig | None = None,
                progress: Progress | None = None) -> DetectResult:
     """Characterize, detect, deblend and measure ``exposure`` (left unchanged)."""
@@ -56,11 +67,8 @@ def run_detect(exposure: Exposure, config: DetectConfig | None = None,
             start, span = STEPS[step]
             progress(start + span * fraction, step)
 
-    ex = exposure.copy(share_variance=True)  # the pipeline writes image and mask only
-    ex.mask &= ~np.int32(ex.planes.bitmask(["DETECTED", "DETECTED_NEGATIVE"]))
     report("characterize")
-    if config.characterize.doMeasurePsf or ex.psf is None:
-        characterize(ex, config.characterize)
+    ex = characterized(exposure, config.characterize)
     assert ex.psf is not None
     cx, cy = ex.width / 2, ex.height / 2
     sigma = ex.psf.sigma(cx, cy)

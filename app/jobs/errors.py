@@ -1,7 +1,9 @@
 """How a job attempt fails, which decides what happens next.
 
 Usage errors are the client's (bad file, bad parameters, an image the engine cannot use):
-ERROR with the message, no retry.
+ERROR with the message, no retry. At submission (a kind's ``prepare``) they are refused
+before the job exists: bad input 422, a missing reference 404, a state that does not allow
+the job yet 409.
 Transient errors (network, storage, a dead process) are retried until attempts run out.
 Anything else is a bug: ERROR with the exception's type and message, no retry.
 """
@@ -17,6 +19,16 @@ class UsageError(Exception):
     def __init__(self, message: str, code: str = "usage_error") -> None:
         super().__init__(message)
         self.code = code
+
+
+class NotReadyError(UsageError):
+    """The input is right but the stored state does not allow it yet (no detect job on the
+    exposure, no stored exposure there): the same request succeeds once it does. A conflict
+    (409) at submission, where a plain `UsageError` is bad input (422)."""
+
+
+class MissingError(UsageError):
+    """The input names something stored that does not exist (404 at submission)."""
 
 
 class TransientError(Exception):

@@ -6,16 +6,20 @@ as an uploaded table (the ``positions`` part of a multipart ``POST /v1/jobs``), 
 submission and stored beside the job; ``random`` and ``match`` mean what they mean for
 ``POST /v1/forced``, and the child runs the same `measure_request`.
 
-At submission the job is tied to the detect jobs whose calexps (PSF, aperture corrections)
-it measures on, so a later detect job never changes what it measures:
+At submission the job is tied to the exposures it measures on (`app.jobs.forced_exposures`),
+so a later detect job never changes what it measures:
 
 - with an ``exposure_id``: that exposure's detect job (given, or the newest completed one);
-- without one: every stored exposure whose sky bounds overlap the positions' (through the
-  index on the bounds) and that has a completed detect job; the child keeps, exposure by
-  exposure, the positions its WCS puts on its pixels, and adds the exposure's id, visit,
-  detector, band and MJD to each row. Overlapping exposures without a completed detect job
-  have no PSF to measure with: they are listed with the reason in ``skipped_exposures``
-  (run a detect job on them and submit again), never characterized behind the client's back.
+- without one ("covering mode"): every stored exposure whose sky bounds overlap the
+  positions, optionally only in one ``band`` and between MJDs ``start`` and ``end`` (a light
+  curve). Each is measured on its newest detect job's calexp, or, without a detect job,
+  characterized by the child itself (background, PSF, aperture corrections) and measured on
+  that: a row's ``characterized_by`` says which. The child keeps, exposure by exposure, the
+  positions its WCS puts on its pixels, and adds the exposure's id, visit, detector, band and
+  MJD to each row. Random positions need one exposure's detections, so covering mode refuses
+  them; with ``match`` it measures only exposures with a detect job (the others are listed in
+  ``skipped_exposures`` with the reason). An exposure that cannot be characterized (too few
+  stars for a PSF) is skipped the same way, and does not fail the job.
 
 The result table is the ``forced`` artifact (FITS); its rows go to ``forced_sources``
 (typed core columns, the client's tags, flags as bits) for filtered, paged queries, in the
@@ -24,22 +28,24 @@ transaction that completes the job.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from astropy.table import Column, Table, vstack
+from astropy.table import Table, vstack
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.orm import Session
 
-from app.db.exposures import ExposureRepository
+from app.db.exposures import ExposureRepository, ExposureWindow
 from app.db.forced_sources import ForcedSourceRepository
-from app.db.jobs import JobRepository
-from app.db.models import ExposureRecord, JobPhase, JobRecord
+from app.db.models import JobRecord
 from app.db.sources import SourceRepository
+from app.engine.characterize import CharacterizeError
 from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
+from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import Detections, RequestError, measure_request, on_image
 from app.io.positions import SKY, PositionsError, coordinate_names, positions_table
@@ -50,7 +56,15 @@ from app.io.positions_file import (
     sky_box,
     sniff_format,
 )
+from app.jobs.calexp_jobs import calexp_job
 from app.jobs.errors import UsageError, unusable_input
+from app.jobs.forced_exposures import (
+    EXPOSURE_COLUMNS,
+    MeasuredExposure,
+    covering_exposures,
+    exposure_columns,
+    measured,
+)
 from app.jobs.forced_options import ForcedOptions, reserved_names
 from app.jobs.forced_rows import flag_names, forced_rows
 from app.jobs.kinds import (
@@ -66,8 +80,7 @@ from app.jobs.kinds import (
 from app.storage.blobs import BlobStore, open_store
 
 MAX_POSITIONS = 1_000_000
-EXPOSURE_COLUMNS = ("exposure_id", "visit", "detector", "band", "mjd")
-"""Columns a row measured in covering mode (no ``exposure_id`` given) carries."""
+log = logging.getLogger(__name__)
 
 
 def unknown_plugins_message(plugins: Sequence[str]) -> str | None:
@@ -94,17 +107,6 @@ class PositionsFile(BaseModel):
     sha256: str
 
 
-class MeasuredExposure(BaseModel):
-    """An exposure the job measures on, with the detect job whose calexp it uses."""
-
-    exposure_id: str
-    job_id: str
-    visit: int | None = None
-    detector: int | None = None
-    band: str | None = None
-    mjd: float | None = None
-
-
 class ForcedJobParameters(ForcedOptions):
     """What a forced job measures. ``exposures`` and ``skipped_exposures`` are recorded at
     submission (whatever a client sends there is replaced)."""
@@ -116,6 +118,12 @@ class ForcedJobParameters(ForcedOptions):
     positions_file: PositionsFile | None = Field(
         None, description="Filled in from the uploaded 'positions' table.")
     plugins: list[str] = Field(default_factory=lambda: list(FORCED_DEFAULT_PLUGINS))
+    band: str | None = Field(
+        None, description="Without an exposure_id: only covering exposures in this band.")
+    start: float | None = Field(
+        None, description="Without an exposure_id: only covering exposures from this MJD on.")
+    end: float | None = Field(
+        None, description="Without an exposure_id: only covering exposures up to this MJD.")
     exposures: list[MeasuredExposure] = Field(
         default_factory=list, description="Recorded at submission: what the job measures on.")
     skipped_exposures: list[dict[str, str]] = Field(
@@ -142,6 +150,8 @@ class ForcedJobParameters(ForcedOptions):
                              "random ones")
         if n > MAX_POSITIONS:
             raise ValueError(f"{n} positions are more than the {MAX_POSITIONS} a job measures")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start (MJD {self.start}) is after end (MJD {self.end})")
         if self.positions is not None:  # PositionsError is a ValueError
             positions_table(self.positions, reserved_names())
         return self
@@ -152,6 +162,11 @@ class ForcedJobParameters(ForcedOptions):
         if self.positions_file is not None:
             return self.positions_file.sky_box is not None
         return self.positions is not None and coordinate_names(self.positions) == SKY
+
+    @property
+    def window(self) -> ExposureWindow:
+        """Which covering exposures to measure on."""
+        return ExposureWindow(self.band, self.start, self.end)
 
     def column_names(self) -> list[str]:
         if self.positions_file is not None:
@@ -177,43 +192,45 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
             parameters: dict[str, Any]) -> dict[str, Any]:
     """Record which exposures, and which detect job's calexp of each, the job measures on."""
     params = ForcedJobParameters.model_validate(parameters)
-    jobs = JobRepository(session)
     if exposure_id is not None:
-        given = params.job_id
-        detect = (jobs.latest_completed(owner, exposure_id, "detect") if given is None
-                  else jobs.get(owner, given))
-        if (detect is None or detect.kind != "detect" or detect.exposure_id != exposure_id
-                or not _characterized(session, owner, detect)):
-            which = ("no completed detect job" if given is None
-                     else f"no completed detect job {given}")
-            raise UsageError(
-                f"exposure {exposure_id} has {which} with a stored calexp (PSF), which forced "
-                'photometry needs; run one first: POST /v1/jobs {"kind": "detect", …}',
-                code="not_characterized")
+        given = [name for name in ("band", "start", "end") if getattr(params, name) is not None]
+        if given:
+            raise UsageError(f"config.{', config.'.join(given)} choose among the exposures "
+                             "covering the positions; with an exposure_id there is one: "
+                             "leave them out, or leave out the exposure_id",
+                             code="needs_no_exposure")
+        detect, _ = calexp_job(session, owner, exposure_id, params.job_id)
         record = ExposureRepository(session).get(owner, exposure_id)
         assert record is not None
-        return {**parameters, "job_id": detect.id, "skipped_exposures": [],
-                "exposures": [_measured(record, detect.id)]}
-    measured, skipped = _covering(session, owner, params)
-    return {**parameters, "exposures": measured, "skipped_exposures": skipped}
+        chosen, skipped = [measured(record, detect.id)], []
+        parameters = {**parameters, "job_id": detect.id}
+    else:
+        chosen, skipped = _covering(session, owner, params)
+    return {**parameters, "exposures": [e.model_dump() for e in chosen],
+            "skipped_exposures": skipped}
 
 
 def _covering(session: Session, owner: str, params: ForcedJobParameters
-              ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """The characterized exposures whose bounds overlap the positions, and the others."""
-    for option, given in (("job_id", params.job_id), ("random", params.random)):
-        if given is not None:
-            raise UsageError(f"{option} needs an exposure_id: a job without one measures "
-                             "the positions on every exposure covering them",
-                             code="needs_exposure")
+              ) -> tuple[list[MeasuredExposure], list[dict[str, str]]]:
+    """Check the positions suit covering mode; the exposures they fall on, and the others."""
+    if params.job_id is not None:
+        raise UsageError("config.job_id names a detect job of one exposure: give that "
+                         "exposure_id too, or leave job_id out to measure on every exposure "
+                         "covering the positions", code="needs_exposure")
+    if params.random is not None:
+        raise UsageError("config.random draws blank-sky positions away from one exposure's "
+                         "detections: give its exposure_id, or leave random out to measure "
+                         "the positions on every exposure covering them",
+                         code="needs_exposure")
     if not params.sky:
-        raise UsageError("positions on every covering exposure must be ra and dec; give an "
-                         "exposure_id for x and y", code="needs_exposure")
+        raise UsageError("x and y are pixels of one exposure: give its exposure_id, or give "
+                         "the positions as ra and dec to measure them on every exposure "
+                         "covering them", code="needs_exposure")
     clash = sorted(set(params.column_names()) & set(EXPOSURE_COLUMNS))
     if clash:
-        raise UsageError(f"column(s) {', '.join(map(repr, clash))} name what each row of a "
-                         "job on every covering exposure gets; rename them",
-                         code="reserved_column")
+        raise UsageError(f"column(s) {', '.join(map(repr, clash))} of the positions would "
+                         "collide with the exposure columns every row of a job without an "
+                         "exposure_id gets; rename them", code="reserved_column")
     if params.positions_file is not None:
         assert params.positions_file.sky_box is not None
         box = params.positions_file.sky_box
@@ -221,49 +238,29 @@ def _covering(session: Session, owner: str, params: ForcedJobParameters
         assert params.positions is not None
         box = sky_box(np.array([p["ra"] for p in params.positions], float),
                       np.array([p["dec"] for p in params.positions], float))
-    measured, skipped = [], []
-    jobs = JobRepository(session)
-    for record in ExposureRepository(session).overlapping(owner, box):
-        detect = jobs.latest_completed(owner, record.id, "detect")
-        if detect is None or not _characterized(session, owner, detect):
-            skipped.append({"exposure_id": record.id, "reason": "no completed detect job "
-                            "(no PSF); run one and submit again to include it"})
-        else:
-            measured.append(_measured(record, detect.id))
-    if not measured:
-        raise UsageError(
-            "no stored exposure with a completed detect job overlaps these positions"
-            + (f" ({len(skipped)} overlapping exposure(s) have no detect job yet)"
-               if skipped else ""), code="no_covering_exposure")
-    return measured, skipped
-
-
-def _characterized(session: Session, owner: str, detect: JobRecord) -> bool:
-    return (detect.phase == JobPhase.COMPLETED
-            and SourceRepository(session, owner).artifact(detect.id, "calexp") is not None)
-
-
-def _measured(record: ExposureRecord, detect_job_id: str) -> dict[str, Any]:
-    meta = record.meta
-    return MeasuredExposure(exposure_id=record.id, job_id=detect_job_id,
-                            visit=meta.get("visit"), detector=meta.get("detector"),
-                            band=meta.get("band"), mjd=meta.get("mjd")).model_dump()
+    return covering_exposures(session, owner, box, params.window, params.match)
 
 
 def inputs(session: Session, job: JobRecord) -> dict[str, Any]:
-    """The storage keys of each detect job's calexp and catalog (None if it is gone)."""
+    """The storage keys the child reads (None where a file is gone): each detect job's
+    calexp and catalog, or the exposure itself where the child characterizes it."""
     sources = SourceRepository(session, job.owner)
-    keys = {}
-    for entry in job.parameters.get("exposures", []):
-        found = {name: sources.artifact(entry["job_id"], name) for name in ("calexp", "catalog")}
-        keys[entry["exposure_id"]] = {name: None if a is None else a.storage_key
-                                      for name, a in found.items()}
+    exposures = ExposureRepository(session)
+    keys: dict[str, dict[str, str | None]] = {}
+    for entry in ForcedJobParameters.model_validate(job.parameters).exposures:
+        if entry.job_id is None:
+            keys[entry.exposure_id] = {"exposure": exposures.storage_key(entry.exposure_id)}
+            continue
+        found = {name: sources.artifact(entry.job_id, name) for name in ("calexp", "catalog")}
+        keys[entry.exposure_id] = {name: None if a is None else a.storage_key
+                                   for name, a in found.items()}
     return {"keys": keys}
 
 
 def compute(context: JobContext, progress: Progress) -> JobOutput:
     """Run in the child process: read the positions, measure them on each exposure's
-    calexp, write the table, and hand its rows to `finalize`."""
+    calexp (or on the exposure characterized here), write the table, and hand its rows to
+    `finalize`."""
     from app.io.catalogs import FORMATS, catalog_bytes
     from app.jobs.detect import column_descriptions
 
@@ -277,12 +274,15 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
             table = read_positions(store.path(file.key), file.format)
         elif params.positions is not None:
             table = positions_table(params.positions, reserved_names())
-        parts = _measure_all(context, params, table, store,
-                             lambda f, step: progress(0.02 + 0.85 * f, step))
+        parts, skipped = _measure_all(context, params, table, store,
+                                      lambda f, step: progress(0.02 + 0.85 * f, step))
     except (PositionsError, RequestError) as error:
         raise UsageError(str(error), code=error.code) from error
     except ValueError as error:
         raise unusable_input(error) from error
+    if not parts:
+        raise UsageError("no position falls on the pixels of a covering exposure" + "".join(
+            f"; {e} left out: {r}" for e, r in skipped), code="no_covering_exposure")
     progress(0.9, "writing results")
     result, positions = _combine(parts, covering=context.exposure_id is None)
     key = f"{context.artifact_prefix}/forced.fits"
@@ -297,11 +297,11 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
         "n_positions": (0 if table is None else len(table))
         + (params.random.n if params.random else 0),
         "n_rows": len(result),
-        "exposures": [{"exposure_id": e, "detect_job_id": j, "n_rows": n}
-                      for e, j, n in ((p.exposure_id, p.detect_job_id, len(p.result))
-                                      for p in parts)],
+        "exposures": [{"exposure_id": p.exposure.exposure_id, "detect_job_id": p.exposure.job_id,
+                       "characterized_by": p.exposure.characterized_by, "n_rows": len(p.result)}
+                      for p in parts],
         "skipped_exposures": params.skipped_exposures + [
-            {"exposure_id": e, "reason": r} for e, r in _gone(context, params)],
+            {"exposure_id": e, "reason": r} for e, r in skipped],
         "columns": column_descriptions(result),
         "flags": flag_names(result),
     }
@@ -317,38 +317,52 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
 class _Part:
     """The rows measured on one exposure, and the input row of each."""
 
-    exposure_id: str
-    detect_job_id: str
+    exposure: MeasuredExposure
     result: Table
     positions: np.ndarray
 
 
 def _gone(context: JobContext, params: ForcedJobParameters) -> list[tuple[str, str]]:
-    """Exposures whose detect job's calexp disappeared after submission."""
+    """Exposures whose file (a detect job's calexp, or the exposure) disappeared after
+    submission."""
     keys = context.inputs["keys"]
-    return [(e.exposure_id, f"the calexp of detect job {e.job_id} is gone (job deleted?)")
-            for e in params.exposures if keys[e.exposure_id]["calexp"] is None]
+    gone = []
+    for entry in params.exposures:
+        if entry.job_id is None and keys[entry.exposure_id]["exposure"] is None:
+            gone.append((entry.exposure_id, "the exposure is gone (deleted?)"))
+        elif entry.job_id is not None and keys[entry.exposure_id]["calexp"] is None:
+            gone.append((entry.exposure_id,
+                         f"the calexp of detect job {entry.job_id} is gone (job deleted?)"))
+    return gone
 
 
 def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table | None,
-                 store: BlobStore, progress: Progress) -> list[_Part]:
+                 store: BlobStore, progress: Progress
+                 ) -> tuple[list[_Part], list[tuple[str, str]]]:
     """`measure_request` on each exposure: all positions on the one given, or on each
-    covering exposure the positions its pixels hold."""
+    covering exposure the positions its pixels hold; and the exposures left out, why."""
     from app.engine.config import ForcedConfig
     from app.io.catalogs import read_catalog
-    from app.io.fits_exposure import read_exposure
 
     config = ForcedConfig(plugins=params.plugins)
     covering = context.exposure_id is None
-    gone = {e for e, _ in _gone(context, params)}
-    if gone and not covering:
-        raise UsageError(_gone(context, params)[0][1], code="not_characterized")
+    skipped = _gone(context, params)
+    if skipped and not covering:
+        raise UsageError(skipped[0][1], code="not_characterized")
+    gone = {e for e, _ in skipped}
     parts = []
     todo = [e for e in params.exposures if e.exposure_id not in gone]
     for i, entry in enumerate(todo):
         progress(i / len(todo), f"exposure {i + 1} of {len(todo)}")
         keys = context.inputs["keys"][entry.exposure_id]
-        exposure = read_exposure(store.path(keys["calexp"]))
+        try:
+            exposure = _measurable(store, entry, keys)
+        except CharacterizeError as error:
+            log.warning("exposure not characterized", extra={
+                "job_id": context.job_id, "exposure_id": entry.exposure_id,
+                "error": str(error)})
+            skipped.append((entry.exposure_id, f"could not be characterized: {error}"))
+            continue
         subset = table
         if covering:
             assert table is not None  # random positions need an exposure_id
@@ -357,7 +371,7 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table 
                 continue
             subset = table[positions]
 
-        def detections(catalog: str | None = keys["catalog"]) -> Detections:
+        def detections(catalog: str | None = keys.get("catalog")) -> Detections:
             if catalog is None:
                 raise UsageError("match needs the detection catalog, which is gone",
                                  code="not_characterized")
@@ -369,29 +383,29 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table 
             match_radius_px=params.match_radius_px,
             detections=detections if params.match else None)
         if covering:
-            for name in EXPOSURE_COLUMNS:
-                value = getattr(entry, name)
-                result[name] = _exposure_column(name, value, len(result))
+            for column in exposure_columns(entry, len(result)):
+                result[column.name] = column
         else:  # random rows follow the client's
             positions = np.arange(len(result))
-        parts.append(_Part(entry.exposure_id, entry.job_id, result, positions))
-    return parts
+        parts.append(_Part(entry, result, positions))
+    return parts, skipped
 
 
-def _exposure_column(name: str, value: Any, n: int) -> Column:
-    descriptions = {"exposure_id": "Exposure the row was measured on.",
-                    "visit": "Visit of the exposure (-1 if unknown).",
-                    "detector": "Detector of the exposure (-1 if unknown).",
-                    "band": "Band of the exposure.",
-                    "mjd": "Modified Julian date of the exposure."}
-    if name in ("visit", "detector"):
-        data = np.full(n, -1 if value is None else value, dtype=np.int64)
-    elif name == "mjd":
-        data = np.full(n, np.nan if value is None else value, dtype=float)
-    else:
-        data = np.full(n, "" if value is None else str(value))
-    return Column(data, name=name, unit="d" if name == "mjd" else None,
-                  description=descriptions[name])
+def _measurable(store: BlobStore, entry: MeasuredExposure, keys: dict[str, str | None]
+                ) -> Exposure:
+    """The exposure to measure on: its detect job's calexp, or characterized here (raises
+    `CharacterizeError` when it cannot be)."""
+    from app.engine.config import CharacterizeConfig
+    from app.engine.pipeline import characterized
+    from app.io.fits_exposure import read_exposure
+
+    if entry.job_id is not None:
+        calexp = keys["calexp"]
+        assert calexp is not None
+        return read_exposure(store.path(calexp))
+    key = keys["exposure"]
+    assert key is not None
+    return characterized(read_exposure(store.path(key)), CharacterizeConfig())
 
 
 def _combine(parts: list[_Part], covering: bool) -> tuple[Table, np.ndarray]:
@@ -399,9 +413,6 @@ def _combine(parts: list[_Part], covering: bool) -> tuple[Table, np.ndarray]:
     row, then MJD (each position's measurements together, in time order)."""
     if not covering:
         return parts[0].result, parts[0].positions
-    if not parts:
-        raise UsageError("no position falls on the pixels of a covering exposure",
-                         code="no_covering_exposure")
     result = vstack([p.result for p in parts], join_type="exact", metadata_conflicts="silent")
     positions = np.concatenate([p.positions for p in parts])
     order = np.lexsort((np.asarray(result["mjd"], float), positions))

@@ -106,7 +106,8 @@ class JobKind:
     prepare: Callable[[Session, str, str | None, dict[str, Any]], dict[str, Any]] | None = None
     """At submission, in its transaction: (session, owner, exposure id, parameters) → the
     parameters to store, completed from the database (e.g. which detect job's calexp to use);
-    a `UsageError` means the job cannot run yet (409)."""
+    a `UsageError` refuses the job: 422, or 404 / 409 for its `MissingError` /
+    `NotReadyError` subclasses."""
     inputs: Callable[[Session, JobRecord], dict[str, Any]] | None = None
     """When an attempt starts, in the worker: (session, job) → plain values for the child
     (``JobContext.inputs``), such as the storage keys of files other jobs left."""

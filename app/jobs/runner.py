@@ -27,7 +27,7 @@ from app.db.models import JobPhase
 from app.jobs.child import child_main
 from app.jobs.errors import Failure
 from app.jobs.heartbeat import Heartbeat
-from app.jobs.kinds import JobContext, JobKind, JobOutput, get_kind
+from app.jobs.kinds import JobContext, JobKind, JobOutput, get_kind, kind_names
 from app.jobs.runtime import Runtime
 from app.storage.blobs import attempt_prefix
 
@@ -95,7 +95,10 @@ class JobRunner:
         self._mp = _process_context(runtime.settings.job_compute_threads)
 
     def warm_up(self) -> None:
-        """Start the fork server now, so the first job does not wait for its imports."""
+        """Import the job kinds and start the fork server now, so the first job does not
+        wait for their imports: between its claim and its first heartbeat, long enough a
+        wait makes a claimed job look abandoned."""
+        kind_names()
         if self._mp.get_start_method() == "forkserver":
             from multiprocessing import forkserver
 

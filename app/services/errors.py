@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.jobs.errors import MissingError, NotReadyError, UsageError
+
 
 class ServiceError(Exception):
     """Base class: a request that cannot be served as asked."""
@@ -40,3 +42,11 @@ class InvalidInputError(ServiceError):
 class PayloadTooLargeError(ServiceError):
     status_code = 413
     code = "too_large"
+
+
+def refused(error: UsageError) -> ServiceError:
+    """The client's error for input a job layer refused: a missing reference is 404, a
+    state that does not allow it yet 409, anything else bad input (422)."""
+    kind = (NotFoundError if isinstance(error, MissingError)
+            else ConflictError if isinstance(error, NotReadyError) else InvalidInputError)
+    return kind(str(error), code=error.code)

@@ -17,7 +17,7 @@ from app.db.models import JobPhase, JobRecord
 from app.jobs.errors import UsageError
 from app.jobs.kinds import JobKind, get_kind, kind_names
 from app.jobs.runner import Sender
-from app.services.errors import ConflictError, InvalidInputError, NotFoundError
+from app.services.errors import ConflictError, InvalidInputError, NotFoundError, refused
 from app.storage.blobs import BlobStore, StagedBlob, job_prefix
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class JobService:
                         parameters = kind.prepare(self._session, self._owner, exposure_id,
                                                   parameters)
                     except UsageError as error:
-                        raise ConflictError(str(error), code=error.code) from error
+                        raise refused(error) from error
                 job = JobRecord(
                     id=job_id,
                     owner=self._owner,

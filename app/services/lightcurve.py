@@ -4,23 +4,34 @@ Exposures are found through the indexed sky bounds of their footprints (not by s
 checked exactly through their WCS, and measured on the characterized exposure their newest
 detect job left, with the same forced photometry as ``POST /v1/forced``. Points are kept in
 memory per (exposure's detect job, position), so asking again costs nothing.
+
+Above ``max_exposures`` covering exposures the light curve becomes a job: a forced job in
+covering mode at the one position, restricted to the same band and MJD window, whose rows
+are one per exposure in MJD order. A client may ask for the job directly. The job also
+measures exposures without a detect job, characterizing them itself, where the synchronous
+light curve only flags them (``flag_not_characterized``): characterizing takes seconds.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
 from sqlalchemy.orm import Session
 
-from app.db.exposures import ExposureRepository
-from app.db.models import ExposureRecord
+from app.db.exposures import ExposureRepository, ExposureWindow
+from app.db.models import ExposureRecord, JobRecord
 from app.engine.forced import run_forced
 from app.services.calexps import CalexpService
 from app.services.errors import ConflictError, InvalidInputError
+from app.services.jobs import JobService
+
+logger = logging.getLogger(__name__)
 
 POINT_COLUMNS = [
     ("exposure_id", None, "Exposure the point was measured on."),
@@ -63,35 +74,58 @@ class PointCache:
                 self._items.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class LightCurveQuery:
+    """A position and the exposures to take: in one band, between two MJDs."""
+
+    ra: float
+    dec: float
+    window: ExposureWindow = ExposureWindow()
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.ra) and math.isfinite(self.dec) and -90 <= self.dec <= 90):
+            raise InvalidInputError("ra must be finite and dec within [-90, 90] degrees",
+                                    code="bad_position")
+        if (self.window.start is not None and self.window.end is not None
+                and self.window.start > self.window.end):
+            raise InvalidInputError(f"start (MJD {self.window.start}) is after end "
+                                    f"(MJD {self.window.end})", code="bad_window")
+
+    def job_config(self) -> dict[str, object]:
+        """The config of the forced job that measures this light curve."""
+        return {"positions": [{"ra": self.ra % 360.0, "dec": self.dec}],
+                "band": self.window.band, "start": self.window.start, "end": self.window.end}
+
+
 class LightCurveService:
-    def __init__(self, session: Session, calexps: CalexpService, points: PointCache,
-                 owner: str, max_exposures: int) -> None:
+    def __init__(self, session: Session, calexps: CalexpService, jobs: JobService,
+                 points: PointCache, owner: str, max_exposures: int) -> None:
         self._session = session
         self._calexps = calexps
+        self._jobs = jobs
         self._points = points
         self._owner = owner
         self._max_exposures = max_exposures
 
-    def light_curve(self, ra: float, dec: float, *, band: str | None = None,
-                    start: float | None = None, end: float | None = None) -> Table:
-        """One row per covering exposure, ordered by MJD."""
-        if not (math.isfinite(ra) and math.isfinite(dec) and -90 <= dec <= 90):
-            raise InvalidInputError("ra must be finite and dec within [-90, 90] degrees",
-                                    code="bad_position")
-        records = [
-            r for r in ExposureRepository(self._session).covering(self._owner, ra, dec)
-            if (band is None or r.meta.get("band") == band)
-            and (start is None or (r.meta.get("mjd") or -np.inf) >= start)
-            and (end is None or (r.meta.get("mjd") or np.inf) <= end)
-        ]
+    def light_curve(self, query: LightCurveQuery) -> Table | JobRecord:
+        """One row per covering exposure, ordered by MJD; or, above the synchronous limit,
+        the job submitted to measure them."""
+        with self._session.begin():
+            records = [r for r in ExposureRepository(self._session).covering(
+                self._owner, query.ra, query.dec) if query.window.holds(r)]
         if len(records) > self._max_exposures:
-            raise ConflictError(
-                f"{len(records)} exposures cover this position, more than the "
-                f"{self._max_exposures} a synchronous light curve measures; narrow it with "
-                "band, start or end", code="too_many_exposures")
-        rows = [p for p in (self._point(r, ra, dec) for r in records) if p is not None]
+            job = self.submit(query)
+            logger.info("light curve over the synchronous limit: submitted as a job", extra={
+                "job_id": job.id, "exposures": len(records), "limit": self._max_exposures})
+            return job
+        rows = [p for p in (self._point(r, query.ra, query.dec) for r in records)
+                if p is not None]
         rows.sort(key=lambda p: (p["mjd"] is None, p["mjd"] or 0.0))
-        return _table(rows, ra, dec)
+        return _table(rows, query.ra, query.dec)
+
+    def submit(self, query: LightCurveQuery) -> JobRecord:
+        """The forced job that measures the light curve on every covering exposure."""
+        return self._jobs.submit("forced", None, query.job_config())
 
     def _point(self, record: ExposureRecord, ra: float, dec: float) -> dict[str, object] | None:
         base: dict[str, object] = {

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from app.api.dependencies import JobServiceDep, RuntimeDep
+from app.api.job_responses import job_response
 from app.api.schemas import Job, JobCreate, JobList
 from app.api.uploads import receive_multipart
 from app.db.models import JobPhase
@@ -95,11 +96,7 @@ async def submit_job(
                 raise InvalidInputError("send one file with a job", code="unexpected_file")
             job = await run_in_threadpool(service.submit, body.kind, body.exposure_id,
                                           body.config, uploads[0] if uploads else None)
-    return JSONResponse(
-        Job.from_record(job).model_dump(mode="json"),
-        status_code=201,
-        headers={"Location": f"/v1/jobs/{job.id}"},
-    )
+    return job_response(job, 201)
 
 
 def _job_create(data: bytes) -> JobCreate:

@@ -19,7 +19,8 @@ class Limits(BaseModel):
         description="Most positions (random ones included) one POST /v1/forced measures; "
                     'more go in a job: POST /v1/jobs {"kind": "forced", …}.')
     lightcurve_max_exposures: int = Field(
-        description="Most exposures one synchronous light curve measures.")
+        description="Most exposures one synchronous light curve measures; above it GET "
+                    "/v1/lightcurve answers 202 with the job that measures them.")
 
 
 @router.get("/v1/limits", response_model=Limits, summary="This server's size limits")

@@ -62,6 +62,24 @@ export async function request(path, { method = "GET", query, json, body, raw = f
   return response.json();
 }
 
+const FINAL_PHASES = new Set(["COMPLETED", "ERROR", "ABORTED"]);
+
+/** Poll a job until it ends, telling `onProgress(job)` each time; the COMPLETED job, or
+ * an error carrying the job's. */
+export async function followJob(job, onProgress, pollMs = 500) {
+  while (!FINAL_PHASES.has(job.phase)) {
+    onProgress(job);
+    await new Promise((resolve) => { setTimeout(resolve, pollMs); });
+    job = await request(`v1/jobs/${job.id}`);
+  }
+  if (job.phase !== "COMPLETED") {
+    const e = job.error || {};
+    throw Object.assign(new Error(e.message || `the ${job.kind} job ended ${job.phase}`),
+      { name: e.code || job.phase });
+  }
+  return job;
+}
+
 const errorBox = () => document.querySelector("[data-testid=errors]");
 
 /** Show an error as a visible, dismissable message; `context` says what was being done. */

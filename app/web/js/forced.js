@@ -2,13 +2,11 @@
 // positions (histogram of F/σ, a unit Gaussian on blank sky), faint detections in an S/N
 // range (forced vs detection flux), and pasted RA/Dec or x/y lines (a table). More positions
 // than the server measures in one request (GET /v1/limits) run as a forced job instead.
-import { el, fmt, FORMATS, request, saveBlob, showError } from "./api.js";
+import { el, fmt, followJob, FORMATS, request, saveBlob, showError } from "./api.js";
 import { histogram, meanStd, scatter } from "./plots.js";
 
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
 const TABLE_MAX = 200;
-const POLL_MS = 500;
-const FINAL = new Set(["COMPLETED", "ERROR", "ABORTED"]);
 
 /** Rows as objects, whether the API sends objects or arrays in `columns` order. */
 export function rowObjects(table) {
@@ -81,21 +79,13 @@ export function initForced({ onPositions }) {
   /** The same measurement as a forced job (POST /v1/jobs), followed until it ends. */
   async function runJob(body, what) {
     const { exposure_id: exposureId, ...config } = body;
-    let job = await request("v1/jobs", { method: "POST",
+    const job = await request("v1/jobs", { method: "POST",
       json: { kind: "forced", exposure_id: exposureId, config } });
-    while (!FINAL.has(job.phase)) {
-      status.textContent = `more than one request measures: forced job ${job.id} on ${what}, ` +
-        `${job.phase} ${Math.round(100 * (job.progress ?? 0))}% ${job.step ?? ""}`;
-      status.dataset.jobId = job.id;
-      await new Promise((resolve) => { setTimeout(resolve, POLL_MS); });
-      job = await request(`v1/jobs/${job.id}`);
-    }
-    if (job.phase !== "COMPLETED") {
-      const e = job.error || {};
-      throw Object.assign(new Error(e.message || `the forced job ended ${job.phase}`),
-        { name: e.code || job.phase });
-    }
-    return job;
+    return followJob(job, (now) => {
+      status.textContent = `more than one request measures: forced job ${now.id} on ${what}, ` +
+        `${now.phase} ${Math.round(100 * (now.progress ?? 0))}% ${now.step ?? ""}`;
+      status.dataset.jobId = now.id;
+    });
   }
 
   // --- random blank sky ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-// A light curve at a sky position: forced PSF flux on every stored exposure covering it.
-import { apiUrl, el, FORMATS, request, showError } from "./api.js";
+// A light curve at a sky position: forced PSF flux on every stored exposure covering it;
+// above the server's synchronous limit the answer is a job, followed until it ends.
+import { apiUrl, el, followJob, FORMATS, request, showError } from "./api.js";
 import { rowObjects } from "./forced.js";
 import { scatter } from "./plots.js";
 
@@ -15,7 +16,17 @@ export function initLightCurve() {
     const query = { ra: data.get("ra"), dec: data.get("dec"), band: data.get("band") };
     status.textContent = "measuring…";
     try {
-      const rows = rowObjects(await request("v1/lightcurve", { query }));
+      let answer = await request("v1/lightcurve", { query });
+      let download = (format) => apiUrl("v1/lightcurve", { ...query, format });
+      if (answer.phase !== undefined) { // too many exposures at once: the job measuring them
+        const job = await followJob(answer, (now) => {
+          status.textContent = `many exposures: light-curve job ${now.id}, ${now.phase} ` +
+            `${Math.round(100 * (now.progress ?? 0))}% ${now.step ?? ""}`;
+        });
+        answer = await request(`v1/jobs/${job.id}/forced`, { query: { format: "json" } });
+        download = (format) => apiUrl(`v1/jobs/${job.id}/forced`, { format });
+      }
+      const rows = rowObjects(answer);
       const canvas = $("lc-plot");
       canvas.hidden = false;
       const n = scatter(canvas, rows.map((r) => r.mjd), rows.map((r) => r.base_PsfFlux_flux), {
@@ -25,7 +36,7 @@ export function initLightCurve() {
       canvas.dataset.n = String(n);
       status.textContent = `${rows.length} exposures cover it, ${n} with a flux`;
       $("lc-downloads").replaceChildren("Light curve: ", ...FORMATS.map((f) => el("a", {
-        href: apiUrl("v1/lightcurve", { ...query, format: f }), testid: `lc-download-${f}`,
+        href: download(f), testid: `lc-download-${f}`,
       }, f)));
     } catch (error) {
       status.textContent = "failed";

@@ -327,7 +327,10 @@ def test_forced_job_refuses_what_cannot_run(client: TestClient, detected: Detect
     assert "mix" in error["message"]
     assert_error(submit(detected.exposure_id, {"positions": []}), 422, "invalid_config")
     assert_error(submit(detected.exposure_id, {"positions": one, "job_id": "nope"}),
-                 409, "not_characterized")
+                 404, "job_not_found")
+    error = assert_error(submit(detected.exposure_id, {"positions": one, "band": "r"}), 422,
+                         "needs_no_exposure")
+    assert "config.band" in error["message"]
     undetected = upload(client, calexp).json()["id"]
     error = assert_error(submit(undetected, {"positions": one}), 409, "not_characterized")
     assert "run one first" in error["message"]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.simulate import SimulationConfig, simulate_exposure
+from app.engine.simulate import SimulatedExposure, SimulationConfig, simulate_exposure
 from app.io.catalogs import read_catalog
 from app.io.fits_exposure import write_exposure
 from service.api.test_exposures import upload
-from service.conftest import wait_for_job
+from service.api.test_forced_jobs import all_rows
+from service.conftest import assert_error, wait_for_job
 
 STAR = (256.3, 250.7)  # pixel position of the variable star on every epoch
 FLUXES = [30000.0, 42000.0, 25000.0, 51000.0, 36000.0]  # counts, one per epoch
@@ -29,6 +32,11 @@ def _epoch(k: int, flux: float | None, ra0: float = 62.0):
     return sim, buffer.getvalue()
 
 
+def star_njy(sim: SimulatedExposure) -> float:
+    """The variable star's true flux on that epoch, nJy."""
+    return float(sim.truth["flux"][0]) * sim.exposure.photo_calib.njy_per_count
+
+
 @pytest.fixture(scope="module")
 def epochs():
     return [_epoch(k, f) for k, f in enumerate(FLUXES)]
@@ -41,37 +49,62 @@ def _detect(client: TestClient, data: bytes) -> str:
     return exposure_id
 
 
-def test_light_curve_follows_the_injected_fluxes(client: TestClient, epochs) -> None:
+def test_light_curve_follows_the_injected_fluxes_synchronously_and_as_a_job(
+        make_client: Callable[..., TestClient], epochs) -> None:
+    client = make_client(lightcurve_max_exposures=4)
     ids = [_detect(client, data) for _, data in epochs]
     _, elsewhere = _epoch(9, 40000.0, ra0=120.0)  # another part of the sky
     _detect(client, elsewhere)
-    _, undetected = _epoch(7, 30000.0)  # covers the star, never characterized
+    undetected_sim, undetected = _epoch(7, 33000.0)  # covers the star, no detect job
     undetected_id = upload(client, undetected).json()["id"]
 
     truth = epochs[0][0].truth
-    ra, dec = float(truth["ra"][0]), float(truth["dec"][0])
-    response = client.get("/v1/lightcurve", params={"ra": ra, "dec": dec})
-    assert response.status_code == 200, response.text
-    rows = response.json()["rows"]
+    at = {"ra": float(truth["ra"][0]), "dec": float(truth["dec"][0])}
+    early = client.get("/v1/lightcurve", params={**at, "end": 60302.5})
+    late = client.get("/v1/lightcurve", params={**at, "start": 60302.5})
+    assert early.status_code == late.status_code == 200, late.text
+    rows = early.json()["rows"] + late.json()["rows"]
+    assert [r["mjd"] for r in rows] == [60300.0, 60301.0, 60302.0, 60303.0, 60304.0, 60307.0]
     measured = [r for r in rows if not r["flag_not_characterized"]]
     assert [r["exposure_id"] for r in measured] == ids  # ordered by MJD, elsewhere left out
     assert [r["exposure_id"] for r in rows if r["flag_not_characterized"]] == [undetected_id]
     for row, (sim, _) in zip(measured, epochs, strict=True):
-        true_njy = float(sim.truth["flux"][0]) * sim.exposure.photo_calib.njy_per_count
-        assert abs(row["base_PsfFlux_flux"] - true_njy) < 3 * row["base_PsfFlux_fluxErr"]
+        assert abs(row["base_PsfFlux_flux"] - star_njy(sim)) < 3 * row["base_PsfFlux_fluxErr"]
         assert row["snr"] > 30 and row["band"] == "i"
-    # cached the second time, the same numbers
-    again = client.get("/v1/lightcurve", params={"ra": ra, "dec": dec}).json()["rows"]
-    assert again == rows
-    # filters and formats
-    assert client.get("/v1/lightcurve", params={"ra": ra, "dec": dec, "band": "g"}
-                      ).json()["rows"] == []
-    late = client.get("/v1/lightcurve", params={"ra": ra, "dec": dec, "start": 60302.5}
-                      ).json()["rows"]
-    assert {r["mjd"] for r in late} == {60303.0, 60304.0, 60307.0}
-    fits_bytes = client.get("/v1/lightcurve", params={"ra": ra, "dec": dec, "format": "fits"})
+    # cached the second time, the same numbers; filters and formats
+    assert client.get("/v1/lightcurve", params={**at, "start": 60302.5}).json() == late.json()
+    assert client.get("/v1/lightcurve", params={**at, "band": "g"}).json()["rows"] == []
+    fits_bytes = client.get("/v1/lightcurve", params={**at, "end": 60302.5, "format": "fits"})
     table = read_catalog(io.BytesIO(fits_bytes.content), "fits")
-    assert str(table["base_PsfFlux_flux"].unit) == "nJy" and len(table) == len(rows)
+    assert str(table["base_PsfFlux_flux"].unit) == "nJy" and len(table) == 3
+
+    # six covering exposures are more than four: the light curve becomes a job
+    accepted = client.get("/v1/lightcurve", params=at)
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    assert accepted.headers["location"] == f"/v1/jobs/{job_id}"
+    assert accepted.json()["kind"] == "forced" and accepted.json()["exposure_id"] is None
+    job = wait_for_job(client, job_id, timeout=120)
+    assert job["phase"] == "COMPLETED", job
+    points = all_rows(client, job_id)
+    assert [p["exposure_id"] for p in points] == [r["exposure_id"] for r in rows]
+    assert [p["mjd"] for p in points] == [r["mjd"] for r in rows]
+    np.testing.assert_allclose([p["base_PsfFlux_flux"] for p in points[:5]],
+                               [r["base_PsfFlux_flux"] for r in measured], rtol=1e-9)
+    np.testing.assert_allclose([p["base_PsfFlux_fluxErr"] for p in points[:5]],
+                               [r["base_PsfFlux_fluxErr"] for r in measured], rtol=1e-9)
+    assert [p["characterized_by"] for p in points] == [
+        *(r["detect_job_id"] for r in measured), "on-demand"]
+    assert abs(points[5]["base_PsfFlux_flux"] - star_njy(undetected_sim)
+               ) < 3 * points[5]["base_PsfFlux_fluxErr"]
+
+    # asked for as a job: any number of exposures, the window kept
+    submitted = client.post("/v1/lightcurve", json={**at, "band": "i", "start": 60302.5})
+    assert submitted.status_code == 201, submitted.text
+    assert submitted.headers["location"] == f"/v1/jobs/{submitted.json()['id']}"
+    config = submitted.json()["config"]
+    assert (config["band"], config["start"], config["end"]) == ("i", 60302.5, None)
+    assert [e["exposure_id"] for e in config["exposures"]] == [*ids[3:], undetected_id]
 
 
 def test_bad_position_is_a_422(client: TestClient) -> None:
@@ -83,3 +116,20 @@ def test_bad_position_is_a_422(client: TestClient) -> None:
 def test_no_exposure_is_an_empty_light_curve(client: TestClient) -> None:
     body = client.get("/v1/lightcurve", params={"ra": 10.0, "dec": 5.0}).json()
     assert body["rows"] == [] and any(c["name"] == "mjd" for c in body["columns"])
+
+
+@pytest.mark.parametrize(("request_params", "code"), [
+    ({"ra": 10.0, "dec": 95.0}, "bad_position"),
+    ({"ra": 10.0, "dec": 5.0, "start": 60310.0, "end": 60300.0}, "bad_window"),
+])
+def test_a_bad_light_curve_job_is_a_422(client: TestClient, request_params: dict,
+                                        code: str) -> None:
+    assert_error(client.post("/v1/lightcurve", json=request_params), 422, code)
+    assert_error(client.get("/v1/lightcurve", params=request_params), 422, code)
+    assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_a_light_curve_job_where_nothing_is_stored_is_a_409(client: TestClient) -> None:
+    error = assert_error(client.post("/v1/lightcurve", json={"ra": 10.0, "dec": 5.0}), 409,
+                         "no_covering_exposure")
+    assert "POST /v1/exposures" in error["message"]
