@@ -14,8 +14,6 @@ import numpy as np
 from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
 from threadpoolctl import ThreadpoolController
 
-from app.engine.measure.plugins.shape import kernel_moments
-
 MOMENT_GRID = 13  # nodes per axis of the grid the PSF's moments are interpolated from
 
 
@@ -67,7 +65,7 @@ class PixelPsf:
             gx = np.linspace(0, self.width - 1, n)
             gy = np.linspace(0, self.height - 1, n)
             xx, yy = np.meshgrid(gx, gy)
-            m = np.array(kernel_moments(self.kernels(xx.ravel(), yy.ravel())))
+            m = np.array(_kernel_moments(self.kernels(xx.ravel(), yy.ravel())))
             self._moment_grids[n] = (gx, gy, m.reshape(3, n, n))
         return self._moment_grids[n]
 
@@ -100,11 +98,19 @@ class PixelPsf:
             spline = RectBivariateSpline(gy, gx, values, kx=3, ky=3, s=0)
             dest[inside] = spline(y[inside], x[inside], grid=False)
         if not inside.all():
-            out[:, ~inside] = kernel_moments(self.kernels(x[~inside], y[~inside]))
+            out[:, ~inside] = _kernel_moments(self.kernels(x[~inside], y[~inside]))
         return out[0], out[1], out[2]
 
     def sigma(self, x: float, y: float) -> float:
         return float(self.sigmas(np.array([x]), np.array([y]))[0])
+
+
+def _kernel_moments(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The shape plugin's adaptive moments of noise-free kernels, imported on first use:
+    the measurement package imports this module, so a module-level import would be circular."""
+    from app.engine.measure.plugins.shape import kernel_moments
+
+    return kernel_moments(kernels)
 
 
 def kernel_sigma(kernels: np.ndarray) -> np.ndarray:
@@ -113,7 +119,7 @@ def kernel_sigma(kernels: np.ndarray) -> np.ndarray:
     LSST's ``Psf.computeShape().getDeterminantRadius()``; the tutorial multiplies it by 2.355
     to quote a FWHM.
     """
-    xx, yy, xy = kernel_moments(kernels)
+    xx, yy, xy = _kernel_moments(kernels)
     return (xx * yy - xy * xy) ** 0.25
 
 
