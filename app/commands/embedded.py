@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -29,12 +30,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextmanager
-def embedded_server(data_dir: Path, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve the embedded default on a free port with its data in ``data_dir``; yield its URL."""
+def embedded_server(data_dir: Path, host: str = "127.0.0.1", **overrides: Any
+                    ) -> Iterator[str]:
+    """Serve the embedded default on a free port with its data in ``data_dir``; yield its URL.
+
+    ``overrides`` are settings (e.g. limits) for this server only.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(database_url=f"sqlite:///{data_dir / 'skyphot.sqlite3'}",
-                        broker_url="memory://", storage_url=str(data_dir / "storage"),
-                        log_level="WARNING")
+    settings = Settings(**{"database_url": f"sqlite:///{data_dir / 'skyphot.sqlite3'}",
+                           "broker_url": "memory://", "storage_url": str(data_dir / "storage"),
+                           "log_level": "WARNING", **overrides})
     port = free_port(host)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
                                            log_level="warning"))

@@ -10,20 +10,15 @@ storage directory (the embedded default: in-process worker, memory broker). The 
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 import pytest
-import uvicorn
 from ci import unavailable
 
-from app.api.app import create_app
-from app.settings import Settings
+from app.commands.embedded import embedded_server
 
 CHROMIUM = Path(os.environ.get("SKYPHOT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -44,56 +39,11 @@ def browser_unavailable(reason: str) -> NoReturn:
     unavailable(f"browser tests cannot run: {reason} (run `make test`, which installs it)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerThread(threading.Thread):
-    """uvicorn serving the app until ``stop()``; the lifespan (migrations, worker) included."""
-
-    def __init__(self, settings: Settings, port: int) -> None:
-        super().__init__(name="skyphot-browser-test-server", daemon=True)
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-            lifespan="on", ws="none",
-        )
-        self.server = uvicorn.Server(config)
-
-    def run(self) -> None:
-        self.server.run()
-
-    def wait_started(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.join(timeout=60)
-
-
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real skyphot on a free port, with its own database and storage."""
-    root = tmp_path_factory.mktemp("skyphot-browser")
-    settings = Settings(
-        database_url=f"sqlite:///{root / 'skyphot.sqlite3'}",
-        broker_url="memory://",
-        storage_url=str(root / "storage"),
-        log_level="WARNING",
-    )
-    port = _free_port()
-    thread = ServerThread(settings, port)
-    thread.start()
-    thread.wait_started()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        thread.stop()
+    with embedded_server(tmp_path_factory.mktemp("skyphot-browser")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.commands.embedded import embedded_server
 from app.engine.simulate import SimulationConfig, simulate_exposure
 from app.io.fits_exposure import write_exposure
 
@@ -24,11 +25,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 TID = "[data-testid='{}']".format
 
 
-def simulated_calexp() -> bytes:
+def simulated_calexp(seed: int = 11, mjd: float | None = None) -> bytes:
     """512×512, ~90 bright stars (enough for a PSF), a few galaxies and blends."""
     sim = simulate_exposure(SimulationConfig(
         width=512, height=512, n_stars=90, star_mag_range=(17.0, 21.0), n_galaxies=10,
-        n_pairs=4, n_saturated=0, seed=11))
+        n_pairs=4, n_saturated=0, seed=seed))
+    if mjd is not None:
+        sim.exposure.info.mjd = mjd
     buffer = io.BytesIO()
     write_exposure(sim.exposure, buffer)
     return buffer.getvalue()
@@ -296,3 +299,34 @@ def test_viewer_stays_responsive_with_5000_sources(
     shot(page, artifacts, "12-viewer-5000-sources")
     assert timing["frame"] < 100, timing  # ms per pan/zoom frame, software rendering
     assert timing["pick"] < 20, timing
+
+
+def test_a_light_curve_above_the_limit_is_followed_as_a_job(
+    page: Any, tmp_path: Path, artifacts: Path
+) -> None:
+    """Two exposures of the field, none with a detect job, on a server that measures one
+    exposure per synchronous light curve: the page follows the job, which characterizes
+    both, and plots both points."""
+    with embedded_server(tmp_path / "server", lightcurve_max_exposures=1) as url, \
+            httpx.Client(base_url=url, timeout=60) as api:
+        ids = [api.post("/v1/exposures", files={"file": (f"visit{k}.fits", data)}).json()["id"]
+               for k, data in enumerate((simulated_calexp(11, 60300.0),
+                                         simulated_calexp(12, 60301.0)))]
+        corners = [api.get(f"/v1/exposures/{i}").json()["corners"] for i in ids]
+        ra = sum(c[0] for c in corners[0]) / 4
+        dec = sum(c[1] for c in corners[0]) / 4
+        page.goto(url + "/")
+        page.locator(TID("lc-ra")).fill(str(ra))
+        page.locator(TID("lc-dec")).fill(str(dec))
+        page.locator(TID("lc-run")).click()
+        page.wait_for_selector(f"{TID('lc-plot')}[data-n]", timeout=90_000)
+        jobs = api.get("/v1/jobs", params={"kind": "forced"}).json()["jobs"]
+        assert [j["phase"] for j in jobs] == ["COMPLETED"]
+        assert page.locator(TID("lc-plot")).get_attribute("data-n") == "2"
+        assert "2 exposures cover it" in page.locator(TID("lc-status")).inner_text()
+        href = page.locator(TID("lc-download-csv")).get_attribute("href")
+        assert f"v1/jobs/{jobs[0]['id']}/forced" in href
+        shot(page, artifacts, "13-light-curve-job")
+        assert page.locator(TID("error-message")).count() == 0, \
+            page.locator(TID("errors")).inner_text()
+        assert not page.errors, page.errors
