@@ -14,6 +14,8 @@ import numpy as np
 from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
 from threadpoolctl import ThreadpoolController
 
+from app.engine.stats import nanmedian_rows
+
 MOMENT_GRID = 13  # nodes per axis of the grid the PSF's moments are interpolated from
 
 
@@ -180,7 +182,7 @@ def fit_pixel_psf(
     basis[0] = mean
     if order > 0:
         resid = np.where(w > 0, s - mean, 0.0)
-        star_w = np.sqrt(np.nanmedian(np.where(w > 0, w, np.nan), axis=1))  # per-star S/N scale
+        star_w = np.sqrt(nanmedian_rows(np.where(w > 0, w, np.nan)))  # per-star S/N scale
         star_w = np.nan_to_num(star_w)
         comps = leading_components(resid * star_w[:, None], N_COMPONENTS)  # (C, P)
         # each star's amplitude on each component, by weighted least squares
