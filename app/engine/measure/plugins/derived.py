@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.engine.measure.context import MeasurementContext
+from app.engine.measure.context import MeasurementContext, gather_windows
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import DERIVED_ORDER, Column, Plugin, register
 from app.engine.stats import nanmedian_rows
@@ -105,12 +105,7 @@ class Blendedness(Plugin):
         st = ctx.stamps(half)
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         w = np.where(st.on_image, gaussian_weight(dx, dy, xx, yy, xy), 0)
-        ex = ctx.exposure
-        h, wd = ex.shape
-        off = np.arange(2 * half + 1)
-        yyi = np.clip(st.y0[:, None, None] + off[None, :, None], 0, h - 1)
-        xxi = np.clip(st.x0[:, None, None] + off[None, None, :], 0, wd - 1)
-        full = ex.image[yyi, xxi]
+        full = gather_windows(ctx.exposure.image, st.y0, st.x0, 2 * half + 1)
         child = st.image
         with np.errstate(divide="ignore", invalid="ignore"):
             raw = 1 - (w * child).sum(axis=(1, 2)) / (w * full).sum(axis=(1, 2))
