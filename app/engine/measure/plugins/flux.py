@@ -136,11 +136,16 @@ class GaussianFlux(Plugin):
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         w = gaussian_weight(dx, dy, xx, yy, xy)
         good = st.on_image & ~ctx.exposure.planes.any(st.mask, BAD_PLANES)
-        w = np.where(good, w, 0)
+        np.copyto(w, 0.0, where=~good)
+        # products into one zeroed scratch cube, written on good pixels only: bad ones may
+        # hold NaN, and the cubes are large enough that each temporary costs
+        prod = np.zeros_like(w)
+        flux = np.multiply(w, st.image, out=prod, where=good).sum(axis=(1, 2))
+        np.multiply(w, w, out=prod)
+        var = np.multiply(prod, st.variance, out=prod, where=good).sum(axis=(1, 2))
         n = self.name
-        out[f"{n}_instFlux"][:] = 2 * (w * np.where(good, st.image, 0)).sum(axis=(1, 2))
-        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(
-            (w * w * np.where(good, st.variance, 0)).sum(axis=(1, 2)))
+        out[f"{n}_instFlux"][:] = 2 * flux
+        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(var)
         out[f"{n}_flag"][:] = no_shape
 
 
