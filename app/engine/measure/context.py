@@ -11,35 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
+from app.engine.cutouts import gather_windows
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
 from app.engine.psf import PsfModel, lanczos_weights, psf_sigmas
 from app.engine.stats import clipped_stats
-
-
-def gather_windows(plane: np.ndarray, y0: np.ndarray, x0: np.ndarray, size: int
-                   ) -> np.ndarray:
-    """``plane[y0:y0+size, x0:x0+size]`` for every (y0, x0), as an (N, size, size) cube;
-    where a window leaves the plane, its pixels are those of the clipped indices.
-
-    Windows wholly on the plane are copied as blocks from a strided view of it, several
-    times faster than a gather by each pixel's own index, which only the few windows that
-    cross its edge need.
-    """
-    h, w = plane.shape
-    out = np.empty((len(y0), size, size), plane.dtype)
-    inside = (y0 >= 0) & (y0 + size <= h) & (x0 >= 0) & (x0 + size <= w)
-    if inside.any():
-        out[inside] = sliding_window_view(plane, (size, size))[y0[inside], x0[inside]]
-    edge = ~inside
-    if edge.any():
-        off = np.arange(size)
-        yy = np.clip(y0[edge, None] + off, 0, h - 1)
-        xx = np.clip(x0[edge, None] + off, 0, w - 1)
-        out[edge] = plane[yy[:, :, None], xx[:, None, :]]
-    return out
 
 
 @dataclass
@@ -166,9 +143,10 @@ class MeasurementContext:
         off = np.arange(size)
         yy, xx = y0[:, None] + off, x0[:, None] + off  # (N, S)
         on = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
-        image = gather_windows(self._base, y0, x0, size).astype(np.float32, copy=False)
-        variance = gather_windows(ex.variance, y0, x0, size).astype(np.float32, copy=False)
-        mask = gather_windows(ex.mask, y0, x0, size).astype(np.int32, copy=False)
+        window = (size, size)
+        image = gather_windows(self._base, y0, x0, window).astype(np.float32, copy=False)
+        variance = gather_windows(ex.variance, y0, x0, window).astype(np.float32, copy=False)
+        mask = gather_windows(ex.mask, y0, x0, window).astype(np.int32, copy=False)
         if not on.all():
             off_image = ~on
             image[off_image] = 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.engine.measure.context import MeasurementContext, gather_windows
+from app.engine.cutouts import gather_windows
+from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import DERIVED_ORDER, Column, Plugin, register
 from app.engine.stats import nanmedian_rows
@@ -106,7 +107,7 @@ class Blendedness(Plugin):
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         w = gaussian_weight(dx, dy, xx, yy, xy)
         np.copyto(w, 0.0, where=~st.on_image)
-        full = gather_windows(ctx.exposure.image, st.y0, st.x0, 2 * half + 1)
+        full = gather_windows(ctx.exposure.image, st.y0, st.x0, (2 * half + 1,) * 2)
         # the products go to one scratch cube and |full|, then |child|, over ``full``'s
         # own copy: the cubes are large enough that each temporary costs
         prod = np.empty_like(w)
