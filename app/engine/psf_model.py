@@ -8,6 +8,7 @@ are one einsum.
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 
 import numpy as np
@@ -131,6 +132,13 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """A context in which BLAS and LAPACK run on one thread: the PSF's matrices (a few
+    hundred stars, a few thousand pixels) are too small to share out, and idle BLAS
+    threads spin after every call, costing CPU and gaining no time."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
 def leading_components(a: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` leading right singular vectors of ``a`` as rows, unit length.
 
@@ -139,7 +147,7 @@ def leading_components(a: np.ndarray, k: int) -> np.ndarray:
     thread: LAPACK's threads make a problem this small several times dearer in CPU and
     no faster.
     """
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         if a.shape[0] >= a.shape[1]:
             _, v = np.linalg.eigh(a.T @ a)
             return v[:, ::-1][:, :k].T
