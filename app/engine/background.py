@@ -14,6 +14,7 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from app.engine.config import BackgroundConfig
+from app.engine.cutouts import gather_windows
 from app.engine.masks import MaskPlanes
 from app.engine.stats import clipped_stats
 
@@ -24,12 +25,6 @@ def _cell_edges(n: int, bin_size: int) -> np.ndarray:
     """Edges of max(1, round(n / bin_size)) nearly equal cells covering 0..n."""
     ncell = max(1, int(round(n / bin_size)))
     return np.linspace(0, n, ncell + 1).round().astype(int)
-
-
-def _cell_index(edges: np.ndarray, blank: int) -> np.ndarray:
-    """(ncell, longest cell) pixel indices of each cell, padded with ``blank``."""
-    j = np.arange(int(np.diff(edges).max()))
-    return np.where(j < np.diff(edges)[:, None], edges[:-1, None] + j, blank)
 
 
 def mesh_statistics(
@@ -44,11 +39,14 @@ def mesh_statistics(
     h, w = image.shape
     ye, xe = _cell_edges(h, config.binSize), _cell_edges(w, config.binSize)
     ny, nx = len(ye) - 1, len(xe) - 1
-    rows, cols = _cell_index(ye, h), _cell_index(xe, w)
-    pad = (rows == h)[:, None, :, None] | (cols == w)[None, :, None, :]
-    at = (np.minimum(rows, h - 1)[:, None, :, None], np.minimum(cols, w - 1)[None, :, None, :])
-    cells = image[at].astype(np.float32, copy=False)
-    np.copyto(cells, np.float32(np.nan), where=ignore[at] | pad)
+    size_y, size_x = np.diff(ye), np.diff(xe)
+    window = (int(size_y.max()), int(size_x.max()))
+    y0, x0 = np.repeat(ye[:-1], nx), np.tile(xe[:-1], ny)
+    cells = gather_windows(image, y0, x0, window).astype(np.float32, copy=False)
+    pad = ((np.arange(window[0]) >= size_y[:, None])[:, None, :, None]
+           | (np.arange(window[1]) >= size_x[:, None])[None, :, None, :])
+    drop = gather_windows(ignore, y0, x0, window).reshape(ny, nx, *window) | pad
+    np.copyto(cells, np.float32(np.nan), where=drop.reshape(cells.shape))
     cells = cells.reshape(ny, nx, -1)
     if config.statisticsProperty == "MEANCLIP":
         values = clipped_stats(cells, nsigma=config.nSigmaClip, niter=config.nIterClip,

@@ -36,7 +36,7 @@ from app.engine.measure.plugins.flux import GaussianFlux, PsfFlux
 from app.engine.measure.plugins.shape import SdssShape
 from app.engine.measure.registry import run_plugins
 from app.engine.psf import GaussianPsf, PsfModel, psf_fwhm
-from app.engine.psf_model import PixelPsf, fit_pixel_psf
+from app.engine.psf_model import PixelPsf, fit_pixel_psf, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,17 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
             exposure.background + background)
     psf: PsfModel = GaussianPsf(config.initialPsfFwhm / 2.3548)
     result = None
-    for it in range(config.psfIterations):
-        work, every, stdev = _detect_candidates(exposure, psf)
-        result = _determine_psf(work, every, stdev, config)
-        psf = result.psf
-        log.info("psf iteration", extra={"iteration": it + 1, "stars": result.n_psf_stars,
-                                         "fwhm_px": psf_fwhm(psf, exposure.width / 2,
-                                                             exposure.height / 2)})
-    assert result is not None
-    exposure.psf = work.psf = psf
-    exposure.ap_corr = measure_aperture_corrections(work, every, stdev, config.apCorrRadius)
+    with one_blas_thread():  # every matrix here is small: extra threads only spin
+        for it in range(config.psfIterations):
+            work, every, stdev = _detect_candidates(exposure, psf)
+            result = _determine_psf(work, every, stdev, config)
+            psf = result.psf
+            log.info("psf iteration", extra={"iteration": it + 1, "stars": result.n_psf_stars,
+                                             "fwhm_px": psf_fwhm(psf, exposure.width / 2,
+                                                                 exposure.height / 2)})
+        assert result is not None
+        exposure.psf = work.psf = psf
+        exposure.ap_corr = measure_aperture_corrections(work, every, stdev, config.apCorrRadius)
     result.background = background
     return result
 

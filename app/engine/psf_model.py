@@ -8,11 +8,14 @@ are one einsum.
 
 from __future__ import annotations
 
+import contextlib
 from functools import cache
 
 import numpy as np
 from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
 from threadpoolctl import ThreadpoolController
+
+from app.engine.stats import nanmedian_rows
 
 MOMENT_GRID = 13  # nodes per axis of the grid the PSF's moments are interpolated from
 
@@ -129,6 +132,13 @@ def _blas() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+def one_blas_thread() -> contextlib.AbstractContextManager[object]:
+    """A context in which BLAS and LAPACK run on one thread: the PSF's matrices (a few
+    hundred stars, a few thousand pixels) are too small to share out, and idle BLAS
+    threads spin after every call, costing CPU and gaining no time."""
+    return _blas().limit(limits=1, user_api="blas")
+
+
 def leading_components(a: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` leading right singular vectors of ``a`` as rows, unit length.
 
@@ -137,7 +147,7 @@ def leading_components(a: np.ndarray, k: int) -> np.ndarray:
     thread: LAPACK's threads make a problem this small several times dearer in CPU and
     no faster.
     """
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         if a.shape[0] >= a.shape[1]:
             _, v = np.linalg.eigh(a.T @ a)
             return v[:, ::-1][:, :k].T
@@ -180,7 +190,7 @@ def fit_pixel_psf(
     basis[0] = mean
     if order > 0:
         resid = np.where(w > 0, s - mean, 0.0)
-        star_w = np.sqrt(np.nanmedian(np.where(w > 0, w, np.nan), axis=1))  # per-star S/N scale
+        star_w = np.sqrt(nanmedian_rows(np.where(w > 0, w, np.nan)))  # per-star S/N scale
         star_w = np.nan_to_num(star_w)
         comps = leading_components(resid * star_w[:, None], N_COMPONENTS)  # (C, P)
         # each star's amplitude on each component, by weighted least squares

@@ -96,7 +96,7 @@ class PsfSampler:
 
 def _shifted_basis(psf: PixelPsf, half: int) -> np.ndarray:
     """((P+1)²·T, S²): every basis image shifted by each phase pair, cropped, flattened."""
-    from app.engine.measure.context import shift_cube
+    from app.engine.measure.context import shift_axis
 
     k = psf.basis.shape[-1] // 2
     size = 2 * half + 1
@@ -108,9 +108,16 @@ def _shifted_basis(psf: PixelPsf, half: int) -> np.ndarray:
                    ((0, 0), (pad, pad), (pad, pad)))
     c = basis.shape[-1] // 2
     phases = np.linspace(-0.5, 0.5, N_PHASES + 1)
-    py, px = np.meshgrid(phases, phases, indexing="ij")  # (P+1, P+1)
-    stack = np.broadcast_to(basis, (py.size,) + basis.shape).reshape(-1, *basis.shape[1:])
-    shifted = shift_cube(stack, np.repeat(px.ravel(), n_terms), np.repeat(py.ravel(), n_terms),
-                         order=LANCZOS_ORDER)
+    # ordered (y phase, x phase, term); the x shift depends on the x phase only, so each
+    # basis image is shifted along x once per x phase, not once per phase pair
+    along_x = shift_axis(_repeat_cube(basis.astype(np.float64), len(phases)),
+                         np.repeat(phases, n_terms), 2, LANCZOS_ORDER)
+    shifted = shift_axis(_repeat_cube(along_x, len(phases)),
+                         np.repeat(phases, len(phases) * n_terms), 1, LANCZOS_ORDER)
     cropped = shifted[:, c - half: c + half + 1, c - half: c + half + 1]
-    return cropped.reshape(py.size * n_terms, size * size)
+    return cropped.reshape(len(phases) ** 2 * n_terms, size * size)
+
+
+def _repeat_cube(cube: np.ndarray, times: int) -> np.ndarray:
+    """The stamps of ``cube`` repeated ``times`` over, one full run after another."""
+    return np.broadcast_to(cube, (times,) + cube.shape).reshape(-1, *cube.shape[1:])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine.cutouts import gather_windows
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
 from app.engine.psf import PsfModel, lanczos_weights, psf_sigmas
@@ -132,7 +133,7 @@ class MeasurementContext:
         return self._cache[half]
 
     def _gather_stamps(self, half: int) -> Stamps:
-        """Stamps cut from the images: one flat gather per plane, off-image pixels filled."""
+        """Stamps cut from the images (``gather_windows``), off-image pixels filled."""
         ex = self.exposure
         h, w = ex.shape
         size = 2 * half + 1
@@ -141,11 +142,11 @@ class MeasurementContext:
         x0, y0 = cx - half, cy - half
         off = np.arange(size)
         yy, xx = y0[:, None] + off, x0[:, None] + off  # (N, S)
-        flat = (np.clip(yy, 0, h - 1) * w)[:, :, None] + np.clip(xx, 0, w - 1)[:, None, :]
         on = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
-        image = np.take(self._base.reshape(-1), flat).astype(np.float32, copy=False)
-        variance = np.take(ex.variance.reshape(-1), flat).astype(np.float32, copy=False)
-        mask = np.take(ex.mask.reshape(-1), flat).astype(np.int32, copy=False)
+        window = (size, size)
+        image = gather_windows(self._base, y0, x0, window).astype(np.float32, copy=False)
+        variance = gather_windows(ex.variance, y0, x0, window).astype(np.float32, copy=False)
+        mask = gather_windows(ex.mask, y0, x0, window).astype(np.int32, copy=False)
         if not on.all():
             off_image = ~on
             image[off_image] = 0
@@ -239,33 +240,39 @@ def _resize(cube: np.ndarray, size: int) -> np.ndarray:
     return np.pad(cube, ((0, 0), (p, p), (p, p)))
 
 
-def shift_cube(cube: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 5) -> np.ndarray:
-    """Shift each stamp of a cube by its own (dx, dy) with separable Lanczos interpolation.
+def shift_axis(cube: np.ndarray, shift: np.ndarray, axis: int, order: int = 5
+               ) -> np.ndarray:
+    """Shift each stamp of a float64 cube by its own ``shift`` along ``axis`` (1: y, 2: x)
+    with Lanczos interpolation; shifts are expected within ±1 pixel.
 
-    ``out[k](x, y) = cube[k](x - dx[k], y - dy[k])``; shifts are expected within ±1 pixel.
-    Each axis costs 2·order passes over the cube, whatever the number of stamps: stamps
-    sharing a whole-pixel part of their shift (two or three groups) read plain slices.
+    Costs 2·order passes over the cube, whatever the number of stamps: stamps sharing a
+    whole-pixel part of their shift (two or three groups) read plain slices.
     """
-    out = cube.astype(np.float64)
-    n, s, _ = out.shape
-    for axis, shift in ((2, np.asarray(dx, float)), (1, np.asarray(dy, float))):
-        whole = np.floor(-shift).astype(np.int64)
-        weights = lanczos_weights(-shift - whole, order)  # (N, 2*order)
-        pad = order + 2
-        padded = np.pad(out, [(0, 0)] + [(pad, pad) if a == axis else (0, 0) for a in (1, 2)])
-        acc = np.zeros_like(out)
-        for step in np.unique(whole):
-            group = np.nonzero(whole == step)[0]
-            every = len(group) == n
-            src = padded if every else padded[group]
-            part = np.zeros((len(group), s, s))
-            for k, off in enumerate(range(-order + 1, order + 1)):
-                lo = pad + step + off
-                taken = src[:, :, lo : lo + s] if axis == 2 else src[:, lo : lo + s, :]
-                part += weights[group, k, None, None] * taken
-            if every:
-                acc = part
-            else:
-                acc[group] = part
-        out = acc
-    return out
+    n, s, _ = cube.shape
+    shift = np.asarray(shift, float)
+    whole = np.floor(-shift).astype(np.int64)
+    weights = lanczos_weights(-shift - whole, order)  # (N, 2*order)
+    pad = order + 2
+    padded = np.pad(cube, [(0, 0)] + [(pad, pad) if a == axis else (0, 0) for a in (1, 2)])
+    acc = np.zeros_like(cube)
+    for step in np.unique(whole):
+        group = np.nonzero(whole == step)[0]
+        every = len(group) == n
+        src = padded if every else padded[group]
+        part = np.zeros((len(group), s, s))
+        for k, off in enumerate(range(-order + 1, order + 1)):
+            lo = pad + step + off
+            taken = src[:, :, lo : lo + s] if axis == 2 else src[:, lo : lo + s, :]
+            part += weights[group, k, None, None] * taken
+        if every:
+            acc = part
+        else:
+            acc[group] = part
+    return acc
+
+
+def shift_cube(cube: np.ndarray, dx: np.ndarray, dy: np.ndarray, order: int = 5) -> np.ndarray:
+    """Shift each stamp of a cube by its own (dx, dy) with separable Lanczos interpolation:
+    ``out[k](x, y) = cube[k](x - dx[k], y - dy[k])``, along x and then along y."""
+    along_x = shift_axis(cube.astype(np.float64), dx, 2, order)
+    return shift_axis(along_x, dy, 1, order)

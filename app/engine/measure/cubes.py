@@ -38,13 +38,17 @@ def gaussian_weight(dx: np.ndarray, dy: np.ndarray, xx: np.ndarray, yy: np.ndarr
     """Unnormalized elliptical Gaussian exp(-½ dᵀ Q⁻¹ d) with Q = [[xx, xy], [xy, yy]].
 
     Zero where the quadratic form is undefined (no positive-definite Q, or no position).
+    The −½ is folded into the per-source coefficients and the terms in one coordinate are
+    formed on a row or a column, so the full cube takes one product and two sums (scaling
+    by −½ is exact: the weights are those of the plain formula to the bit).
     """
     det = xx * yy - xy * xy
     det = np.where(det > 0, det, np.nan)
     ixx, iyy, ixy = yy / det, xx / det, -xy / det
-    q = (ixx[:, None, None] * dx * dx + 2 * ixy[:, None, None] * dx * dy
-         + iyy[:, None, None] * dy * dy)
-    w = np.exp(np.multiply(q, -0.5, out=q), out=q)
+    q = -ixy[:, None, None] * dx * dy  # −½ · 2 ixy dx dy
+    q += -0.5 * ixx[:, None, None] * dx * dx
+    q += -0.5 * iyy[:, None, None] * dy * dy
+    w = np.exp(q, out=q)
     return np.fmax(w, 0.0, out=w)  # NaN → 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.engine.cutouts import gather_windows
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import DERIVED_ORDER, Column, Plugin, register
@@ -104,17 +105,19 @@ class Blendedness(Plugin):
         half = int(np.clip(np.ceil(4 * np.sqrt(np.nanmax(np.maximum(xx, yy)))), 6, 30))
         st = ctx.stamps(half)
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
-        w = np.where(st.on_image, gaussian_weight(dx, dy, xx, yy, xy), 0)
-        ex = ctx.exposure
-        h, wd = ex.shape
-        off = np.arange(2 * half + 1)
-        yyi = np.clip(st.y0[:, None, None] + off[None, :, None], 0, h - 1)
-        xxi = np.clip(st.x0[:, None, None] + off[None, None, :], 0, wd - 1)
-        full = ex.image[yyi, xxi]
-        child = st.image
+        w = gaussian_weight(dx, dy, xx, yy, xy)
+        np.copyto(w, 0.0, where=~st.on_image)
+        full = gather_windows(ctx.exposure.image, st.y0, st.x0, (2 * half + 1,) * 2)
+        # the products go to one scratch cube and |full|, then |child|, over ``full``'s
+        # own copy: the cubes are large enough that each temporary costs
+        prod = np.empty_like(w)
+        child_sum = np.multiply(w, st.image, out=prod).sum(axis=(1, 2))
+        full_sum = np.multiply(w, full, out=prod).sum(axis=(1, 2))
+        full_abs = np.multiply(w, np.abs(full, out=full), out=prod).sum(axis=(1, 2))
+        child_abs = np.multiply(w, np.abs(st.image, out=full), out=prod).sum(axis=(1, 2))
         with np.errstate(divide="ignore", invalid="ignore"):
-            raw = 1 - (w * child).sum(axis=(1, 2)) / (w * full).sum(axis=(1, 2))
-            absb = 1 - (w * np.abs(child)).sum(axis=(1, 2)) / (w * np.abs(full)).sum(axis=(1, 2))
+            raw = 1 - child_sum / full_sum
+            absb = 1 - child_abs / full_abs
         out[f"{n}_raw"][:] = raw
         out[f"{n}_abs"][:] = absb
         parent_row = {int(i): k for k, i in enumerate(ctx.ids)}

@@ -136,11 +136,16 @@ class GaussianFlux(Plugin):
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         w = gaussian_weight(dx, dy, xx, yy, xy)
         good = st.on_image & ~ctx.exposure.planes.any(st.mask, BAD_PLANES)
-        w = np.where(good, w, 0)
+        np.copyto(w, 0.0, where=~good)
+        # products into one zeroed scratch cube, written on good pixels only: bad ones may
+        # hold NaN, and the cubes are large enough that each temporary costs
+        prod = np.zeros_like(w)
+        flux = np.multiply(w, st.image, out=prod, where=good).sum(axis=(1, 2))
+        np.multiply(w, w, out=prod)
+        var = np.multiply(prod, st.variance, out=prod, where=good).sum(axis=(1, 2))
         n = self.name
-        out[f"{n}_instFlux"][:] = 2 * (w * np.where(good, st.image, 0)).sum(axis=(1, 2))
-        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(
-            (w * w * np.where(good, st.variance, 0)).sum(axis=(1, 2)))
+        out[f"{n}_instFlux"][:] = 2 * flux
+        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(var)
         out[f"{n}_flag"][:] = no_shape
 
 
@@ -157,8 +162,8 @@ class CircularApertureFlux(Plugin):
     """Fluxes in circular apertures of the configured radii.
 
     Radii up to 12 px use the exact area of overlap of each pixel with the circle; larger
-    ones count the pixels whose centre is inside (LSST's "naive" apertures), summed row by
-    row from cumulative sums of the noise-replaced image (``naive_aperture_sums``).
+    ones count the pixels whose centre is inside (LSST's "naive" apertures), summed column
+    by column from cumulative sums of the noise-replaced image (``naive_aperture_sums``).
     """
 
     name = "base_CircularApertureFlux"
@@ -214,27 +219,32 @@ class CircularApertureFlux(Plugin):
 CHORD_BLOCK_ROWS = 256  # rows whose cumulative sums are held at a time
 
 
-def row_chord_sums(plane: np.ndarray, rows: np.ndarray, xa: np.ndarray, xb: np.ndarray
-                   ) -> np.ndarray:
-    """Σ plane[row, xa:xb] (float64) of every chord, non-finite pixels counted as 0.
+def column_chord_sums(plane: np.ndarray, cols: np.ndarray, ya: np.ndarray, yb: np.ndarray
+                      ) -> np.ndarray:
+    """Σ plane[ya:yb, col] (float64) of every column chord, non-finite pixels counted as 0.
 
-    From row-wise cumulative sums, built a block of rows at a time and only for blocks that
-    chords cross: a float64 copy of the whole image is never held.
+    From cumulative sums down the columns, built a block of rows at a time and only for
+    blocks that chords cross (a float64 copy of the whole image is never held); a chord
+    crossing blocks is the sum of its parts. Each row is added to the running sums of the
+    row above as one vector: a cumulative sum along a row would be a chain of dependent
+    additions, three times slower.
     """
-    out = np.zeros(len(rows))
-    order = np.argsort(rows, kind="stable")
-    starts = np.arange(0, plane.shape[0] + CHORD_BLOCK_ROWS, CHORD_BLOCK_ROWS)
-    bounds = np.searchsorted(rows[order], starts)
-    cs = np.zeros((CHORD_BLOCK_ROWS, plane.shape[1] + 1))
-    for k in np.nonzero(np.diff(bounds))[0]:
-        top = starts[k]
-        block = plane[top : top + CHORD_BLOCK_ROWS]
+    h, w = plane.shape
+    out = np.zeros(len(cols))
+    cs = np.zeros((CHORD_BLOCK_ROWS + 1, w))
+    for top in range(0, h, CHORD_BLOCK_ROWS):
+        bottom = min(top + CHORD_BLOCK_ROWS, h)
+        part = np.flatnonzero((ya < bottom) & (yb > top))
+        if len(part) == 0:
+            continue
+        block = plane[top:bottom]
         if not np.isfinite(block).all():
             block = np.nan_to_num(block, posinf=0.0)
-        np.cumsum(block, axis=1, dtype=np.float64, out=cs[: len(block), 1:])
-        sel = order[bounds[k] : bounds[k + 1]]
-        r = rows[sel] - top
-        out[sel] = cs[r, xb[sel]] - cs[r, xa[sel]]
+        for i, row in enumerate(block):  # a row at a time: each a vector over the width
+            np.add(cs[i], row, out=cs[i + 1])
+        lo = np.clip(ya[part], top, bottom) - top
+        hi = np.clip(yb[part], top, bottom) - top
+        out[part] += cs[hi, cols[part]] - cs[lo, cols[part]]
     return out
 
 
@@ -243,28 +253,28 @@ def naive_aperture_sums(ctx: MeasurementContext, radii: list[float]
     """Sums of (image, variance) over pixels whose centres lie within each radius, (R, N).
 
     The image is the noise-replaced one with each source's own footprint added back: sums
-    over the noise image by row chords, plus the source's footprint pixels inside the circle
-    times (own value − noise value). All radii share one pass of row cumulative sums, so a
-    70-pixel aperture costs 141 look-ups per source rather than 20,000 pixels.
+    over the noise image by column chords, plus the source's footprint pixels inside the
+    circle times (own value − noise value). All radii share one pass of column cumulative
+    sums, so a 70-pixel aperture costs 141 look-ups per source rather than 20,000 pixels.
     """
     h, w = ctx.exposure.shape
     x, y = ctx.x, ctx.y
     n = ctx.n_sources
     chords = []
     for r in radii:
-        dyi = np.arange(-int(np.ceil(r)), int(np.ceil(r)) + 1)
-        rows = np.round(y).astype(np.int64)[:, None] + dyi[None, :]
-        chord2 = r * r - (rows - y[:, None]) ** 2
-        half_w = np.sqrt(np.maximum(chord2, 0))
-        xa = np.clip(np.ceil(x[:, None] - half_w).astype(np.int64), 0, w)
-        xb = np.clip(np.floor(x[:, None] + half_w).astype(np.int64) + 1, 0, w)
-        chords.append((rows, xa, xb, (chord2 >= 0) & (rows >= 0) & (rows < h)))
+        dxi = np.arange(-int(np.ceil(r)), int(np.ceil(r)) + 1)
+        cols = np.round(x).astype(np.int64)[:, None] + dxi[None, :]
+        chord2 = r * r - (cols - x[:, None]) ** 2
+        half_h = np.sqrt(np.maximum(chord2, 0))
+        ya = np.clip(np.ceil(y[:, None] - half_h).astype(np.int64), 0, h)
+        yb = np.clip(np.floor(y[:, None] + half_h).astype(np.int64) + 1, 0, h)
+        chords.append((cols, ya, yb, (chord2 >= 0) & (cols >= 0) & (cols < w)))
     valid = np.concatenate([c[3].ravel() for c in chords])
-    rows, xa, xb = (np.concatenate([c[i].ravel() for c in chords])[valid] for i in range(3))
+    cols, ya, yb = (np.concatenate([c[i].ravel() for c in chords])[valid] for i in range(3))
     sums = []
     for plane in (ctx.base_image, ctx.exposure.variance):
         per_chord = np.zeros(len(valid))
-        per_chord[valid] = row_chord_sums(plane, rows, xa, xb)
+        per_chord[valid] = column_chord_sums(plane, cols, ya, yb)
         bounds = np.cumsum([0] + [c[3].size for c in chords])
         sums.append(np.stack([per_chord[bounds[k] : bounds[k + 1]].reshape(n, -1).sum(axis=1)
                               for k in range(len(radii))]) if n else np.zeros((len(radii), 0)))
