@@ -30,7 +30,7 @@ from app.engine.psf import SIGMA_TO_FWHM, psf_sigmas
 from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
-CHUNK = 8192
+CHUNK = 2048  # positions per pass: a chunk's (N, P) arrays stay in the CPU's cache
 SKY_COLUMNS = (("ra", "dec"), ("coord_ra", "coord_dec"))
 PIXEL_COLUMNS = (("x", "y"),)
 SHAPE_COLUMNS = ("shape_xx", "shape_yy", "shape_xy")
@@ -231,9 +231,8 @@ def _gather(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, dx: np.ndarray,
     cy = np.round(np.nan_to_num(ay, nan=-1e6)).astype(np.int64)
     reach = int(max(np.abs(dx).max(), np.abs(dy).max()))
     inside = (cx >= reach) & (cx < w - reach) & (cy >= reach) & (cy < h - reach)
-    # positions wholly on the image: one flat gather; the few at the edges are clipped
-    idx = np.empty((len(ax), len(dx)), dtype=np.int64)
-    idx[inside] = (cy[inside] * w + cx[inside])[:, None] + (dy * w + dx)[None, :]
+    # one flat gather for every position; the few near the edges are then clipped
+    idx = (cy * w + cx)[:, None] + (dy * w + dx)[None, :]
     on = np.ones(idx.shape, dtype=bool)
     edge = np.nonzero(~inside)[0]
     if len(edge):
