@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,15 +58,11 @@ def engine_seconds(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(env: dict[str, str]) -> Iterator[str]:
     """``skyphot serve`` on a free port until the block ends; yields its base URL."""
+    from app.commands.embedded import free_port
+
     port = free_port()
     process = subprocess.Popen([str(SKYPHOT), "serve", "--port", str(port)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

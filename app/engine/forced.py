@@ -26,7 +26,7 @@ from app.engine.measure.cubes import circle_overlap
 from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_half, radius_name
 from app.engine.measure.registry import Column
 from app.engine.measure.task import make_table
-from app.engine.psf import SIGMA_TO_FWHM, psf_sigmas
+from app.engine.psf import SIGMA_TO_FWHM, psf_fwhm, psf_sigmas
 from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
@@ -177,7 +177,7 @@ def run_forced(
         out["base_TransformedCentroid_y"][:] = out["slot_Centroid_y"][:] = y
         out["coord_ra"][:], out["coord_dec"][:] = ra, dec
         out["base_TransformedCentroid_flag"][:] = bad_pos
-    fwhm = _psf_fwhm(exposure)
+    fwhm = psf_fwhm(exposure.psf, exposure.width / 2, exposure.height / 2)
     sampler = PsfSampler(exposure.psf,
                          psf_fit_half(exposure.psf, exposure.width / 2, exposure.height / 2))
     order = memory_order(exposure, ax, ay)
@@ -208,11 +208,6 @@ def memory_order(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarr
     w = exposure.shape[1]
     flat = (np.round(np.nan_to_num(ay, nan=-1.0)) * w + np.round(np.nan_to_num(ax, nan=-1.0)))
     return np.argsort(flat, kind="stable")
-
-
-def _psf_fwhm(exposure: Exposure) -> float:
-    assert exposure.psf is not None
-    return float(exposure.psf.sigma(exposure.width / 2, exposure.height / 2) * SIGMA_TO_FWHM)
 
 
 def square_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
