@@ -19,11 +19,13 @@ from app.services.lightcurve import LightCurveService
 from app.services.results import ResultService
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies that do no I/O are coroutines: FastAPI runs a plain function in the thread
+# pool, a hop that costs more than a small synchronous request's work.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_queue(request: Request) -> JobQueue:
+async def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
@@ -39,7 +41,7 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_owner(runtime: RuntimeDep) -> str:
+async def get_owner(runtime: RuntimeDep) -> str:
     """The caller; bearer-token authentication replaces this and nothing below changes."""
     return runtime.settings.default_owner
 
@@ -72,9 +74,9 @@ ExposureServiceDep = Annotated[ExposureService, Depends(get_exposure_service)]
 CalexpServiceDep = Annotated[CalexpService, Depends(get_calexp_service)]
 
 
-def get_forced_service(session: SessionDep, calexps: CalexpServiceDep, runtime: RuntimeDep,
-                       owner: OwnerDep) -> ForcedService:
-    return ForcedService(session, calexps, owner, runtime.settings.forced_sync_max_positions)
+async def get_forced_service(runtime: RuntimeDep, owner: OwnerDep) -> ForcedService:
+    return ForcedService(runtime.sessions, runtime.store, runtime.exposures, owner,
+                         runtime.settings.forced_sync_max_positions)
 
 
 ForcedServiceDep = Annotated[ForcedService, Depends(get_forced_service)]

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     try:
         with progress_bar("forced", args.quiet) as progress:
-            table = run_forced(exposure, positions, config, progress)
+            table = run_forced(exposure, positions, config, progress).to_table()
     except ValueError as e:
         print(f"skyphot forced: {e}", file=sys.stderr)
         return 2

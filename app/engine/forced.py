@@ -4,29 +4,34 @@ Plugins (LSST names): ``base_TransformedCentroid`` (RA/Dec through the WCS, or p
 given), ``base_PsfFlux`` (a linear fit of the PSF at that fixed position,
 F = ΣP·D / ΣP², σ² = ΣP²V / (ΣP²)², pixels with ``badMaskPlanes`` left out and flagged,
 times the exposure's aperture correction so it matches the detection catalog's PSF flux),
-``base_TransformedShape`` (the caller's shape when given, else the PSF's), ``base_PixelFlags``,
-and optionally ``base_CircularApertureFlux`` and ``base_LocalBackground``.
+``base_TransformedShape`` (the caller's shape when given, else the PSF's adaptive moments),
+``base_PixelFlags``, and optionally ``base_CircularApertureFlux`` and
+``base_LocalBackground``.
 
 Every input row comes back, in input order, with the caller's columns unchanged beside the
 measurements; a position off the image or on NO_DATA keeps its row with a flag and NaN
 flux. Positions are processed in chunks, each fully vectorized: no Python loop per position.
+A request of a few positions costs a fraction of a millisecond, so everything that does not
+depend on the positions (columns, the PSF's size, the sampler) is made once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
-from astropy.table import Column as TableColumn
 from astropy.table import Table
 
+from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.measure.cubes import circle_overlap
 from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_half, radius_name
+from app.engine.measure.plugins.shape import psf_moments_at
 from app.engine.measure.registry import Column
-from app.engine.measure.task import make_table
-from app.engine.psf import SIGMA_TO_FWHM, psf_fwhm, psf_sigmas
+from app.engine.psf import SIGMA_TO_FWHM, psf_fwhm
 from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
@@ -34,12 +39,11 @@ CHUNK = 2048  # positions per pass: a chunk's (N, P) arrays stay in the CPU's ca
 SKY_COLUMNS = (("ra", "dec"), ("coord_ra", "coord_dec"))
 PIXEL_COLUMNS = (("x", "y"),)
 SHAPE_COLUMNS = ("shape_xx", "shape_yy", "shape_xy")
-COORDINATE_UNITS = {"ra": "deg", "dec": "deg", "x": "pix", "y": "pix"}
-COORDINATE_DESCRIPTIONS = {
-    "ra": "Right ascension (ICRS) given for the position.",
-    "dec": "Declination (ICRS) given for the position.",
-    "x": "Pixel x given for the position (parent frame).",
-    "y": "Pixel y given for the position (parent frame).",
+COORDINATES = {
+    "ra": ColumnInfo("deg", "Right ascension (ICRS) given for the position."),
+    "dec": ColumnInfo("deg", "Declination (ICRS) given for the position."),
+    "x": ColumnInfo("pix", "Pixel x given for the position (parent frame)."),
+    "y": ColumnInfo("pix", "Pixel y given for the position (parent frame)."),
 }
 FLAG_PLANES = {
     "edge": ["EDGE", "NO_DATA"],
@@ -49,30 +53,31 @@ FLAG_PLANES = {
     "bad": ["BAD"],
     "suspect": ["SUSPECT"],
 }
+OFF_IMAGE = -1e6  # where a position that is not finite is measured: off any image
 
 
-def positions_kind(table: Table) -> tuple[str, str, bool]:
-    """The two position columns of ``table`` and whether they are sky coordinates."""
+def positions_kind(names: Iterable[str]) -> tuple[str, str, bool]:
+    """The two position columns among ``names`` and whether they are sky coordinates."""
+    names = list(names)
     for a, b in SKY_COLUMNS:
-        if a in table.colnames and b in table.colnames:
+        if a in names and b in names:
             return a, b, True
     for a, b in PIXEL_COLUMNS:
-        if a in table.colnames and b in table.colnames:
+        if a in names and b in names:
             return a, b, False
     raise ValueError(
         "positions need columns ra and dec (degrees, ICRS) or x and y (pixels); "
-        f"got columns {table.colnames}")
-
-
-def coordinate_column(name: str, values: np.ndarray) -> TableColumn:
-    """A position column (``ra``, ``dec``, ``x`` or ``y``) as floats with its unit."""
-    return TableColumn(np.asarray(values, float), name=name, unit=COORDINATE_UNITS[name],
-                       description=COORDINATE_DESCRIPTIONS[name])
+        f"got columns {names}")
 
 
 def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:
     """The measurement columns, with units and descriptions, for these plugins."""
-    plugins = set(config.plugins)
+    return list(_forced_columns(tuple(config.plugins), tuple(config.apertureRadii), calibrated))
+
+
+@lru_cache(maxsize=64)
+def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrated: bool
+                    ) -> tuple[Column, ...]:
     cols: list[Column] = []
     if "base_TransformedCentroid" in plugins:
         cols += [
@@ -121,7 +126,7 @@ def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:
             cols.append(Column(f"base_PixelFlags_flag_{name}Center", "bool", None,
                                f"{'/'.join(FLAG_PLANES[name])} pixel within 1 pixel."))
     if "base_CircularApertureFlux" in plugins:
-        for r in config.apertureRadii:
+        for r in radii:
             stem = f"base_CircularApertureFlux_{radius_name(r)}"
             cols += [
                 Column(f"{stem}_instFlux", "f8", "ct", f"Flux within {r:g} pixels (exact)."),
@@ -137,28 +142,40 @@ def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:
             Column("base_LocalBackground_instFluxErr", "f8", "ct", "Clipped stdev in the annulus."),
             Column("base_LocalBackground_flag", "bool", None, "No usable pixel in the annulus."),
         ]
-    return cols
+    return tuple(cols)
+
+
+@dataclass(frozen=True)
+class _PsfScale:
+    """What every position of one exposure shares: the PSF's FWHM at the centre and the
+    sampler of its fit disk."""
+
+    fwhm: float
+    sampler: PsfSampler
 
 
 def run_forced(
-    exposure: Exposure, positions: Table, config: ForcedConfig | None = None,
+    exposure: Exposure, positions: ColumnSet | Table, config: ForcedConfig | None = None,
     progress: Callable[[float, str], None] | None = None,
-) -> Table:
-    """Forced measurements at every row of ``positions`` (which must carry a PSF'd exposure)."""
+) -> ColumnSet:
+    """Forced measurements at every row of ``positions`` (which must carry a PSF'd exposure).
+
+    Returns the input columns unchanged, then the columns of ``config``'s plugins
+    (`forced_columns`), one row per input row, in input order.
+    """
     config = config or ForcedConfig()
     if exposure.psf is None:
         raise ValueError("forced photometry needs the exposure's PSF; characterize it first")
-    a, b, from_sky = positions_kind(positions)
+    if isinstance(positions, Table):
+        positions = ColumnSet.from_table(positions)
+    a, b, from_sky = positions_kind(positions.names)
     n = len(positions)
-    ox, oy = exposure.xy0
     cal = exposure.photo_calib
     cols = forced_columns(config, cal is not None)
-    clash = [c.name for c in cols if c.name in positions.colnames]
+    clash = [c.name for c in cols if c.name in positions]
     if clash:
         raise ValueError(f"input columns {clash} have the names of measurement columns; "
                          "rename them")
-    out = {c.name: np.full(n, np.nan if np.dtype(c.dtype).kind == "f" else 0, dtype=c.dtype)
-           for c in cols}
     va = np.asarray(positions[a], dtype=float)
     vb = np.asarray(positions[b], dtype=float)
     if from_sky:
@@ -170,44 +187,74 @@ def run_forced(
         x, y = va, vb
         ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
                    else (np.full(n, np.nan), np.full(n, np.nan)))
-    ax, ay = x - ox, y - oy  # array frame
-    bad_pos = ~(np.isfinite(ax) & np.isfinite(ay))
-    if "base_TransformedCentroid" in config.plugins:
-        out["base_TransformedCentroid_x"][:] = out["slot_Centroid_x"][:] = x
-        out["base_TransformedCentroid_y"][:] = out["slot_Centroid_y"][:] = y
-        out["coord_ra"][:], out["coord_dec"][:] = ra, dec
-        out["base_TransformedCentroid_flag"][:] = bad_pos
-    fwhm = psf_fwhm(exposure.psf, exposure.width / 2, exposure.height / 2)
-    sampler = PsfSampler(exposure.psf,
-                         psf_fit_half(exposure.psf, exposure.width / 2, exposure.height / 2))
-    order = memory_order(exposure, ax, ay)
-    for start in range(0, n, CHUNK):
-        rows = order[start:start + CHUNK]
-        _measure_chunk(exposure, config, ax[rows], ay[rows], rows, out, sampler, fwhm)
-        if progress is not None:
-            progress(min(start + CHUNK, n) / n, "forced")
-    if "base_PsfFlux" in config.plugins:
+    finite = np.isfinite(x) & np.isfinite(y)
+    ax = np.where(finite, x - exposure.xy0[0], OFF_IMAGE)  # array frame
+    ay = np.where(finite, y - exposure.xy0[1], OFF_IMAGE)
+    plugins = set(config.plugins)
+    out: dict[str, np.ndarray] = {}
+    if "base_TransformedCentroid" in plugins:
+        out.update(base_TransformedCentroid_x=x, base_TransformedCentroid_y=y,
+                   slot_Centroid_x=x, slot_Centroid_y=y, coord_ra=ra, coord_dec=dec,
+                   base_TransformedCentroid_flag=~finite)
+    out.update(_measure_chunks(exposure, config, ax, ay, progress))
+    if "base_PsfFlux" in plugins:
         field = exposure.ap_corr.get("base_PsfFlux")
         corr = field(ax, ay) if field is not None else np.ones(n)
-        out["base_PsfFlux_apCorr"][:] = corr
-        out["base_PsfFlux_instFlux"] *= corr
-        out["base_PsfFlux_instFluxErr"] *= corr
-    if "base_TransformedShape" in config.plugins:
-        _shapes(exposure, positions, ax, ay, out)
+        out["base_PsfFlux_apCorr"] = corr
+        out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
+        out["base_PsfFlux_instFluxErr"] = out["base_PsfFlux_instFluxErr"] * corr
+    if "base_TransformedShape" in plugins:
+        out.update(_shapes(exposure, positions, ax, ay, finite))
     if cal is not None:
-        for name in [c.name for c in cols if c.name.endswith("_flux")]:
-            stem = name[: -len("_flux")]
-            out[name][:] = out[f"{stem}_instFlux"] * cal.njy_per_count
-            out[f"{stem}_fluxErr"][:] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
-    return make_table(out, {c.name: c for c in cols}, before=positions)
+        for c in cols:
+            if c.name.endswith("_flux"):
+                stem = c.name[: -len("_flux")]
+                out[c.name] = out[f"{stem}_instFlux"] * cal.njy_per_count
+                out[f"{stem}_fluxErr"] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
+    result = positions.copy()
+    for c in cols:
+        result.add(c.name, out[c.name].astype(c.dtype, copy=False),
+                   ColumnInfo(c.unit, c.description))
+    return result
 
 
-def memory_order(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
-    """Rows in the order their pixels lie in memory (row-major), so that each chunk's
-    gathers read neighbouring cache lines instead of jumping across the whole image."""
+def _psf_scale(exposure: Exposure) -> _PsfScale:
+    """The exposure's `_PsfScale`, made once per PSF model (kept on the model)."""
+    psf = exposure.psf
+    assert psf is not None
+    key = (exposure.width, exposure.height)
+    cache = psf.__dict__.setdefault("_forced_scale", {})
+    if key not in cache:
+        x, y = exposure.width / 2, exposure.height / 2
+        cache[key] = _PsfScale(psf_fwhm(psf, x, y), PsfSampler(psf, psf_fit_half(psf, x, y)))
+    return cache[key]
+
+
+def _measure_chunks(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
+                    progress: Callable[[float, str], None] | None) -> dict[str, np.ndarray]:
+    """The per-pixel plugins' columns: one chunk for a small request; for a large one,
+    chunks in the order the positions' pixels lie in memory (row-major), so that each
+    chunk's gathers read neighbouring cache lines instead of jumping across the image."""
+    n = len(ax)
+    scale = _psf_scale(exposure)
+    if n <= CHUNK:
+        part = _measure_chunk(exposure, config, ax, ay, scale)
+        if progress is not None:
+            progress(1.0, "forced")
+        return part
     w = exposure.shape[1]
-    flat = (np.round(np.nan_to_num(ay, nan=-1.0)) * w + np.round(np.nan_to_num(ax, nan=-1.0)))
-    return np.argsort(flat, kind="stable")
+    order = np.argsort(np.round(ay) * w + np.round(ax), kind="stable")
+    out: dict[str, np.ndarray] = {}
+    for start in range(0, n, CHUNK):
+        rows = order[start:start + CHUNK]
+        part = _measure_chunk(exposure, config, ax[rows], ay[rows], scale)
+        for name, values in part.items():
+            if name not in out:
+                out[name] = np.empty(n, values.dtype)
+            out[name][rows] = values
+        if progress is not None:
+            progress(min(start + CHUNK, n) / n, "forced")
+    return out
 
 
 def square_offsets(half: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,14 +269,14 @@ def _gather(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, dx: np.ndarray,
     """(image, variance, mask, on_image), each (N, P): the pixels at offsets (dx, dy) from
     the pixel nearest each position. Off-image pixels read 0 with NO_DATA."""
     h, w = exposure.shape
-    cx = np.round(np.nan_to_num(ax, nan=-1e6)).astype(np.int64)
-    cy = np.round(np.nan_to_num(ay, nan=-1e6)).astype(np.int64)
+    cx = np.round(ax).astype(np.int64)
+    cy = np.round(ay).astype(np.int64)
     reach = int(max(np.abs(dx).max(), np.abs(dy).max()))
     inside = (cx >= reach) & (cx < w - reach) & (cy >= reach) & (cy < h - reach)
     # one flat gather for every position; the few near the edges are then clipped
     idx = (cy * w + cx)[:, None] + (dy * w + dx)[None, :]
     on = np.ones(idx.shape, dtype=bool)
-    edge = np.nonzero(~inside)[0]
+    edge = np.flatnonzero(~inside)
     if len(edge):
         yy, xx = cy[edge, None] + dy[None, :], cx[edge, None] + dx[None, :]
         on[edge] = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
@@ -252,61 +299,64 @@ def _offsets_from_position(ax: np.ndarray, ay: np.ndarray, dx: np.ndarray, dy: n
 
 
 def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
-                   rows: np.ndarray, out: dict[str, np.ndarray], sampler: PsfSampler,
-                   fwhm: float) -> None:
+                   scale: _PsfScale) -> dict[str, np.ndarray]:
     h, w = exposure.shape
     planes = exposure.planes
+    sampler = scale.sampler
+    out: dict[str, np.ndarray] = {}
     offimage = ~((ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5))
     # the PSF fit's disk of pixels serves the pixel flags too
     image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
-    centre = (sampler.dx == 0) & (sampler.dy == 0)
-    centre_nodata = planes.any(mask[:, centre][:, 0], "NO_DATA") | offimage
     if "base_PsfFlux" in config.plugins:
+        centre_nodata = planes.any(mask[:, sampler.centre], "NO_DATA") | offimage
         flux, err, area, none, partial = fixed_psf_photometry(
-            image, variance, mask, on, np.nan_to_num(ax), np.nan_to_num(ay), sampler,
-            planes, config.badMaskPlanes)
-        none = none | centre_nodata
-        out["base_PsfFlux_instFlux"][rows] = np.where(none, np.nan, flux)
-        out["base_PsfFlux_instFluxErr"][rows] = np.where(none, np.nan, err)
-        out["base_PsfFlux_area"][rows] = area
-        out["base_PsfFlux_flag_noGoodPixels"][rows] = none
-        out["base_PsfFlux_flag_edge"][rows] = partial
-        out["base_PsfFlux_flag"][rows] = none
+            image, variance, mask, on, ax, ay, sampler, planes, config.badMaskPlanes)
+        none |= centre_nodata
+        out["base_PsfFlux_instFlux"] = np.where(none, np.nan, flux)
+        out["base_PsfFlux_instFluxErr"] = np.where(none, np.nan, err)
+        out["base_PsfFlux_area"] = area
+        out["base_PsfFlux_flag_noGoodPixels"] = none
+        out["base_PsfFlux_flag_edge"] = partial
+        out["base_PsfFlux_flag"] = none
     if "base_PixelFlags" in config.plugins:
         d2 = sampler.dx**2 + sampler.dy**2
-        # OR of the mask bits near each position, once; then one test per flag
-        near_bits = np.bitwise_or.reduce(mask[:, d2 <= fwhm**2], axis=1)
-        centre_bits = np.bitwise_or.reduce(mask[:, d2 <= 2], axis=1)
-        out["base_PixelFlags_flag_offimage"][rows] = offimage
-        for name, plane_names in FLAG_PLANES.items():
-            bits = np.int32(planes.bitmask(plane_names))
-            out[f"base_PixelFlags_flag_{name}"][rows] = (near_bits & bits) != 0
-            out[f"base_PixelFlags_flag_{name}Center"][rows] = (centre_bits & bits) != 0
+        # OR of the mask bits near each position, once; then every flag in one test
+        near = np.bitwise_or.reduce(mask[:, d2 <= scale.fwhm**2], axis=1)
+        centre = np.bitwise_or.reduce(mask[:, d2 <= 2], axis=1)
+        bits = np.array([planes.bitmask(p) for p in FLAG_PLANES.values()], np.int32)
+        near_set = (near[:, None] & bits) != 0
+        centre_set = (centre[:, None] & bits) != 0
+        out["base_PixelFlags_flag_offimage"] = offimage
+        for k, name in enumerate(FLAG_PLANES):
+            out[f"base_PixelFlags_flag_{name}"] = near_set[:, k]
+            out[f"base_PixelFlags_flag_{name}Center"] = centre_set[:, k]
     if "base_CircularApertureFlux" in config.plugins:
-        _apertures(exposure, config, ax, ay, rows, out, offimage)
+        out.update(_apertures(exposure, config, ax, ay, offimage))
     if "base_LocalBackground" in config.plugins:
-        _local_background(exposure, ax, ay, rows, out, fwhm)
+        out.update(_local_background(exposure, ax, ay, scale.fwhm))
+    return out
 
 
 def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
-               rows: np.ndarray, out: dict[str, np.ndarray], offimage: np.ndarray
-               ) -> None:
+               offimage: np.ndarray) -> dict[str, np.ndarray]:
     h, w = exposure.shape
     dx, dy = square_offsets(int(np.ceil(max(config.apertureRadii))) + 1)
     image, variance, _, _ = _gather(exposure, ax, ay, dx, dy)
     ddx, ddy = _offsets_from_position(ax, ay, dx, dy)
+    out = {}
     for r in config.apertureRadii:
         stem = f"base_CircularApertureFlux_{radius_name(r)}"
         ov = circle_overlap(ddx, ddy, r)
         trunc = (ax - r < -0.5) | (ay - r < -0.5) | (ax + r > w - 0.5) | (ay + r > h - 0.5)
-        out[f"{stem}_instFlux"][rows] = np.where(offimage, np.nan, (ov * image).sum(axis=1))
-        out[f"{stem}_instFluxErr"][rows] = np.where(
+        out[f"{stem}_instFlux"] = np.where(offimage, np.nan, (ov * image).sum(axis=1))
+        out[f"{stem}_instFluxErr"] = np.where(
             offimage, np.nan, np.sqrt((ov * ov * variance).sum(axis=1)))
-        out[f"{stem}_flag"][rows] = trunc | offimage
+        out[f"{stem}_flag"] = trunc | offimage
+    return out
 
 
-def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, rows: np.ndarray,
-                      out: dict[str, np.ndarray], fwhm: float) -> None:
+def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, fwhm: float
+                      ) -> dict[str, np.ndarray]:
     """Clipped mean in an annulus of 7σ–15σ of the PSF, detected and bad pixels left out."""
     sigma = fwhm / SIGMA_TO_FWHM
     r_in, r_out = 7 * sigma, 15 * sigma
@@ -318,27 +368,27 @@ def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, rows: 
                                           "DETECTED_NEGATIVE"])
     use = (d2 >= r_in**2) & (d2 <= r_out**2) & on & ~excluded
     mean, _, std = clipped_stats(np.where(use, image, np.nan), axis=-1)
-    out["base_LocalBackground_instFlux"][rows] = mean
-    out["base_LocalBackground_instFluxErr"][rows] = std
-    out["base_LocalBackground_flag"][rows] = ~np.isfinite(mean)
+    return {"base_LocalBackground_instFlux": mean, "base_LocalBackground_instFluxErr": std,
+            "base_LocalBackground_flag": ~np.isfinite(mean)}
 
 
-def _shapes(exposure: Exposure, positions: Table, ax: np.ndarray, ay: np.ndarray,
-            out: dict[str, np.ndarray]) -> None:
-    """The caller's shape where given (pixels), else the PSF's adaptive moments there."""
+def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.ndarray,
+            finite: np.ndarray) -> dict[str, np.ndarray]:
+    """The caller's shape where given (pixels²), else the PSF's adaptive moments there."""
     assert exposure.psf is not None
     n = len(ax)
-    if all(c in positions.colnames for c in SHAPE_COLUMNS):
-        xx, yy, xy = (np.asarray(positions[c], float) for c in SHAPE_COLUMNS)
+    if all(c in positions for c in SHAPE_COLUMNS):
+        xx, yy, xy = (np.ma.filled(np.ma.asarray(positions[c], float), np.nan)
+                      for c in SHAPE_COLUMNS)
     else:
         xx = yy = xy = np.full(n, np.nan)
-    missing = ~np.isfinite(xx + yy + xy)
+    missing = ~np.isfinite(xx + yy + xy) & finite
     if missing.any():
-        sigma = psf_sigmas(exposure.psf, np.nan_to_num(ax[missing]),
-                           np.nan_to_num(ay[missing]))
         xx, yy, xy = xx.copy(), yy.copy(), xy.copy()
-        xx[missing], yy[missing], xy[missing] = sigma**2, sigma**2, 0.0
+        xx[missing], yy[missing], xy[missing] = psf_moments_at(exposure.psf, ax[missing],
+                                                               ay[missing])
+    out = {}
     for axis, values in (("xx", xx), ("yy", yy), ("xy", xy)):
-        out[f"base_TransformedShape_{axis}"][:] = values
-        out[f"slot_Shape_{axis}"][:] = values
-    out["base_TransformedShape_flag"][:] = ~np.isfinite(xx + yy + xy)
+        out[f"base_TransformedShape_{axis}"] = out[f"slot_Shape_{axis}"] = values
+    out["base_TransformedShape_flag"] = ~np.isfinite(xx + yy + xy)
+    return out

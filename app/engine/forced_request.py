@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from astropy.table import Column, Table, vstack
+from astropy.table import Table
 from scipy.spatial import cKDTree
 
+from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
-from app.engine.forced import coordinate_column, positions_kind, run_forced
+from app.engine.forced import COORDINATES, positions_kind, run_forced
 from app.engine.psf import psf_fwhm
 from app.engine.random_positions import NotEnoughBlankSky, random_positions
 
@@ -63,9 +64,9 @@ class Detections:
                    np.asarray(catalog["base_PsfFlux_instFluxErr"], float)[keep])
 
 
-def measure_request(exposure: Exposure, positions: Table | None, config: ForcedConfig, *,
+def measure_request(exposure: Exposure, positions: ColumnSet | None, config: ForcedConfig, *,
                     random: RandomSpec | None = None, match_radius_px: float | None = None,
-                    detections: Callable[[], Detections] | None = None) -> Table:
+                    detections: Callable[[], Detections] | None = None) -> ColumnSet:
     """The client's rows, then the random ones, measured; matched when ``detections`` is
     given (read only then), within ``match_radius_px`` (default 2 × the PSF FWHM).
 
@@ -78,7 +79,7 @@ def measure_request(exposure: Exposure, positions: Table | None, config: ForcedC
     if table is None:
         raise RequestError("give at least one position, or ask for random ones",
                            code="no_positions")
-    if positions_kind(table)[2] and exposure.wcs is None:
+    if positions_kind(table.names)[2] and exposure.wcs is None:
         raise RequestError("the exposure has no WCS; give positions as x and y", code="no_wcs")
     result = run_forced(exposure, table, config)
     if detections is not None:
@@ -98,27 +99,26 @@ def draw_random(exposure: Exposure, spec: RandomSpec) -> tuple[np.ndarray, np.nd
         raise RequestError(str(error), code="not_enough_blank_sky") from error
 
 
-def with_random(exposure: Exposure, table: Table | None, spec: RandomSpec) -> Table:
+def with_random(exposure: Exposure, table: ColumnSet | None, spec: RandomSpec) -> ColumnSet:
     """The client's rows tagged "input", then random rows tagged "random" (tags masked)."""
     x, y = draw_random(exposure, spec)
-    sky = table is not None and positions_kind(table)[2]
+    sky = table is not None and positions_kind(table.names)[2]
     a, b = ("ra", "dec") if sky else ("x", "y")
     va, vb = exposure.pixel_to_sky(x, y) if sky else (x, y)
-    extra = Table([coordinate_column(a, va), coordinate_column(b, vb)])
-    extra[POSITION_KIND] = "random"
+    kind = ColumnInfo(None, 'Where the position came from: "input" or "random".')
+    extra = ColumnSet.from_arrays({a: np.asarray(va, float), b: np.asarray(vb, float)},
+                                  {a: COORDINATES[a], b: COORDINATES[b]})
+    extra.add(POSITION_KIND, np.full(len(x), "random"), kind)
     if table is None:
-        combined = extra
-    else:
-        table = table.copy(copy_data=False)
-        table[POSITION_KIND] = "input"
-        combined = vstack([table, extra], join_type="outer", metadata_conflicts="silent")
-    combined[POSITION_KIND].description = 'Where the position came from: "input" or "random".'
-    return combined
+        return extra
+    tagged = table.copy()
+    tagged.add(POSITION_KIND, np.full(len(table), "input"), kind)
+    return tagged.concat(extra)
 
 
-def pixel_positions(exposure: Exposure, table: Table) -> tuple[np.ndarray, np.ndarray]:
+def pixel_positions(exposure: Exposure, table: ColumnSet) -> tuple[np.ndarray, np.ndarray]:
     """The rows' parent-frame pixel positions."""
-    a, b, sky = positions_kind(table)
+    a, b, sky = positions_kind(table.names)
     va, vb = np.asarray(table[a], float), np.asarray(table[b], float)
     if not sky:
         return va, vb
@@ -126,7 +126,7 @@ def pixel_positions(exposure: Exposure, table: Table) -> tuple[np.ndarray, np.nd
     return np.asarray(x, float), np.asarray(y, float)
 
 
-def on_image(exposure: Exposure, table: Table) -> np.ndarray:
+def on_image(exposure: Exposure, table: ColumnSet) -> np.ndarray:
     """Which rows' positions fall on the exposure's pixels."""
     x, y = pixel_positions(exposure, table)
     ox, oy = exposure.xy0
@@ -135,7 +135,7 @@ def on_image(exposure: Exposure, table: Table) -> np.ndarray:
         return (x - ox >= -0.5) & (x - ox < w - 0.5) & (y - oy >= -0.5) & (y - oy < h - 0.5)
 
 
-def add_matches(result: Table, xy: tuple[np.ndarray, np.ndarray], objects: Detections,
+def add_matches(result: ColumnSet, xy: tuple[np.ndarray, np.ndarray], objects: Detections,
                 radius: float) -> None:
     """Add the nearest detected object within ``radius`` pixels (-1 / NaN when none),
     through a KD-tree over the objects, as the tutorial compares forced and detection
@@ -154,10 +154,9 @@ def add_matches(result: Table, xy: tuple[np.ndarray, np.ndarray], objects: Detec
         rows = np.nonzero(finite)[0][hit]
         ids[rows] = objects.id[k[hit]]
         dist[rows], flux[rows], err[rows] = d[hit], objects.flux[k[hit]], objects.flux_err[k[hit]]
-    result["match_id"] = Column(ids, description="id of the nearest detected object, -1 if none.")
-    result["match_distance_px"] = Column(dist, unit="pix",
-                                         description="Distance to that object, pixels.")
-    result["match_base_PsfFlux_instFlux"] = Column(
-        flux, unit="ct", description="Its base_PsfFlux_instFlux in the detection catalog.")
-    result["match_base_PsfFlux_instFluxErr"] = Column(
-        err, unit="ct", description="Its base_PsfFlux_instFluxErr in the detection catalog.")
+    result.add("match_id", ids, ColumnInfo(None, "id of the nearest detected object, -1 if none."))
+    result.add("match_distance_px", dist, ColumnInfo("pix", "Distance to that object, pixels."))
+    result.add("match_base_PsfFlux_instFlux", flux,
+               ColumnInfo("ct", "Its base_PsfFlux_instFlux in the detection catalog."))
+    result.add("match_base_PsfFlux_instFluxErr", err,
+               ColumnInfo("ct", "Its base_PsfFlux_instFluxErr in the detection catalog."))

@@ -34,6 +34,7 @@ class PsfSampler:
         gy, gx = np.meshgrid(off, off, indexing="ij")
         disk = (gx * gx + gy * gy <= (half + 0.25) ** 2).ravel()
         self.dx, self.dy = gx.ravel()[disk], gy.ravel()[disk]
+        self.centre = int(np.flatnonzero((self.dx == 0) & (self.dy == 0))[0])
         # pixels a position's fit disk (radius half − 0.5 about a point within half a pixel
         # of the centre in x and y) may leave out; every other disk pixel is always in it
         inner = max(half - 0.5 - np.sqrt(0.5), 0.0)
@@ -43,7 +44,7 @@ class PsfSampler:
         if isinstance(psf, PixelPsf):
             cache = psf.__dict__.setdefault("_shifted_basis", {})
             if half not in cache:  # built once per model and size, reused by every call
-                cache[half] = _shifted_basis(psf, half)[:, self._disk]
+                cache[half] = np.ascontiguousarray(_shifted_basis(psf, half)[:, self._disk])
             self._grid = cache[half]
 
     def images(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

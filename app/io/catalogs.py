@@ -22,6 +22,7 @@ import io
 import json
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -30,6 +31,9 @@ import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
 from astropy.table.meta import get_header_from_yaml
+from astropy.units import Unit
+
+from app.engine.columns import ColumnSet
 
 CatalogFormat = Literal["fits", "votable", "csv", "parquet", "json"]
 Target = str | os.PathLike[str] | BinaryIO
@@ -74,13 +78,14 @@ def _check_format(format: str) -> CatalogFormat:
 # Writing
 
 
-def catalog_bytes(table: Table, format: CatalogFormat) -> bytes:
+def catalog_bytes(table: Table | ColumnSet, format: CatalogFormat) -> bytes:
     """Serialize ``table`` in ``format`` (see `FORMATS`) to bytes.
 
     Parameters
     ----------
     table
-        Columns with ``.unit`` and ``.description``.
+        Columns with units and descriptions: a Table, or the engine's `ColumnSet`, which
+        JSON is written from directly (a Table is made only for the other formats).
     format
         One of ``fits``, ``votable``, ``csv``, ``parquet``, ``json``.
 
@@ -89,24 +94,28 @@ def catalog_bytes(table: Table, format: CatalogFormat) -> bytes:
     bytes
         The file content, ready for an HTTP body with the media type in `FORMATS`.
     """
+    if _check_format(format) == "json":
+        return json_document(table)
     buffer = io.BytesIO()
     write_catalog(table, buffer, format)
     return buffer.getvalue()
 
 
-def write_catalog(table: Table, target: Target, format: CatalogFormat) -> None:
+def write_catalog(table: Table | ColumnSet, target: Target, format: CatalogFormat) -> None:
     """Write ``table`` to a path (overwritten) or a binary file object in ``format``.
 
     Parameters
     ----------
     table
-        Columns with ``.unit`` and ``.description``.
+        Columns with units and descriptions (a Table or a `ColumnSet`).
     target
         Path or writable binary file.
     format
         One of ``fits``, ``votable``, ``csv``, ``parquet``, ``json``.
     """
     writer = _WRITERS[_check_format(format)]
+    if isinstance(table, ColumnSet) and format != "json":
+        table = table.to_table()
     if isinstance(target, str | os.PathLike):
         with open(target, "wb") as f:
             writer(table, f)
@@ -161,45 +170,63 @@ def _write_parquet(table: Table, f: BinaryIO) -> None:
         f.write(path.read_bytes())
 
 
-def _write_json(table: Table, f: BinaryIO) -> None:
-    columns = [
-        {
-            "name": name,
-            "unit": None if column.unit is None else column.unit.to_string(),
-            "description": column.description or None,
-            "datatype": _json_datatype(column),
-        }
-        for name, column in table.columns.items()
-    ]
-    f.write(json.dumps({"columns": columns, "rows": json_rows(table)},
-                       allow_nan=False).encode("utf-8"))
+def _write_json(table: Table | ColumnSet, f: BinaryIO) -> None:
+    f.write(json_document(table))
 
 
-def json_rows(table: Table) -> list[dict[str, Any]]:
+def json_document(table: Table | ColumnSet) -> bytes:
+    """``{"columns": [{name, unit, description, datatype}], "rows": [{…}]}`` as UTF-8.
+
+    The column list depends only on the columns, not the rows, so it is encoded once per
+    kind of table: a small synchronous answer costs about its rows.
+    """
+    columns = _column_set(table)
+    header = _json_header(tuple(
+        (name, columns.info(name).unit, columns.info(name).description, columns[name].dtype)
+        for name in columns))
+    rows = json.dumps(json_rows(columns), allow_nan=False).encode("utf-8")
+    return b'{"columns": ' + header + b', "rows": ' + rows + b"}"
+
+
+@lru_cache(maxsize=256)
+def _json_header(columns: tuple[tuple[str, str | None, str | None, np.dtype], ...]) -> bytes:
+    return json.dumps([
+        {"name": name, "unit": None if unit is None else Unit(unit).to_string(),
+         "description": description or None, "datatype": _json_datatype(name, dtype)}
+        for name, unit, description, dtype in columns]).encode("utf-8")
+
+
+def _column_set(table: Table | ColumnSet) -> ColumnSet:
+    return table if isinstance(table, ColumnSet) else ColumnSet.from_table(table)
+
+
+def json_rows(table: Table | ColumnSet) -> list[dict[str, Any]]:
     """The rows as JSON objects: NaN, infinities and masked entries are None."""
-    values = [json_values(column) for column in table.columns.values()]
-    return [dict(zip(table.colnames, row, strict=True)) for row in zip(*values, strict=True)]
+    columns = _column_set(table)
+    names = columns.names
+    values = [json_values(columns[name]) for name in names]
+    return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
 
 
-def _json_datatype(column: Column) -> str:
-    kind = column.dtype.kind
+def _json_datatype(name: str, dtype: np.dtype) -> str:
+    kind = dtype.kind
     if kind in "US":
         return "char"
     try:
-        return JSON_DATATYPES[(kind, column.dtype.itemsize)]
+        return JSON_DATATYPES[(kind, dtype.itemsize)]
     except KeyError:
         raise ValueError(
-            f"column {column.name!r} has type {column.dtype}, which JSON output does not "
+            f"column {name!r} has type {dtype}, which JSON output does not "
             "support; expected booleans, integers, floats or strings"
         ) from None
 
 
-def json_values(column: Column) -> list[Any]:
+def json_values(column: np.ndarray) -> list[Any]:
     """Python values for one column: NaN, infinities and masked entries become None."""
     data = np.asarray(column)
     if data.dtype.kind == "S":
         data = np.char.decode(data, "utf-8")
-    missing = np.ma.getmaskarray(column) if isinstance(column, MaskedColumn) else None
+    missing = np.ma.getmaskarray(column) if isinstance(column, np.ma.MaskedArray) else None
     if data.dtype.kind == "f":
         invalid = ~np.isfinite(data)
         missing = invalid if missing is None else missing | invalid

@@ -1,4 +1,4 @@
-"""Client positions as JSON rows → an astropy Table the forced engine measures.
+"""Client positions as JSON rows → the columns the forced engine measures.
 
 Each row holds one coordinate pair (``ra``/``dec`` in degrees, or ``x``/``y`` in pixels) and
 any tag columns, which must come back unchanged and in input order, so each tag column gets
@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from astropy.table import Column, MaskedColumn, Table
 
+from app.engine.columns import ColumnSet
 from app.engine.config import FORCED_PLUGINS, ForcedConfig
-from app.engine.forced import coordinate_column, forced_columns
+from app.engine.forced import COORDINATES, forced_columns
 
 SKY = ("ra", "dec")
 PIXEL = ("x", "y")
@@ -52,8 +52,8 @@ def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     return kinds.pop() if kinds else PIXEL
 
 
-def positions_table(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> Table:
-    """The rows as a Table: the coordinates first as given, then the tags in first-seen order.
+def positions_columns(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> ColumnSet:
+    """The rows as columns: the coordinates as given, then the tags in first-seen order.
 
     ``reserved`` are names the output adds (measurement columns): a tag may not take one.
     """
@@ -64,14 +64,14 @@ def positions_table(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> Ta
         raise PositionsError(
             f"position column(s) {', '.join(map(repr, clash))} have the names of output "
             "columns; rename them", code="reserved_column")
-    table = Table()
+    columns = ColumnSet(len(rows))
     for name in names:
         values = [row.get(name) for row in rows]
         if name in (a, b):
-            table.add_column(coordinate_column(name, _coordinates(name, values)))
+            columns.add(name, _coordinates(name, values), COORDINATES[name])
         else:
-            table.add_column(_tag_column(name, values))
-    return table
+            columns.add(name, _tag_values(name, values))
+    return columns
 
 
 def _coordinates(name: str, values: list[Any]) -> np.ndarray:
@@ -82,13 +82,12 @@ def _coordinates(name: str, values: list[Any]) -> np.ndarray:
     return np.asarray(values, float)
 
 
-def _tag_column(name: str, values: list[Any]) -> Column:
+def _tag_values(name: str, values: list[Any]) -> np.ndarray:
     """One type per column: bool, int (int64), float (nulls are NaN) or str (nulls masked)."""
     present = [v for v in values if v is not None]
     types = {type(v) for v in present}
-    missing = np.array([v is None for v in values], dtype=bool)
     if not types or (types <= {int, float} and float in types):
-        return Column(np.array([np.nan if v is None else v for v in values], float), name=name)
+        return np.array([np.nan if v is None else v for v in values], float)
     if len(types) != 1 or types.pop() not in (bool, int, str):
         kinds = ", ".join(sorted({type(v).__name__ for v in present}))
         raise PositionsError(
@@ -96,6 +95,6 @@ def _tag_column(name: str, values: list[Any]) -> Column:
             "number or boolean (null for missing)", code="invalid_tag")
     filler: Any = {bool: False, int: 0, str: ""}[type(present[0])]
     data = np.array([filler if v is None else v for v in values])
-    if missing.any():
-        return MaskedColumn(data, name=name, mask=missing)
-    return Column(data, name=name)
+    if len(present) < len(values):
+        return np.ma.MaskedArray(data, mask=[v is None for v in values])
+    return data

@@ -23,10 +23,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.io.votable import parse_single_table
-from astropy.table import Table
 
+from app.engine.columns import ColumnSet
+from app.engine.forced import COORDINATES
 from app.io.catalogs import SUFFIXES, CatalogFormat, read_catalog
-from app.io.positions import PIXEL, SKY, PositionsError, coordinate_column
+from app.io.positions import PIXEL, SKY, PositionsError
 
 FILE_FORMATS: dict[CatalogFormat, str] = {
     "csv": ".csv", "fits": ".fits", "votable": ".vot", "parquet": ".parquet"}
@@ -121,16 +122,17 @@ def inspect_positions(path: str | os.PathLike[str], format: CatalogFormat,
                              sky_box(va, vb) if pair == SKY else None)
 
 
-def read_positions(path: str | os.PathLike[str], format: CatalogFormat) -> Table:
+def read_positions(path: str | os.PathLike[str], format: CatalogFormat) -> ColumnSet:
     """The whole table: coordinates as float columns with units, the rest as given."""
     try:
         table = read_catalog(path, format)
     except (OSError, ValueError) as error:
         raise PositionsError(f"the {format} table cannot be read: {error}",
                              code="unreadable_table") from error
+    columns = ColumnSet.from_table(table)
     for name in coordinate_pair(table.colnames):
-        table.replace_column(name, coordinate_column(name, _numbers(name, table[name], format)))
-    return table
+        columns.add(name, _numbers(name, table[name], format), COORDINATES[name])
+    return columns
 
 
 def _numbers(name: str, column: object, format: str) -> np.ndarray:

@@ -44,11 +44,12 @@ from app.db.forced_sources import ForcedSourceRepository
 from app.db.models import JobRecord
 from app.db.sources import SourceRepository
 from app.engine.characterize import CharacterizeError
+from app.engine.columns import ColumnSet
 from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
 from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import Detections, RequestError, measure_request, on_image
-from app.io.positions import SKY, PositionsError, coordinate_names, positions_table
+from app.io.positions import SKY, PositionsError, coordinate_names, positions_columns
 from app.io.positions_file import (
     FILE_FORMATS,
     inspect_positions,
@@ -153,7 +154,7 @@ class ForcedJobParameters(ForcedOptions):
         if self.start is not None and self.end is not None and self.start > self.end:
             raise ValueError(f"start (MJD {self.start}) is after end (MJD {self.end})")
         if self.positions is not None:  # PositionsError is a ValueError
-            positions_table(self.positions, reserved_names())
+            positions_columns(self.positions, reserved_names())
         return self
 
     @property
@@ -199,11 +200,11 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
                              "covering the positions; with an exposure_id there is one: "
                              "leave them out, or leave out the exposure_id",
                              code="needs_no_exposure")
-        detect, _ = calexp_job(session, owner, exposure_id, params.job_id)
+        detect = calexp_job(session, owner, exposure_id, params.job_id)
         record = ExposureRepository(session).get(owner, exposure_id)
         assert record is not None
-        chosen, skipped = [measured(record, detect.id)], []
-        parameters = {**parameters, "job_id": detect.id}
+        chosen, skipped = [measured(record, detect.job_id)], []
+        parameters = {**parameters, "job_id": detect.job_id}
     else:
         chosen, skipped = _covering(session, owner, params)
     return {**parameters, "exposures": [e.model_dump() for e in chosen],
@@ -268,12 +269,12 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     store = open_store(context.storage_url)
     progress(0.0, "reading positions")
     try:
-        table: Table | None = None  # random positions only
+        table: ColumnSet | None = None  # random positions only
         if params.positions_file is not None:
             file = params.positions_file
             table = read_positions(store.path(file.key), file.format)
         elif params.positions is not None:
-            table = positions_table(params.positions, reserved_names())
+            table = positions_columns(params.positions, reserved_names())
         parts, skipped = _measure_all(context, params, table, store,
                                       lambda f, step: progress(0.02 + 0.85 * f, step))
     except (PositionsError, RequestError) as error:
@@ -287,8 +288,8 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     result, positions = _combine(parts, covering=context.exposure_id is None)
     key = f"{context.artifact_prefix}/forced.fits"
     size = store.put_bytes(key, catalog_bytes(result, "fits"))
-    tags = [] if table is None else [c for c in table.colnames
-                                      if c not in positions_kind(table)[:2]]
+    tags = [] if table is None else [c for c in table.names
+                                      if c not in positions_kind(table.names)[:2]]
     exposure_ids = (np.asarray(result["exposure_id"], dtype=object)
                     if context.exposure_id is None
                     else np.full(len(result), context.exposure_id, dtype=object))
@@ -336,7 +337,7 @@ def _gone(context: JobContext, params: ForcedJobParameters) -> list[tuple[str, s
     return gone
 
 
-def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table | None,
+def _measure_all(context: JobContext, params: ForcedJobParameters, table: ColumnSet | None,
                  store: BlobStore, progress: Progress
                  ) -> tuple[list[_Part], list[tuple[str, str]]]:
     """`measure_request` on each exposure: all positions on the one given, or on each
@@ -369,7 +370,7 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table 
             positions = np.nonzero(on_image(exposure, table))[0]
             if not len(positions):
                 continue
-            subset = table[positions]
+            subset = table.take(positions)
 
         def detections(catalog: str | None = keys.get("catalog")) -> Detections:
             if catalog is None:
@@ -381,7 +382,7 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Table 
             exposure, subset, config,
             random=None if params.random is None else params.random.to_spec(),
             match_radius_px=params.match_radius_px,
-            detections=detections if params.match else None)
+            detections=detections if params.match else None).to_table()
         if covering:
             for column in exposure_columns(entry, len(result)):
                 result[column.name] = column

@@ -75,7 +75,7 @@ def covering_exposures(session: Session, owner: str, box: dict[str, float],
                if window.holds(r)]
     for record in records:
         try:
-            detect, _ = calexp_job(session, owner, record.id)
+            detect = calexp_job(session, owner, record.id)
         except NotReadyError:
             if match:
                 skipped.append({"exposure_id": record.id, "reason": "match needs a detection "
@@ -84,7 +84,7 @@ def covering_exposures(session: Session, owner: str, box: dict[str, float],
             else:
                 chosen.append(measured(record, None))
         else:
-            chosen.append(measured(record, detect.id))
+            chosen.append(measured(record, detect.job_id))
     if not chosen:
         raise NotReadyError(
             "no stored exposure " + ("with a completed detect job " if match else "")

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.db.exposures import ExposureRepository
-from app.db.models import ArtifactRecord, JobRecord
 from app.engine.exposure import Exposure
-from app.jobs.calexp_jobs import calexp_job
+from app.jobs.calexp_jobs import DetectCalexp, calexp_job
 from app.jobs.errors import UsageError
-from app.services.errors import NotFoundError, refused
+from app.services.errors import refused
 from app.storage.blobs import BlobStore
 from app.storage.exposure_cache import ExposureCache
 
@@ -27,20 +25,16 @@ class CalexpService:
         self._cache = cache
         self._owner = owner
 
-    def detect_job(self, exposure_id: str, job_id: str | None = None) -> JobRecord:
+    def detect_job(self, exposure_id: str, job_id: str | None = None) -> DetectCalexp:
         """The detect job whose calexp describes this exposure (given, or the newest)."""
-        return self._calexp(exposure_id, job_id)[0]
-
-    def characterized(self, exposure_id: str, job_id: str | None = None
-                      ) -> tuple[Exposure, JobRecord]:
-        """The exposure as its detect job left it, and that job."""
-        job, artifact = self._calexp(exposure_id, job_id)
-        return self._cache.get(self._store, artifact.storage_key), job
-
-    def _calexp(self, exposure_id: str, job_id: str | None) -> tuple[JobRecord, ArtifactRecord]:
-        if ExposureRepository(self._session).get(self._owner, exposure_id) is None:
-            raise NotFoundError(f"no exposure {exposure_id!r}", code="exposure_not_found")
         try:
             return calexp_job(self._session, self._owner, exposure_id, job_id)
         except UsageError as error:
             raise refused(error) from error
+
+    def characterized(self, exposure_id: str, job_id: str | None = None, *, load: bool = True
+                      ) -> tuple[Exposure, DetectCalexp]:
+        """The exposure as its detect job left it, and that job; with ``load`` false only
+        if it is in memory already (`NotInMemory` otherwise)."""
+        calexp = self.detect_job(exposure_id, job_id)
+        return self._cache.get(self._store, calexp.key, load=load), calexp

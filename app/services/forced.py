@@ -3,7 +3,9 @@
 The calexp a detect job left (PSF, aperture corrections, DETECTED mask) is what the forced
 engine measures on, so every request names an exposure and, optionally, that detect job.
 Requests are bounded (``forced_sync_max_positions``): larger ones belong in a job, which
-runs the same `measure_request`.
+runs the same `measure_request`. A request of a few positions takes well under a
+millisecond, so the service opens its own short session (one indexed query finds the
+calexp, which is then in memory) and the API can call it without a hop to a thread.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from astropy.table import Table
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.sources import SourceRepository
+from app.engine.columns import ColumnSet
 from app.engine.config import ForcedConfig
+from app.engine.exposure import Exposure
 from app.engine.forced_request import (
     Detections,
     RandomSpec,
@@ -25,11 +28,13 @@ from app.engine.forced_request import (
     draw_random,
     measure_request,
 )
-from app.io.positions import PositionsError, positions_table
+from app.io.positions import PositionsError, positions_columns
 from app.jobs.forced import unknown_plugins_message
 from app.jobs.forced_options import reserved_names
 from app.services.calexps import CalexpService
 from app.services.errors import InvalidInputError, PayloadTooLargeError
+from app.storage.blobs import BlobStore
+from app.storage.exposure_cache import ExposureCache
 
 
 @dataclass(frozen=True)
@@ -57,17 +62,22 @@ class BlankSky:
 
 
 class ForcedService:
-    """Forced measurements for one owner, on the calexps the calexp service serves."""
+    """Forced measurements for one owner, on the calexps its detect jobs left."""
 
-    def __init__(self, session: Session, calexps: CalexpService, owner: str,
-                 max_positions: int) -> None:
-        self._session = session
-        self._calexps = calexps
+    def __init__(self, sessions: sessionmaker[Session], store: BlobStore,
+                 cache: ExposureCache, owner: str, max_positions: int) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._cache = cache
         self._owner = owner
         self._max_positions = max_positions
 
-    def measure(self, query: ForcedQuery) -> Table:
-        """The engine's rows for the client's positions, then the random ones, in order."""
+    def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
+        """The engine's rows for the client's positions, then the random ones, in order.
+
+        With ``load`` false the calexp must be in memory already (`NotInMemory` if not):
+        for a caller that must not wait for a file to be read.
+        """
         n_random = query.random.n if query.random is not None else 0
         total = len(query.positions) + n_random
         if total > self._max_positions:
@@ -82,38 +92,47 @@ class ForcedService:
                                     code="no_positions")
         config = ForcedConfig() if query.plugins is None else _config(query.plugins)
         table = _positions(query.positions) if query.positions else None
-        exposure, job = self._calexps.characterized(query.exposure_id, query.job_id)
+        with self._sessions() as session:
+            exposure, job_id = self._characterized(session, query.exposure_id, query.job_id,
+                                                   load)
 
-        def detections() -> Detections:
-            leaves = SourceRepository(self._session, self._owner).leaves(job.id)
-            arr = np.array([[np.nan if v is None else v for v in row] for row in leaves],
-                           float).reshape(-1, 5)
-            return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2], arr[:, 3],
-                              arr[:, 4])
+            def detections() -> Detections:
+                leaves = SourceRepository(session, self._owner).leaves(job_id)
+                arr = np.array([[np.nan if v is None else v for v in row] for row in leaves],
+                               float).reshape(-1, 5)
+                return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2],
+                                  arr[:, 3], arr[:, 4])
 
-        try:
-            return measure_request(exposure, table, config, random=query.random,
-                                   match_radius_px=query.match_radius_px,
-                                   detections=detections if query.match else None)
-        except RequestError as error:
-            raise InvalidInputError(str(error), code=error.code) from error
+            try:
+                return measure_request(exposure, table, config, random=query.random,
+                                       match_radius_px=query.match_radius_px,
+                                       detections=detections if query.match else None)
+            except RequestError as error:
+                raise InvalidInputError(str(error), code=error.code) from error
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
         """Random positions far from the detect job's footprints, inside the good area."""
-        exposure, job = self._calexps.characterized(exposure_id, job_id)
+        with self._sessions() as session:
+            exposure, job_id = self._characterized(session, exposure_id, job_id)
         try:
             x, y = draw_random(exposure, spec)
         except RequestError as error:
             raise InvalidInputError(str(error), code=error.code) from error
         ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
-        return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job.id)
+        return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job_id)
+
+    def _characterized(self, session: Session, exposure_id: str, job_id: str | None,
+                       load: bool = True) -> tuple[Exposure, str]:
+        calexps = CalexpService(session, self._store, self._cache, self._owner)
+        exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
+        return exposure, calexp.job_id
 
 
-def _positions(rows: Sequence[Mapping[str, Any]]) -> Table:
+def _positions(rows: Sequence[Mapping[str, Any]]) -> ColumnSet:
     try:
-        return positions_table(rows, reserved_names())
+        return positions_columns(rows, reserved_names())
     except PositionsError as error:
         raise InvalidInputError(str(error), code=error.code) from error
 

@@ -28,6 +28,7 @@ from app.engine.footprints import SPAN_DTYPE, Footprint
 from app.engine.psf import psf_fwhm
 from app.io import png
 from app.io.regions import PixelCircles, SkyCircles, ds9_regions
+from app.jobs.calexp_jobs import DetectCalexp
 from app.services.calexps import CalexpService
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage.blobs import BlobStore
@@ -270,7 +271,7 @@ class ImageService:
 
     def cutout(self, exposure_id: str, *, plane: Plane = "image", add_background: bool = False,
                spec: Box | SkyBox | None = None, job_id: str | None = None
-               ) -> tuple[Cutout, Exposure, JobRecord]:
+               ) -> tuple[Cutout, Exposure, DetectCalexp]:
         """A plane (or a box of it) of the characterized exposure."""
         exposure, job = self._characterized(exposure_id, job_id)
         data = plane_array(exposure, plane, add_background)
@@ -286,18 +287,18 @@ class ImageService:
               mask_over_image: bool = False) -> Product:
         """The plane or cutout as FITS (with its WCS) or PNG (block-averaged to fit
         ``look.max_size``; the mask in colours with a legend, over the image if asked)."""
-        cutout, exposure, job = self.cutout(exposure_id, plane=plane,
-                                            add_background=add_background, spec=spec,
-                                            job_id=job_id)
+        cutout, exposure, calexp = self.cutout(exposure_id, plane=plane,
+                                               add_background=add_background, spec=spec,
+                                               job_id=job_id)
         b = cutout.box
-        headers = {"X-Skyphot-Job": job.id, "X-Skyphot-Padded": str(cutout.padded).lower(),
+        headers = {"X-Skyphot-Job": calexp.job_id, "X-Skyphot-Padded": str(cutout.padded).lower(),
                    "X-Skyphot-Box": f"{b.x0},{b.y0},{b.width},{b.height}"}
         if format == "fits":
             cards: list[tuple[str, object, str]] = [
                 ("PLANE", plane, "calexp plane"),
                 ("BKGADDED", add_background and plane == "image", "background added back"),
                 ("EXPID", exposure_id, "skyphot exposure id"),
-                ("JOBID", job.id, "detect job"),
+                ("JOBID", calexp.job_id, "detect job"),
             ]
             if plane == "mask":
                 cards += [(f"MP_{n}", bit, "mask plane bit")
@@ -434,7 +435,8 @@ class ImageService:
 
     # -----------------------------------------------------------------------------------------
 
-    def _characterized(self, exposure_id: str, job_id: str | None) -> tuple[Exposure, JobRecord]:
+    def _characterized(self, exposure_id: str, job_id: str | None
+                       ) -> tuple[Exposure, DetectCalexp]:
         with self._session.begin():
             return self._calexps.characterized(exposure_id, job_id)
 

@@ -134,25 +134,25 @@ class LightCurveService:
             "mjd": record.meta.get("mjd"),
         }
         try:
-            job = self._calexps.detect_job(record.id)
+            detect = self._calexps.detect_job(record.id)
         except ConflictError:
             return base | {"flag_not_characterized": True}
-        key = (job.id, round(ra % 360.0, 7), round(dec, 7))
+        key = (detect.job_id, round(ra % 360.0, 7), round(dec, 7))
         cached = self._points.get(key)
         if cached is not None:
             return cached
-        exposure, _ = self._calexps.characterized(record.id, job.id)
+        exposure, _ = self._calexps.characterized(record.id, detect.job_id)
         x, y = exposure.sky_to_pixel(np.array([ra]), np.array([dec]))
         h, w = exposure.shape
         ox, oy = exposure.xy0
         if not (-0.5 <= x[0] - ox < w - 0.5 and -0.5 <= y[0] - oy < h - 0.5):
             return None  # in the bounding box but not on the pixels
-        row = run_forced(exposure, Table({"ra": [ra], "dec": [dec]}))[0]
-        flux = float(row["base_PsfFlux_flux"]) if "base_PsfFlux_flux" in row.colnames else np.nan
-        err = float(row["base_PsfFlux_fluxErr"]) if "base_PsfFlux_fluxErr" in row.colnames \
-            else np.nan
+        measured = run_forced(exposure, Table({"ra": [ra], "dec": [dec]}))
+        row = {name: measured[name][0] for name in measured}
+        flux = float(row.get("base_PsfFlux_flux", np.nan))
+        err = float(row.get("base_PsfFlux_fluxErr", np.nan))
         point = base | {
-            "detect_job_id": job.id, "base_PsfFlux_flux": flux, "base_PsfFlux_fluxErr": err,
+            "detect_job_id": detect.job_id, "base_PsfFlux_flux": flux, "base_PsfFlux_fluxErr": err,
             "snr": flux / err if err > 0 else np.nan, "x": float(x[0]), "y": float(y[0]),
             "base_PsfFlux_flag": bool(row["base_PsfFlux_flag"]),
             "base_PixelFlags_flag_edge": bool(row["base_PixelFlags_flag_edge"]),

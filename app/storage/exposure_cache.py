@@ -17,6 +17,10 @@ from app.io.fits_exposure import read_exposure
 from app.storage.blobs import BlobStore
 
 
+class NotInMemory(LookupError):
+    """The exposure asked for without loading it is not in the cache."""
+
+
 class ExposureCache:
     """A small thread-safe LRU of exposures by blob key."""
 
@@ -26,12 +30,17 @@ class ExposureCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, store: BlobStore, key: str) -> Exposure:
-        """The exposure stored at ``key``; read once, however many requests ask at once."""
+    def get(self, store: BlobStore, key: str, *, load: bool = True) -> Exposure:
+        """The exposure stored at ``key``; read once, however many requests ask at once.
+
+        With ``load`` false, only from memory: `NotInMemory` if it would have to be read.
+        """
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+            if not load:
+                raise NotInMemory(key)
             loading = self._loading.setdefault(key, threading.Lock())
         with loading:
             with self._lock:

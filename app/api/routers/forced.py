@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.dependencies import ForcedServiceDep
+from app.api.dependencies import ForcedServiceDep, RuntimeDep
 from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas_forced import ForcedRequest, RandomPositionsOut, RandomPositionsRequest
 from app.io.catalogs import CatalogFormat, catalog_bytes
+from app.jobs.runtime import Runtime
 from app.services.forced import ForcedQuery, ForcedService
+from app.storage.exposure_cache import NotInMemory
 
 router = APIRouter(tags=["forced"])
 
@@ -21,9 +23,22 @@ ERRORS = {
     422: {"description": "Invalid positions, plugins or options; not enough blank sky"},
 }
 
+ON_LOOP_POSITIONS = 64
+"""Requests of at most this many positions, answered in JSON from a calexp in memory with a
+local (SQLite) database, are measured on the event loop: they take a fraction of a
+millisecond, less than the hop to a worker thread costs. Anything larger, or that would
+wait for a file or a database server, runs in the thread pool."""
 
-def _measure(service: ForcedService, query: ForcedQuery, format: CatalogFormat) -> bytes:
-    return catalog_bytes(service.measure(query), format)
+
+def _measure(service: ForcedService, query: ForcedQuery, format: CatalogFormat,
+             load: bool = True) -> bytes:
+    return catalog_bytes(service.measure(query, load=load), format)
+
+
+def _on_loop(query: ForcedQuery, format: CatalogFormat, runtime: Runtime) -> bool:
+    return (format == "json" and query.random is None and not query.match
+            and len(query.positions) <= ON_LOOP_POSITIONS
+            and runtime.engine.dialect.name == "sqlite")
 
 
 @router.post(
@@ -43,11 +58,19 @@ async def forced(
     body: ForcedRequest,
     request: Request,
     service: ForcedServiceDep,
+    runtime: RuntimeDep,
     format: Annotated[str | None, Query(description="json, fits, votable, csv, parquet")] = None,
 ) -> Response:
     chosen = negotiate(request, format)
-    # CPU-bound numpy: off the event loop
-    content = await run_in_threadpool(_measure, service, body.to_query(), chosen)
+    query = body.to_query()
+    content: bytes | None = None
+    if _on_loop(query, chosen, runtime):
+        try:
+            content = _measure(service, query, chosen, load=False)
+        except NotInMemory:
+            pass  # the first request for this calexp reads it, off the loop
+    if content is None:
+        content = await run_in_threadpool(_measure, service, query, chosen)
     if chosen == "json":
         return Response(content, media_type=CATALOG_MEDIA_TYPES["json"])
     return attachment(content, chosen, f"forced-{body.exposure_id}")

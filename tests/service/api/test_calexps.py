@@ -23,7 +23,7 @@ def service(client: TestClient) -> Iterator[CalexpService]:
 
 def test_detect_job_leaves_a_characterized_calexp(service: CalexpService, job: dict) -> None:
     exposure, found = service.characterized(job["exposure_id"])
-    assert found.id == job["id"]
+    assert found.job_id == job["id"]
     assert exposure.psf is not None and "base_PsfFlux" in exposure.ap_corr
     assert (exposure.mask & exposure.planes.bitmask("DETECTED")).any()
     again, _ = service.characterized(job["exposure_id"], job["id"])

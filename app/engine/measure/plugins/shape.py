@@ -14,6 +14,7 @@ import numpy as np
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import SHAPE_ORDER, Column, Plugin, register
+from app.engine.psf import PsfModel
 
 NAME = "base_SdssShape"
 MAX_ITER = 100
@@ -79,14 +80,20 @@ class SdssShape(Plugin):
 
 
 def psf_moments(ctx: MeasurementContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Adaptive moments of the PSF model at each slot centroid (noise-free); from the
+    """Adaptive moments of the PSF model at each slot centroid (noise-free)."""
+    return psf_moments_at(ctx.psf, ctx.x, ctx.y)
+
+
+def psf_moments_at(psf: PsfModel, x: np.ndarray, y: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Adaptive moments (xx, yy, xy) of the PSF model at array-frame positions; from the
     model's own ``moments`` when it has them (interpolated, for a smoothly varying model)."""
-    batched = getattr(ctx.psf, "moments", None)
+    batched = getattr(psf, "moments", None)
     if batched is not None:
-        return batched(ctx.x, ctx.y)
+        return batched(x, y)
     from app.engine.measure.context import psf_kernels
 
-    return kernel_moments(psf_kernels(ctx.psf, ctx.x, ctx.y))
+    return kernel_moments(psf_kernels(psf, x, y))
 
 
 def kernel_moments(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
