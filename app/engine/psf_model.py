@@ -42,6 +42,7 @@ class PixelPsf:
         self.width = width
         self.height = height
         self._moment_grids: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._splines: list[RectBivariateSpline] | None = None
 
     @property
     def size(self) -> int:
@@ -94,15 +95,22 @@ class PixelPsf:
         are computed directly.
         """
         x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
-        gx, gy, grid = self._moment_grid(MOMENT_GRID)
+        gx, gy, _ = self._moment_grid(MOMENT_GRID)
         inside = (x >= gx[0]) & (x <= gx[-1]) & (y >= gy[0]) & (y <= gy[-1])
         out = np.empty((3, len(x)))
-        for values, dest in zip(grid, out, strict=True):
-            spline = RectBivariateSpline(gy, gx, values, kx=3, ky=3, s=0)
+        for spline, dest in zip(self._moment_splines(), out, strict=True):
             dest[inside] = spline(y[inside], x[inside], grid=False)
         if not inside.all():
             out[:, ~inside] = _kernel_moments(self.kernels(x[~inside], y[~inside]))
         return out[0], out[1], out[2]
+
+    def _moment_splines(self) -> list[RectBivariateSpline]:
+        """Bicubic splines of xx, yy, xy through the moment grid, fitted once."""
+        if self._splines is None:
+            gx, gy, grid = self._moment_grid(MOMENT_GRID)
+            self._splines = [RectBivariateSpline(gy, gx, values, kx=3, ky=3, s=0)
+                             for values in grid]
+        return self._splines
 
     def sigma(self, x: float, y: float) -> float:
         return float(self.sigmas(np.array([x]), np.array([y]))[0])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
+import orjson
 import pyarrow.parquet as pq
 from astropy.io import fits
 from astropy.table import Column, MaskedColumn, Table
@@ -178,22 +179,23 @@ def json_document(table: Table | ColumnSet) -> bytes:
     """``{"columns": [{name, unit, description, datatype}], "rows": [{…}]}`` as UTF-8.
 
     The column list depends only on the columns, not the rows, so it is encoded once per
-    kind of table: a small synchronous answer costs about its rows.
+    kind of table; the rows go through orjson, which writes NaN and infinities as null:
+    a small synchronous answer costs about its rows.
     """
     columns = _column_set(table)
     header = _json_header(tuple(
         (name, columns.info(name).unit, columns.info(name).description, columns[name].dtype)
         for name in columns))
-    rows = json.dumps(json_rows(columns), allow_nan=False).encode("utf-8")
-    return b'{"columns": ' + header + b', "rows": ' + rows + b"}"
+    rows = orjson.dumps(_rows(columns, finite_only=False))
+    return b'{"columns":' + header + b',"rows":' + rows + b"}"
 
 
 @lru_cache(maxsize=256)
 def _json_header(columns: tuple[tuple[str, str | None, str | None, np.dtype], ...]) -> bytes:
-    return json.dumps([
+    return orjson.dumps([
         {"name": name, "unit": None if unit is None else Unit(unit).to_string(),
          "description": description or None, "datatype": _json_datatype(name, dtype)}
-        for name, unit, description, dtype in columns]).encode("utf-8")
+        for name, unit, description, dtype in columns])
 
 
 def _column_set(table: Table | ColumnSet) -> ColumnSet:
@@ -202,9 +204,12 @@ def _column_set(table: Table | ColumnSet) -> ColumnSet:
 
 def json_rows(table: Table | ColumnSet) -> list[dict[str, Any]]:
     """The rows as JSON objects: NaN, infinities and masked entries are None."""
-    columns = _column_set(table)
+    return _rows(_column_set(table), finite_only=True)
+
+
+def _rows(columns: ColumnSet, finite_only: bool) -> list[dict[str, Any]]:
     names = columns.names
-    values = [json_values(columns[name]) for name in names]
+    values = [json_values(columns[name], finite_only) for name in names]
     return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
 
 
@@ -221,13 +226,14 @@ def _json_datatype(name: str, dtype: np.dtype) -> str:
         ) from None
 
 
-def json_values(column: np.ndarray) -> list[Any]:
-    """Python values for one column: NaN, infinities and masked entries become None."""
+def json_values(column: np.ndarray, finite_only: bool = True) -> list[Any]:
+    """Python values for one column: masked entries become None, and so do NaN and
+    infinities unless ``finite_only`` is false (for an encoder that writes them as null)."""
     data = np.asarray(column)
     if data.dtype.kind == "S":
         data = np.char.decode(data, "utf-8")
     missing = np.ma.getmaskarray(column) if isinstance(column, np.ma.MaskedArray) else None
-    if data.dtype.kind == "f":
+    if finite_only and data.dtype.kind == "f":
         invalid = ~np.isfinite(data)
         missing = invalid if missing is None else missing | invalid
     if missing is None or not missing.any():
