@@ -16,7 +16,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _serve(args: argparse.Namespace) -> int:
     from app.api.server import serve
 
-    serve(host=args.host, port=args.port)
+    serve(host=args.host, port=args.port, processes=args.processes)
     return 0
 
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the API and web front end")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--processes", type=int,
+                   help="processes answering requests (default SKYPHOT_API_PROCESSES, or one "
+                   "per core)")
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser("worker", help="run a job worker for the distributed setup")

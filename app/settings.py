@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextvars import ContextVar
 from typing import Literal
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
     lightcurve_max_exposures: int = Field(
         200, ge=1, title="Most exposures a synchronous light curve measures",
         description="Above it GET /v1/lightcurve submits a forced job and answers 202.",
+    )
+    api_processes: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1,
+        title="Processes `skyphot serve` answers requests with (default: one per core)",
+        description="They share one socket; on the embedded default the first also runs "
+        "the jobs.",
     )
     default_owner: str = Field("local", title="Owner of every row when no one is signed in")
     log_level: LogLevel = Field("INFO", title="Log level of the skyphot loggers")

@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestIdMiddleware
+from app.api.processes import SINGLE, ProcessRole
 from app.api.routers import (
     exposures,
     forced,
@@ -24,7 +25,7 @@ from app.api.routers import (
     web,
 )
 from app.db.migrate import upgrade
-from app.jobs.queue import JobQueue, start_worker
+from app.jobs.queue import JobQueue, relay, start_worker
 from app.jobs.reconciler import PeriodicReconciler, reconcile
 from app.jobs.runtime import Runtime
 from app.services.lightcurve import PointCache
@@ -33,22 +34,32 @@ from app.settings import Settings, configure_logging
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API; with a ``memory://`` broker it also runs the jobs, in this process."""
+def create_app(settings: Settings | None = None, role: ProcessRole = SINGLE) -> FastAPI:
+    """The API; with a ``memory://`` broker its primary process also runs the jobs.
+
+    ``role`` is this process's part when several serve together (`serve_processes`).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
-        await run_in_threadpool(upgrade, settings.database_url)
+        if not role.migrated:
+            await run_in_threadpool(upgrade, settings.database_url)
         runtime = Runtime.open(settings)
-        queue = JobQueue(runtime)
+        embedded = settings.embedded_queue
+        queue = JobQueue(runtime, forward=role.handoff if embedded and not role.primary
+                         else None)
         worker: dramatiq.Worker | None = None
-        if settings.embedded_queue:
-            worker = start_worker(queue, settings.worker_threads)
-        await run_in_threadpool(reconcile, runtime, queue, restart=settings.embedded_queue)
-        reconciler = PeriodicReconciler(runtime, queue)
-        reconciler.start()
+        reconciler: PeriodicReconciler | None = None
+        if role.primary:
+            if embedded:
+                worker = start_worker(queue, settings.worker_threads)
+                if role.handoff is not None:
+                    relay(role.handoff, queue, runtime.shutdown)
+            await run_in_threadpool(reconcile, runtime, queue, restart=embedded)
+            reconciler = PeriodicReconciler(runtime, queue)
+            reconciler.start()
         app.state.runtime = runtime
         app.state.queue = queue
         logger.info("skyphot API started (broker %s)", settings.broker_url.split("@")[-1])
@@ -56,7 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             runtime.shutdown.set()
-            reconciler.stop()
+            if reconciler is not None:
+                reconciler.stop()
             if worker is not None:
                 await run_in_threadpool(worker.stop, 30_000)
             queue.close()

@@ -5,10 +5,17 @@ from __future__ import annotations
 import uvicorn
 
 from app.api.app import create_app
+from app.api.processes import serve_processes
 from app.settings import Settings
 
 
-def serve(host: str, port: int) -> None:
-    """Serve until interrupted; migrations run at start-up."""
+def serve(host: str, port: int, processes: int | None = None) -> None:
+    """Serve until interrupted, on ``processes`` processes (default: the setting);
+    migrations run at start-up."""
     settings = Settings()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    processes = processes or settings.api_processes
+    if processes > 1:
+        serve_processes(settings, host, port, processes)
+        return
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                access_log=False)  # the app logs each request itself, with its id

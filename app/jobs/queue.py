@@ -7,6 +7,9 @@ by the runner, which is the source of truth.
 from __future__ import annotations
 
 import logging
+import queue as queue_module
+import threading
+from multiprocessing.queues import Queue
 
 import dramatiq
 import redis
@@ -30,10 +33,20 @@ def make_broker(broker_url: str) -> dramatiq.Broker:
     raise ValueError(f"unsupported broker URL {broker_url!r}: use memory:// or redis://")
 
 
-class JobQueue:
-    """Sends job ids, and runs them when this process has a Dramatiq worker."""
+HANDOFF_POLL = 0.2  # seconds: how soon the reader of a handoff pipe notices it should stop
 
-    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None = None) -> None:
+
+class JobQueue:
+    """Sends job ids, and runs them when this process has a Dramatiq worker.
+
+    With ``forward``, ids are put on that pipe instead of the broker: a serving process
+    whose in-memory broker has no worker hands its jobs to the process that has one
+    (`relay` there reads them).
+    """
+
+    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None = None,
+                 forward: Queue[tuple[str, float]] | None = None) -> None:
+        self._forward = forward
         self.broker = broker or make_broker(runtime.settings.broker_url)
         self.runner = JobRunner(runtime, self)
         self._actor = dramatiq.Actor(
@@ -47,6 +60,9 @@ class JobQueue:
 
     def send(self, job_id: str, delay: float = 0.0) -> None:
         """Queue a job id (call after the transaction that made the job QUEUED commits)."""
+        if self._forward is not None:
+            self._forward.put((job_id, delay))
+            return
         self._actor.send_with_options(args=(job_id,), delay=int(delay * 1000) or None)
 
     def ping(self) -> None:
@@ -56,6 +72,25 @@ class JobQueue:
 
     def close(self) -> None:
         self.broker.close()
+
+
+def relay(handoff: Queue[tuple[str, float]], queue: JobQueue, stop: threading.Event
+          ) -> threading.Thread:
+    """A daemon thread sending on ``queue`` the jobs other processes put on ``handoff``,
+    until ``stop`` is set."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                job_id, delay = handoff.get(timeout=HANDOFF_POLL)
+            except queue_module.Empty:
+                continue
+            logger.info("job handed over by another API process", extra={"job_id": job_id})
+            queue.send(job_id, delay)
+
+    thread = threading.Thread(target=loop, name="skyphot-handoff", daemon=True)
+    thread.start()
+    return thread
 
 
 def start_worker(queue: JobQueue, threads: int) -> dramatiq.Worker:
