@@ -82,9 +82,10 @@ def create_app(settings: Settings | None = None, role: ProcessRole = SINGLE) -> 
     )
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
-    for router in (health.router, limits.router, exposures.router, jobs.router, results.router):
+    # routes are matched in order: the synchronous forced photometry, the busiest, first
+    for router in (forced.router, health.router, limits.router, exposures.router, jobs.router,
+                   results.router):
         app.include_router(router)
-    app.include_router(forced.router)
     app.include_router(images.router)
     app.include_router(lightcurve.router)
     web.install(app)  # last: the front end at / and /web, after every /v1 route

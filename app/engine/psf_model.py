@@ -38,6 +38,7 @@ class PixelPsf:
 
     def __init__(self, basis: np.ndarray, order: int, width: int, height: int) -> None:
         self.basis = np.asarray(basis, dtype=np.float64)
+        self.basis_sums = self.basis.sum(axis=(1, 2))  # what each term adds to a kernel's sum
         self.order = order
         self.width = width
         self.height = height

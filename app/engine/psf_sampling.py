@@ -17,6 +17,8 @@ from app.engine.psf_model import PixelPsf, poly_terms
 
 N_PHASES = 16  # sub-pixel phases per axis in the pre-shifted basis
 LANCZOS_ORDER = 5  # of the shifts of the basis images
+DENSE_MAX = 64  # positions up to which their basis rows are gathered, not multiplied sparse
+_CORNERS = np.array([0, 1, N_PHASES + 1, N_PHASES + 2])  # phase offsets of a cell's corners
 
 
 class PsfSampler:
@@ -64,7 +66,10 @@ class PsfSampler:
 
     def _from_grid(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray
                    ) -> np.ndarray:
-        """One sparse product: each row holds 4 phase corners × T polynomial weights."""
+        """Each position's PSF: its 4 phase corners × T polynomial terms, weighted, summed
+        over the pre-shifted basis rows: gathered and summed directly for a few positions,
+        one sparse product for many (where gathering the rows would cost more memory
+        traffic than the product itself)."""
         psf = self.psf
         assert isinstance(psf, PixelPsf) and self._grid is not None
         n = len(x)
@@ -78,20 +83,19 @@ class PsfSampler:
         ix = np.clip(np.floor(fx).astype(np.int64), 0, N_PHASES - 1)
         iy = np.clip(np.floor(fy).astype(np.int64), 0, N_PHASES - 1)
         tx, ty = fx - ix, fy - iy
-        cols, vals = [], []
-        for oy, wy in ((0, 1 - ty), (1, ty)):
-            for ox, wx in ((0, 1 - tx), (1, tx)):
-                phase = (iy + oy) * (N_PHASES + 1) + (ix + ox)
-                cols.append(phase[:, None] * n_terms + np.arange(n_terms)[None, :])
-                vals.append(terms * (wy * wx)[:, None])
-        weights = sparse.csr_matrix(
-            (np.concatenate(vals, axis=1).ravel(),
-             np.concatenate(cols, axis=1).ravel(),
-             np.arange(0, n * 4 * n_terms + 1, 4 * n_terms)),
-            shape=(n, self._grid.shape[0]),
-        )
-        out = np.asarray(weights @ self._grid)
-        norm = terms @ psf.basis.sum(axis=(1, 2))  # each kernel sums to this before shifting
+        first = iy * (N_PHASES + 1) + ix
+        phases = first[:, None] + _CORNERS  # (N, 4): (y, x) corners 00, 01, 10, 11
+        corner = np.stack([(1 - ty) * (1 - tx), (1 - ty) * tx, ty * (1 - tx), ty * tx], 1)
+        cols = (phases[:, :, None] * n_terms + np.arange(n_terms)).reshape(n, -1)
+        vals = (corner[:, :, None] * terms[:, None, :]).reshape(n, -1)
+        if n <= DENSE_MAX:
+            out = np.einsum("nk,nkp->np", vals, self._grid[cols])
+        else:
+            weights = sparse.csr_matrix(
+                (vals.ravel(), cols.ravel(), np.arange(0, n * 4 * n_terms + 1, 4 * n_terms)),
+                shape=(n, self._grid.shape[0]))
+            out = np.asarray(weights @ self._grid)
+        norm = terms @ psf.basis_sums  # each kernel sums to this before shifting
         return out / np.where(norm != 0, norm, 1)[:, None]
 
 

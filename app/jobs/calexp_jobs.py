@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import Connection, Select, and_, bindparam, select
 from sqlalchemy.orm import Session
 
 from app.db.models import ArtifactRecord, ExposureRecord, JobPhase, JobRecord
@@ -29,9 +29,10 @@ class DetectCalexp:
     key: str
 
 
-def calexp_job(session: Session, owner: str, exposure_id: str, job_id: str | None = None
-               ) -> DetectCalexp:
-    """The detect job (``job_id``, or the newest completed one) and its calexp."""
+def calexp_job(session: Session | Connection, owner: str, exposure_id: str,
+               job_id: str | None = None) -> DetectCalexp:
+    """The detect job (``job_id``, or the newest completed one) and its calexp; a bare
+    connection serves as well as a session, for a caller that needs nothing else."""
     params = {"owner": owner, "exposure_id": exposure_id}
     if job_id is not None:
         params["job_id"] = job_id

@@ -7,6 +7,7 @@ an exposure (a given detect job's, or the newest completed one) and serves it fr
 
 from __future__ import annotations
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from app.engine.exposure import Exposure
@@ -18,7 +19,7 @@ from app.storage.exposure_cache import ExposureCache
 
 
 class CalexpService:
-    def __init__(self, session: Session, store: BlobStore, cache: ExposureCache,
+    def __init__(self, session: Session | Connection, store: BlobStore, cache: ExposureCache,
                  owner: str) -> None:
         self._session = session
         self._store = store

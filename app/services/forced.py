@@ -4,7 +4,7 @@ The calexp a detect job left (PSF, aperture corrections, DETECTED mask) is what 
 engine measures on, so every request names an exposure and, optionally, that detect job.
 Requests are bounded (``forced_sync_max_positions``): larger ones belong in a job, which
 runs the same `measure_request`. A request of a few positions takes well under a
-millisecond, so the service opens its own short session (one indexed query finds the
+millisecond, so the service opens its own short connection (one indexed query finds the
 calexp, which is then in memory) and the API can call it without a hop to a thread.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.sources import SourceRepository
@@ -61,6 +62,12 @@ class BlankSky:
     job_id: str
 
 
+QUICK_POSITIONS = 64
+"""Requests of at most this many positions, without random positions or matching, on a
+calexp in memory and a local (SQLite) database, take a fraction of a millisecond: less than
+a hop to a worker thread costs (`ForcedService.quick`)."""
+
+
 class ForcedService:
     """Forced measurements for one owner, on the calexps its detect jobs left."""
 
@@ -71,6 +78,15 @@ class ForcedService:
         self._cache = cache
         self._owner = owner
         self._max_positions = max_positions
+        engine = sessions.kw["bind"]
+        self._engine = engine
+        self._local = engine.dialect.name == "sqlite"
+
+    def quick(self, query: ForcedQuery) -> bool:
+        """Whether ``query`` may be measured on the event loop (with ``load`` false): few
+        positions, nothing more to draw or read, and a database that answers at once."""
+        return (self._local and query.random is None and not query.match
+                and len(query.positions) <= QUICK_POSITIONS)
 
     def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
         """The engine's rows for the client's positions, then the random ones, in order.
@@ -92,29 +108,30 @@ class ForcedService:
                                     code="no_positions")
         config = ForcedConfig() if query.plugins is None else _config(query.plugins)
         table = _positions(query.positions) if query.positions else None
-        with self._sessions() as session:
-            exposure, job_id = self._characterized(session, query.exposure_id, query.job_id,
-                                                   load)
+        with self._engine.connect() as connection:
+            exposure, job_id = self._characterized(connection, query.exposure_id,
+                                                   query.job_id, load)
 
-            def detections() -> Detections:
+        def detections() -> Detections:
+            with self._sessions() as session:
                 leaves = SourceRepository(session, self._owner).leaves(job_id)
-                arr = np.array([[np.nan if v is None else v for v in row] for row in leaves],
-                               float).reshape(-1, 5)
-                return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2],
-                                  arr[:, 3], arr[:, 4])
+            arr = np.array([[np.nan if v is None else v for v in row] for row in leaves],
+                           float).reshape(-1, 5)
+            return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2],
+                              arr[:, 3], arr[:, 4])
 
-            try:
-                return measure_request(exposure, table, config, random=query.random,
-                                       match_radius_px=query.match_radius_px,
-                                       detections=detections if query.match else None)
-            except RequestError as error:
-                raise InvalidInputError(str(error), code=error.code) from error
+        try:
+            return measure_request(exposure, table, config, random=query.random,
+                                   match_radius_px=query.match_radius_px,
+                                   detections=detections if query.match else None)
+        except RequestError as error:
+            raise InvalidInputError(str(error), code=error.code) from error
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
         """Random positions far from the detect job's footprints, inside the good area."""
-        with self._sessions() as session:
-            exposure, job_id = self._characterized(session, exposure_id, job_id)
+        with self._engine.connect() as connection:
+            exposure, job_id = self._characterized(connection, exposure_id, job_id)
         try:
             x, y = draw_random(exposure, spec)
         except RequestError as error:
@@ -123,9 +140,9 @@ class ForcedService:
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
         return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job_id)
 
-    def _characterized(self, session: Session, exposure_id: str, job_id: str | None,
+    def _characterized(self, connection: Connection, exposure_id: str, job_id: str | None,
                        load: bool = True) -> tuple[Exposure, str]:
-        calexps = CalexpService(session, self._store, self._cache, self._owner)
+        calexps = CalexpService(connection, self._store, self._cache, self._owner)
         exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
         return exposure, calexp.job_id
 

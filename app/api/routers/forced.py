@@ -7,11 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.dependencies import ForcedServiceDep, RuntimeDep
+from app.api.dependencies import ForcedServiceDep
 from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas_forced import ForcedRequest, RandomPositionsOut, RandomPositionsRequest
 from app.io.catalogs import CatalogFormat, catalog_bytes
-from app.jobs.runtime import Runtime
 from app.services.forced import ForcedQuery, ForcedService
 from app.storage.exposure_cache import NotInMemory
 
@@ -23,22 +22,9 @@ ERRORS = {
     422: {"description": "Invalid positions, plugins or options; not enough blank sky"},
 }
 
-ON_LOOP_POSITIONS = 64
-"""Requests of at most this many positions, answered in JSON from a calexp in memory with a
-local (SQLite) database, are measured on the event loop: they take a fraction of a
-millisecond, less than the hop to a worker thread costs. Anything larger, or that would
-wait for a file or a database server, runs in the thread pool."""
-
-
 def _measure(service: ForcedService, query: ForcedQuery, format: CatalogFormat,
              load: bool = True) -> bytes:
     return catalog_bytes(service.measure(query, load=load), format)
-
-
-def _on_loop(query: ForcedQuery, format: CatalogFormat, runtime: Runtime) -> bool:
-    return (format == "json" and query.random is None and not query.match
-            and len(query.positions) <= ON_LOOP_POSITIONS
-            and runtime.engine.dialect.name == "sqlite")
 
 
 @router.post(
@@ -58,13 +44,12 @@ async def forced(
     body: ForcedRequest,
     request: Request,
     service: ForcedServiceDep,
-    runtime: RuntimeDep,
     format: Annotated[str | None, Query(description="json, fits, votable, csv, parquet")] = None,
 ) -> Response:
     chosen = negotiate(request, format)
     query = body.to_query()
     content: bytes | None = None
-    if _on_loop(query, chosen, runtime):
+    if chosen == "json" and service.quick(query):
         try:
             content = _measure(service, query, chosen, load=False)
         except NotInMemory:
