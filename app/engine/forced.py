@@ -72,10 +72,33 @@ def positions_kind(names: Iterable[str]) -> tuple[str, str, bool]:
 
 def forced_columns(config: ForcedConfig, calibrated: bool) -> list[Column]:
     """The measurement columns, with units and descriptions, for these plugins."""
-    return list(_forced_columns(tuple(config.plugins), tuple(config.apertureRadii), calibrated))
+    return list(_layout(config, calibrated).columns)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What one set of plugins writes, worked out once: the columns (with their
+    `ColumnInfo`), their names, and the stems that get calibrated ``_flux`` columns."""
+
+    columns: tuple[Column, ...]
+    infos: tuple[ColumnInfo, ...]
+    names: frozenset[str]
+    calibrated_stems: tuple[str, ...]
+
+
+def _layout(config: ForcedConfig, calibrated: bool) -> _Layout:
+    return _layout_for(tuple(config.plugins), tuple(config.apertureRadii), calibrated)
 
 
 @lru_cache(maxsize=64)
+def _layout_for(plugins: tuple[str, ...], radii: tuple[float, ...], calibrated: bool
+                ) -> _Layout:
+    cols = _forced_columns(plugins, radii, calibrated)
+    return _Layout(cols, tuple(ColumnInfo(c.unit, c.description) for c in cols),
+                   frozenset(c.name for c in cols),
+                   tuple(c.name[: -len("_flux")] for c in cols if c.name.endswith("_flux")))
+
+
 def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrated: bool
                     ) -> tuple[Column, ...]:
     cols: list[Column] = []
@@ -171,8 +194,8 @@ def run_forced(
     a, b, from_sky = positions_kind(positions.names)
     n = len(positions)
     cal = exposure.photo_calib
-    cols = forced_columns(config, cal is not None)
-    clash = [c.name for c in cols if c.name in positions]
+    layout = _layout(config, cal is not None)
+    clash = sorted(layout.names.intersection(positions.names))
     if clash:
         raise ValueError(f"input columns {clash} have the names of measurement columns; "
                          "rename them")
@@ -206,15 +229,12 @@ def run_forced(
     if "base_TransformedShape" in plugins:
         out.update(_shapes(exposure, positions, ax, ay, finite))
     if cal is not None:
-        for c in cols:
-            if c.name.endswith("_flux"):
-                stem = c.name[: -len("_flux")]
-                out[c.name] = out[f"{stem}_instFlux"] * cal.njy_per_count
-                out[f"{stem}_fluxErr"] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
+        for stem in layout.calibrated_stems:
+            out[f"{stem}_flux"] = out[f"{stem}_instFlux"] * cal.njy_per_count
+            out[f"{stem}_fluxErr"] = out[f"{stem}_instFluxErr"] * cal.njy_per_count
     result = positions.copy()
-    for c in cols:
-        result.add(c.name, out[c.name].astype(c.dtype, copy=False),
-                   ColumnInfo(c.unit, c.description))
+    for c, info in zip(layout.columns, layout.infos, strict=True):
+        result.add(c.name, out[c.name].astype(c.dtype, copy=False), info)
     return result
 
 

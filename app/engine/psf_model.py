@@ -24,9 +24,15 @@ def poly_terms(u: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
     """(N, T) monomials u^i v^j with i + j ≤ order, in a fixed order."""
     u = np.atleast_1d(np.asarray(u, float))
     v = np.atleast_1d(np.asarray(v, float))
-    cols = [u**i * v**j for total in range(order + 1) for j in range(total + 1)
-            for i in [total - j]]
-    return np.stack(cols, axis=1)
+    i, j = _exponents(order)
+    return u[:, None] ** i * v[:, None] ** j
+
+
+@cache
+def _exponents(order: int) -> tuple[np.ndarray, np.ndarray]:
+    """The powers (i, j) of u and v of each term: by total degree, then by j."""
+    pairs = [(total - j, j) for total in range(order + 1) for j in range(total + 1)]
+    return np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
 
 
 class PixelPsf:

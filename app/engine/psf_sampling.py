@@ -80,8 +80,9 @@ class PsfSampler:
         # phase coordinates in [0, N_PHASES]: dx = -0.5 → 0, +0.5 → N_PHASES
         fx = (dx + 0.5) * N_PHASES
         fy = (dy + 0.5) * N_PHASES
-        ix = np.clip(np.floor(fx).astype(np.int64), 0, N_PHASES - 1)
-        iy = np.clip(np.floor(fy).astype(np.int64), 0, N_PHASES - 1)
+        # fx, fy lie in [0, N_PHASES]: only the upper end needs pulling into the last cell
+        ix = np.minimum(fx.astype(np.int64), N_PHASES - 1)
+        iy = np.minimum(fy.astype(np.int64), N_PHASES - 1)
         tx, ty = fx - ix, fy - iy
         first = iy * (N_PHASES + 1) + ix
         phases = first[:, None] + _CORNERS  # (N, 4): (y, x) corners 00, 01, 10, 11
