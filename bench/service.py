@@ -61,6 +61,13 @@ def engine_seconds(path: Path) -> float:
 @contextmanager
 def server(env: dict[str, str]) -> Iterator[str]:
     """``skyphot serve`` on a free port until the block ends; yields its base URL."""
+    with server_process(env) as (url, _):
+        yield url
+
+
+@contextmanager
+def server_process(env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """``skyphot serve`` on a free port until the block ends; yields its URL and pid."""
     from app.commands.embedded import free_port
 
     port = free_port()
@@ -77,7 +84,7 @@ def server(env: dict[str, str]) -> Iterator[str]:
             time.sleep(0.1)
         else:
             raise RuntimeError("skyphot serve did not become ready")
-        yield url
+        yield url, process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -87,6 +87,13 @@ class ColumnSet:
         out._data, out._info = dict(self._data), dict(self._info)
         return out
 
+    def slice(self, start: int, stop: int) -> ColumnSet:
+        """Rows ``start`` to ``stop`` (views of every column, nothing copied)."""
+        out = ColumnSet(len(range(self._length)[start:stop]))
+        out._data = {name: values[start:stop] for name, values in self._data.items()}
+        out._info = dict(self._info)
+        return out
+
     def take(self, rows: np.ndarray) -> ColumnSet:
         """The given rows (indices or a boolean mask), every column."""
         rows = np.asarray(rows)

@@ -22,6 +22,7 @@ from app.db.sources import SourceRepository
 from app.engine.columns import ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
+from app.engine.forced import positions_kind
 from app.engine.forced_request import (
     Detections,
     RandomSpec,
@@ -82,18 +83,20 @@ class ForcedService:
         self._engine = engine
         self._local = engine.dialect.name == "sqlite"
 
+    @property
+    def owner(self) -> str:
+        return self._owner
+
     def quick(self, query: ForcedQuery) -> bool:
-        """Whether ``query`` may be measured on the event loop (with ``load`` false): few
-        positions, nothing more to draw or read, and a database that answers at once."""
+        """Whether ``query`` may be measured on the event loop, with others like it
+        (`measure_together`): few positions, nothing more to draw or read, and a database
+        that answers at once."""
         return (self._local and query.random is None and not query.match
-                and len(query.positions) <= QUICK_POSITIONS)
+                and 0 < len(query.positions) <= QUICK_POSITIONS)
 
-    def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
-        """The engine's rows for the client's positions, then the random ones, in order.
-
-        With ``load`` false the calexp must be in memory already (`NotInMemory` if not):
-        for a caller that must not wait for a file to be read.
-        """
+    def prepare(self, query: ForcedQuery) -> tuple[ColumnSet | None, ForcedConfig]:
+        """The client's positions as columns, and the plugins' config: what can be checked
+        before the exposure is looked at (`InvalidInputError`, `PayloadTooLargeError`)."""
         n_random = query.random.n if query.random is not None else 0
         total = len(query.positions) + n_random
         if total > self._max_positions:
@@ -107,7 +110,45 @@ class ForcedService:
             raise InvalidInputError("give at least one position, or ask for random ones",
                                     code="no_positions")
         config = ForcedConfig() if query.plugins is None else _config(query.plugins)
-        table = _positions(query.positions) if query.positions else None
+        return (_positions(query.positions) if query.positions else None), config
+
+    def measure_together(self, exposure_id: str, job_id: str | None, config: ForcedConfig,
+                         tables: Sequence[ColumnSet], *, load: bool = True
+                         ) -> list[ColumnSet]:
+        """Several requests' positions (one kind of coordinates) on one calexp, measured in
+        one engine call: each table's rows, its columns then the measurements.
+
+        The engine measures every position on its own, so each table gets the rows it
+        would get alone; the calls' fixed cost is paid once.
+        """
+        with self._engine.connect() as connection:
+            exposure, _ = self._characterized(connection, exposure_id, job_id, load)
+        a, b, _ = positions_kind(tables[0].names)
+        joined = ColumnSet.from_arrays(
+            {a: np.concatenate([t[a] for t in tables]), b: np.concatenate([t[b] for t in tables])},
+            {a: tables[0].info(a), b: tables[0].info(b)})
+        try:
+            measured = measure_request(exposure, joined, config)
+        except RequestError as error:
+            raise InvalidInputError(str(error), code=error.code) from error
+        names = [name for name in measured.names if name not in (a, b)]
+        out, start = [], 0
+        for table in tables:
+            rows = measured.slice(start, start + len(table))
+            merged = table.copy()
+            for name in names:
+                merged.add(name, rows[name], rows.info(name))
+            out.append(merged)
+            start += len(table)
+        return out
+
+    def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
+        """The engine's rows for the client's positions, then the random ones, in order.
+
+        With ``load`` false the calexp must be in memory already (`NotInMemory` if not):
+        for a caller that must not wait for a file to be read.
+        """
+        table, config = self.prepare(query)
         with self._engine.connect() as connection:
             exposure, job_id = self._characterized(connection, query.exposure_id,
                                                    query.job_id, load)

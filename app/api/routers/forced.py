@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.dependencies import ForcedServiceDep
+from app.api.forced_batches import ForcedBatcher
 from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas_forced import ForcedRequest, RandomPositionsOut, RandomPositionsRequest
 from app.io.catalogs import CatalogFormat, catalog_bytes
@@ -50,8 +51,9 @@ async def forced(
     query = body.to_query()
     content: bytes | None = None
     if chosen == "json" and service.quick(query):
+        batcher: ForcedBatcher = request.app.state.forced_batcher
         try:
-            content = _measure(service, query, chosen, load=False)
+            content = catalog_bytes(await batcher.measure(service, query), chosen)
         except NotInMemory:
             pass  # the first request for this calexp reads it, off the loop
     if content is None:
