@@ -79,9 +79,8 @@ class ForcedService:
         self._cache = cache
         self._owner = owner
         self._max_positions = max_positions
-        engine = sessions.kw["bind"]
-        self._engine = engine
-        self._local = engine.dialect.name == "sqlite"
+        self._engine = sessions.kw["bind"]
+        self._local = self._engine.dialect.name == "sqlite"
 
     @property
     def owner(self) -> str:
@@ -127,10 +126,7 @@ class ForcedService:
         joined = ColumnSet.from_arrays(
             {a: np.concatenate([t[a] for t in tables]), b: np.concatenate([t[b] for t in tables])},
             {a: tables[0].info(a), b: tables[0].info(b)})
-        try:
-            measured = measure_request(exposure, joined, config)
-        except RequestError as error:
-            raise InvalidInputError(str(error), code=error.code) from error
+        measured = _measure_request(exposure, joined, config)
         names = [name for name in measured.names if name not in (a, b)]
         out, start = [], 0
         for table in tables:
@@ -161,12 +157,9 @@ class ForcedService:
             return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2],
                               arr[:, 3], arr[:, 4])
 
-        try:
-            return measure_request(exposure, table, config, random=query.random,
-                                   match_radius_px=query.match_radius_px,
-                                   detections=detections if query.match else None)
-        except RequestError as error:
-            raise InvalidInputError(str(error), code=error.code) from error
+        return _measure_request(exposure, table, config, random=query.random,
+                                match_radius_px=query.match_radius_px,
+                                detections=detections if query.match else None)
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
@@ -186,6 +179,15 @@ class ForcedService:
         calexps = CalexpService(connection, self._store, self._cache, self._owner)
         exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
         return exposure, calexp.job_id
+
+
+def _measure_request(exposure: Exposure, table: ColumnSet | None, config: ForcedConfig,
+                     **options: Any) -> ColumnSet:
+    """`measure_request`, its refusals as the API's 422."""
+    try:
+        return measure_request(exposure, table, config, **options)
+    except RequestError as error:
+        raise InvalidInputError(str(error), code=error.code) from error
 
 
 def _positions(rows: Sequence[Mapping[str, Any]]) -> ColumnSet:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ def together(batcher: ForcedBatcher, service: ForcedService, queries: list[Force
     async def run() -> list[Any]:
         return await asyncio.gather(*(batcher.measure(service, q) for q in queries),
                                     return_exceptions=True)
-    return asyncio.run(run())
+    # a loop of its own in a thread of its own: other tests may leave this one's loop running
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result()
 
 
 def assert_same_rows(got: ColumnSet, alone: ColumnSet) -> None:
