@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--positions", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the server's SKYPHOT_LOG_LEVEL (INFO logs every request)")
     parser.add_argument("--rate", type=float, default=None,
                         help="also send requests open-loop at this many per second")
     args = parser.parse_args()
@@ -190,7 +192,7 @@ def main() -> None:
         simulate(path, args.width, args.height, args.objects, args.seed)
         env = {**os.environ, "SKYPHOT_DATABASE_URL": f"sqlite:///{workdir / 'b.sqlite3'}",
                "SKYPHOT_BROKER_URL": "memory://", "SKYPHOT_STORAGE_URL": str(workdir / "s"),
-               "SKYPHOT_LOG_LEVEL": "WARNING"}
+               "SKYPHOT_LOG_LEVEL": args.log_level}
         with server_process(env) as (url, pid), httpx.Client(base_url=url,
                                                                timeout=600) as client:
             exposure_id = upload(client, path)
@@ -219,7 +221,7 @@ def main() -> None:
     p50, p99 = np.percentile(ms, [50, 99])
     print(f"{args.width}x{args.height}; {args.positions} positions per request, each its own; "
           f"{args.clients} concurrent clients; {len(ms)} requests in {elapsed:.1f} s; "
-          f"{os.cpu_count()} cores")
+          f"{os.cpu_count()} cores; server log level {args.log_level}")
     print(f"first request (loads the calexp)  {1000 * first:8.1f} ms")
     print(f"p50 {p50:7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   p99 {p99:7.1f} ms   "
           f"max {ms.max():7.1f} ms   throughput {len(ms) / elapsed:7.1f} req/s   "

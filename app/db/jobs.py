@@ -74,6 +74,18 @@ class JobRepository:
         )
         return self._session.scalar(query)
 
+    def by_request_key(self, owner: str, request_key: str, limit: int = 20) -> list[JobRecord]:
+        """The owner's jobs made for this request (`JobRecord.request_key`) that have not
+        failed or been aborted, newest first."""
+        query = (
+            select(JobRecord)
+            .where(JobRecord.owner == owner, JobRecord.request_key == request_key,
+                   JobRecord.phase.not_in([JobPhase.ERROR, JobPhase.ABORTED]))
+            .order_by(JobRecord.created_at.desc(), JobRecord.id)
+            .limit(limit)
+        )
+        return list(self._session.scalars(query))
+
     def ids_for_exposure(self, exposure_id: str) -> list[str]:
         query = select(JobRecord.id).where(JobRecord.exposure_id == exposure_id)
         return list(self._session.scalars(query))

@@ -74,6 +74,7 @@ class JobRecord(Base):
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at"),
         Index("ix_jobs_phase_heartbeat", "phase", "heartbeat_at"),
+        Index("ix_jobs_owner_request_key", "owner", "request_key"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -97,6 +98,9 @@ class JobRecord(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None]
+    request_key: Mapped[str | None] = mapped_column(String(64))
+    """What was asked for, hashed, when an identical request may be answered by this job
+    (a light curve over the synchronous limit); null otherwise."""
 
 
 class SourceRecord(Base):

@@ -55,11 +55,12 @@ class JobService:
         self._owner = owner
 
     def submit(self, kind_name: str, exposure_id: str | None, config: dict[str, Any],
-               upload: JobUpload | None = None) -> JobRecord:
+               upload: JobUpload | None = None, request_key: str | None = None) -> JobRecord:
         """Validate, store as QUEUED, commit, then send the id to the workers.
 
         An uploaded file is checked by its kind first and stored under the job, in the
         same step as the job row: a refused job leaves no file, and no file is lost.
+        ``request_key`` marks a job that later identical requests may be answered by.
         """
         kind = get_kind(kind_name)
         if kind is None:
@@ -106,6 +107,7 @@ class JobService:
                     parameters=parameters,
                     phase=JobPhase.QUEUED,
                     heartbeat_at=utcnow(),
+                    request_key=request_key,
                 )
                 JobRepository(self._session).add(job)
                 if upload is not None and key is not None:

@@ -14,6 +14,8 @@ light curve only flags them (``flag_not_characterized``): characterizing takes s
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import threading
@@ -25,6 +27,7 @@ from astropy.table import Table
 from sqlalchemy.orm import Session
 
 from app.db.exposures import ExposureRepository, ExposureWindow
+from app.db.jobs import JobRepository
 from app.db.models import ExposureRecord, JobRecord
 from app.engine.forced import run_forced
 from app.services.calexps import CalexpService
@@ -96,6 +99,11 @@ class LightCurveQuery:
         return {"positions": [{"ra": self.ra % 360.0, "dec": self.dec}],
                 "band": self.window.band, "start": self.window.start, "end": self.window.end}
 
+    def request_key(self) -> str:
+        """This light curve's `JobRecord.request_key`: the job config, hashed."""
+        config = json.dumps({"lightcurve": self.job_config()}, sort_keys=True)
+        return hashlib.sha256(config.encode()).hexdigest()
+
 
 class LightCurveService:
     def __init__(self, session: Session, calexps: CalexpService, jobs: JobService,
@@ -113,10 +121,14 @@ class LightCurveService:
         with self._session.begin():
             records = [r for r in ExposureRepository(self._session).covering(
                 self._owner, query.ra, query.dec) if query.window.holds(r)]
-        if len(records) > self._max_exposures:
-            job = self.submit(query)
-            logger.info("light curve over the synchronous limit: submitted as a job", extra={
-                "job_id": job.id, "exposures": len(records), "limit": self._max_exposures})
+            over = len(records) > self._max_exposures
+            job = self._current_job(query, {r.id for r in records}) if over else None
+        if over:
+            if job is None:
+                job = self.submit(query)
+                logger.info("light curve over the synchronous limit: submitted as a job",
+                            extra={"job_id": job.id, "exposures": len(records),
+                                   "limit": self._max_exposures})
             return job
         rows = [p for p in (self._point(r, query.ra, query.dec) for r in records)
                 if p is not None]
@@ -125,7 +137,20 @@ class LightCurveService:
 
     def submit(self, query: LightCurveQuery) -> JobRecord:
         """The forced job that measures the light curve on every covering exposure."""
-        return self._jobs.submit("forced", None, query.job_config())
+        return self._jobs.submit("forced", None, query.job_config(),
+                                 request_key=query.request_key())
+
+    def _current_job(self, query: LightCurveQuery, covering: set[str]) -> JobRecord | None:
+        """The newest job already measuring this light curve on exactly these exposures
+        (queued, running or done): asked again, the same light curve is not measured
+        again; once an exposure is stored or deleted there, it is."""
+        for job in JobRepository(self._session).by_request_key(self._owner,
+                                                               query.request_key()):
+            taken = [*job.parameters.get("exposures", []),
+                     *job.parameters.get("skipped_exposures", [])]
+            if {entry["exposure_id"] for entry in taken} == covering:
+                return job
+        return None
 
     def _point(self, record: ExposureRecord, ra: float, dec: float) -> dict[str, object] | None:
         base: dict[str, object] = {

@@ -2,7 +2,8 @@
 
 Up to ``SKYPHOT_LIGHTCURVE_MAX_EXPOSURES`` covering exposures the GET answers with the light
 curve. Above it, it answers 202 Accepted with a forced job that measures it (Location and the
-job as JSON), rather than a 303 to the job as IVOA UWS does after creating one: HTTP clients
+job as JSON; the same job for the same question, until the covering exposures change), rather
+than a 303 to the job as IVOA UWS does after creating one: HTTP clients
 follow a 303 on their own and would hand their caller the job's JSON with a 200, as if it
 were the light curve. ``POST`` asks for the job directly (201 Created, as ``POST /v1/jobs``).
 """
@@ -53,7 +54,9 @@ class LightCurveRequest(BaseModel):
     "Exposures without a completed detect job have no PSF yet: their rows carry "
     "flag_not_characterized. As JSON (columns and rows) or FITS/VOTable/CSV/Parquet. "
     "Above SKYPHOT_LIGHTCURVE_MAX_EXPOSURES covering exposures (GET /v1/limits) the answer "
-    f"is 202 Accepted with the job that measures them. {JOB_ROWS}",
+    "is 202 Accepted with the job that measures them: the same job each time it is asked "
+    "(unless it failed or was aborted) until an exposure covering the position is stored or "
+    f"deleted. {JOB_ROWS}",
     responses={202: {"model": Job, "description": "Too many exposures for a synchronous "
                                                   "answer: the job that measures them"},
                422: {"description": "Bad position or MJD window"}},

@@ -106,6 +106,16 @@ def test_light_curve_follows_the_injected_fluxes_synchronously_and_as_a_job(
     assert (config["band"], config["start"], config["end"]) == ("i", 60302.5, None)
     assert [e["exposure_id"] for e in config["exposures"]] == [*ids[3:], undetected_id]
 
+    # asked again: the same job, not a new one; until another exposure covers the star
+    again = client.get("/v1/lightcurve", params=at)
+    assert again.status_code == 202 and again.json()["id"] == job_id
+    assert client.get("/v1/lightcurve", params={**at, "band": "i"}).json()["id"] != job_id
+    upload(client, _epoch(8, 28000.0)[1])
+    newer = client.get("/v1/lightcurve", params=at)
+    assert newer.status_code == 202 and newer.json()["id"] != job_id
+    assert len(newer.json()["config"]["exposures"]) == 7
+    assert client.get("/v1/lightcurve", params=at).json()["id"] == newer.json()["id"]
+
 
 def test_bad_position_is_a_422(client: TestClient) -> None:
     response = client.get("/v1/lightcurve", params={"ra": 10.0, "dec": 95.0})
