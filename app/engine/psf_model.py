@@ -25,14 +25,24 @@ def poly_terms(u: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
     u = np.atleast_1d(np.asarray(u, float))
     v = np.atleast_1d(np.asarray(v, float))
     i, j = _exponents(order)
-    return u[:, None] ** i * v[:, None] ** j
+    return _powers(u, order)[:, i] * _powers(v, order)[:, j]
+
+
+def _powers(u: np.ndarray, order: int) -> np.ndarray:
+    """(N, order + 1): 1, u, u², … by repeated products (a power ufunc calls pow() per
+    element, several times slower for many positions)."""
+    out = np.empty((len(u), order + 1))
+    out[:, 0] = 1.0
+    for k in range(1, order + 1):
+        np.multiply(out[:, k - 1], u, out=out[:, k])
+    return out
 
 
 @cache
 def _exponents(order: int) -> tuple[np.ndarray, np.ndarray]:
     """The powers (i, j) of u and v of each term: by total degree, then by j."""
     pairs = [(total - j, j) for total in range(order + 1) for j in range(total + 1)]
-    return np.array([p[0] for p in pairs], float), np.array([p[1] for p in pairs], float)
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
 
 class PixelPsf:
