@@ -87,11 +87,16 @@ class ColumnSet:
         out._data, out._info = dict(self._data), dict(self._info)
         return out
 
-    def slice(self, start: int, stop: int) -> ColumnSet:
-        """Rows ``start`` to ``stop`` (views of every column, nothing copied)."""
-        out = ColumnSet(len(range(self._length)[start:stop]))
-        out._data = {name: values[start:stop] for name, values in self._data.items()}
-        out._info = dict(self._info)
+    def joined(self, other: ColumnSet, names: list[str], start: int) -> ColumnSet:
+        """These columns, then columns ``names`` of ``other`` from its row ``start`` on, as
+        many rows as this set has (views: nothing is copied)."""
+        stop = start + self._length
+        if stop > len(other):
+            raise ValueError(f"rows {start}:{stop} of a set of {len(other)}")
+        out = self.copy()
+        for name in names:
+            out._data[name] = other._data[name][start:stop]
+            out._info[name] = other._info[name]
         return out
 
     def take(self, rows: np.ndarray) -> ColumnSet:

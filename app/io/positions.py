@@ -38,8 +38,8 @@ def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     """``("ra", "dec")`` or ``("x", "y")``, the same for every row; 422 otherwise."""
     kinds = set()
     for i, row in enumerate(rows):
-        sky = any(k in row for k in SKY)
-        pixel = any(k in row for k in PIXEL)
+        sky = SKY[0] in row or SKY[1] in row
+        pixel = PIXEL[0] in row or PIXEL[1] in row
         if sky == pixel:
             raise PositionsError(
                 f"position {i} must give either ra and dec (degrees) or x and y (pixels)"

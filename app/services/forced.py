@@ -128,15 +128,9 @@ class ForcedService:
             {a: tables[0].info(a), b: tables[0].info(b)})
         measured = _measure_request(exposure, joined, config)
         names = [name for name in measured.names if name not in (a, b)]
-        out, start = [], 0
-        for table in tables:
-            rows = measured.slice(start, start + len(table))
-            merged = table.copy()
-            for name in names:
-                merged.add(name, rows[name], rows.info(name))
-            out.append(merged)
-            start += len(table)
-        return out
+        starts = np.cumsum([0, *map(len, tables)])[:-1]
+        return [t.joined(measured, names, int(start))
+                for t, start in zip(tables, starts, strict=True)]
 
     def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
         """The engine's rows for the client's positions, then the random ones, in order.
