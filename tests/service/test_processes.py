@@ -52,7 +52,21 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("skyphot serve --processes 2 did not become ready")
 
 
-def test_serve_on_two_processes_runs_every_job_and_stops_cleanly(tmp_path: Path) -> None:
+def serving_pids(supervisor: int) -> list[int]:
+    """The supervisor's serving processes (not multiprocessing's resource tracker)."""
+    pids = []
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        for child in map(int, (task / "children").read_text().split()):
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    pids.append(child)
+            except FileNotFoundError:
+                pass
+    return sorted(pids)
+
+
+def test_serve_on_two_processes_runs_every_job_and_restarts_and_stops_cleanly(
+        tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SKYPHOT_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
            "SKYPHOT_BROKER_URL": "memory://", "SKYPHOT_STORAGE_URL": str(tmp_path / "s"),
@@ -91,6 +105,18 @@ def test_serve_on_two_processes_runs_every_job_and_stops_cleanly(tmp_path: Path)
         assert forced.status_code == 200, forced.text
         flux = forced.json()["rows"][0]["base_PsfFlux_instFlux"]
         assert abs(flux / star["base_PsfFlux_instFlux"] - 1) < 0.01
+
+        # a serving process killed outright is started again; nothing is refused meanwhile
+        before = serving_pids(process.pid)
+        assert len(before) == 2
+        os.kill(before[-1], signal.SIGKILL)
+        for _ in range(10):  # the other process answers on the shared socket
+            assert httpx.get(f"{url}/v1/jobs/{jobs[0]}", timeout=30).status_code == 200
+        deadline = time.monotonic() + 60
+        while (now := serving_pids(process.pid)) == before or len(now) < 2:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        assert before[0] in now and before[-1] not in now
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=90) == 0
