@@ -46,6 +46,10 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a killed child not yet reaped is a zombie: count it as gone
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[1].startswith("Z"))
+    # a killed child not yet reaped is a zombie: count it as gone; so is one that went
+    # between the two looks
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return not state.startswith("Z")
