@@ -54,14 +54,19 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
 
 def serving_pids(supervisor: int) -> list[int]:
     """The supervisor's serving processes (not multiprocessing's resource tracker)."""
-    pids = []
+    children = []
     for task in Path(f"/proc/{supervisor}/task").iterdir():
-        for child in map(int, (task / "children").read_text().split()):
-            try:
-                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    pids.append(child)
-            except FileNotFoundError:
-                pass
+        try:
+            children += map(int, (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    pids = []
+    for child in children:
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.append(child)
+        except (FileNotFoundError, ProcessLookupError):  # a child that just ended
+            pass
     return sorted(pids)
 
 
