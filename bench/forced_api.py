@@ -157,16 +157,24 @@ def server_cpu_seconds(pid: int) -> float:
     for p in [pid, *_children(pid)]:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # ended since it was listed
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
 def _children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` alive now."""
     out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
         for child in map(int, children):
             out += [child, *_children(child)]
     return out
