@@ -84,7 +84,7 @@ def serve_processes(settings: Settings, host: str, port: int, processes: int) ->
                                index, child.exitcode)
                 children[index] = start(index)
     for child in children:
-        if child.is_alive() and child.pid is not None:
+        if child.is_alive():
             child.terminate()
     for child in children:
         child.join(STOP_TIMEOUT)

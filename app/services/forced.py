@@ -10,12 +10,12 @@ calexp, which is then in memory) and the API can call it without a hop to a thre
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.sources import SourceRepository
@@ -120,13 +120,13 @@ class ForcedService:
         The engine measures every position on its own, so each table gets the rows it
         would get alone; the calls' fixed cost is paid once.
         """
-        with self._engine.connect() as connection:
-            exposure, _ = self._characterized(connection, exposure_id, job_id, load)
+        exposure, _ = self._characterized(exposure_id, job_id, load)
         a, b, _ = positions_kind(tables[0].names)
         joined = ColumnSet.from_arrays(
             {a: np.concatenate([t[a] for t in tables]), b: np.concatenate([t[b] for t in tables])},
             {a: tables[0].info(a), b: tables[0].info(b)})
-        measured = _measure_request(exposure, joined, config)
+        with _refusals_as_422():
+            measured = measure_request(exposure, joined, config)
         names = [name for name in measured.names if name not in (a, b)]
         starts = np.cumsum([0, *map(len, tables)])[:-1]
         return [t.joined(measured, names, int(start))
@@ -139,9 +139,7 @@ class ForcedService:
         for a caller that must not wait for a file to be read.
         """
         table, config = self.prepare(query)
-        with self._engine.connect() as connection:
-            exposure, job_id = self._characterized(connection, query.exposure_id,
-                                                   query.job_id, load)
+        exposure, job_id = self._characterized(query.exposure_id, query.job_id, load)
 
         def detections() -> Detections:
             with self._sessions() as session:
@@ -151,35 +149,36 @@ class ForcedService:
             return Detections(arr[:, 0].astype(np.int64), arr[:, 1], arr[:, 2],
                               arr[:, 3], arr[:, 4])
 
-        return _measure_request(exposure, table, config, random=query.random,
-                                match_radius_px=query.match_radius_px,
-                                detections=detections if query.match else None)
+        with _refusals_as_422():
+            return measure_request(exposure, table, config, random=query.random,
+                                   match_radius_px=query.match_radius_px,
+                                   detections=detections if query.match else None)
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
         """Random positions far from the detect job's footprints, inside the good area."""
-        with self._engine.connect() as connection:
-            exposure, job_id = self._characterized(connection, exposure_id, job_id)
-        try:
+        exposure, job_id = self._characterized(exposure_id, job_id)
+        with _refusals_as_422():
             x, y = draw_random(exposure, spec)
-        except RequestError as error:
-            raise InvalidInputError(str(error), code=error.code) from error
         ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
         return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job_id)
 
-    def _characterized(self, connection: Connection, exposure_id: str, job_id: str | None,
-                       load: bool = True) -> tuple[Exposure, str]:
-        calexps = CalexpService(connection, self._store, self._cache, self._owner)
-        exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
+    def _characterized(self, exposure_id: str, job_id: str | None, load: bool = True
+                       ) -> tuple[Exposure, str]:
+        """The calexp and its detect job, found over a short connection of its own (one
+        indexed query; no session is needed)."""
+        with self._engine.connect() as connection:
+            calexps = CalexpService(connection, self._store, self._cache, self._owner)
+            exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
         return exposure, calexp.job_id
 
 
-def _measure_request(exposure: Exposure, table: ColumnSet | None, config: ForcedConfig,
-                     **options: Any) -> ColumnSet:
-    """`measure_request`, its refusals as the API's 422."""
+@contextmanager
+def _refusals_as_422() -> Iterator[None]:
+    """The engine's refusals of a request (`RequestError`) as the API's 422."""
     try:
-        return measure_request(exposure, table, config, **options)
+        yield
     except RequestError as error:
         raise InvalidInputError(str(error), code=error.code) from error
 
