@@ -44,10 +44,11 @@ T = TypeVar("T")
 
 FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
-_WARNINGS_LOCK = threading.Lock()
+_WARNINGS_LOCK = threading.RLock()
 """``catch_warnings`` swaps the process-wide filter list and puts it back on exit; readers in
-two threads (the API's thread pool) interleaving would restore each other's list, so the
-blocks that catch warnings take turns."""
+two threads (the API's thread pool) interleaving would restore each other's list. Astropy
+uses it too while reading (table data, unit strings), so a whole read, from opening the
+file to closing it, holds this lock: reads of FITS files take turns."""
 FITS_BLOCK = 2880
 GZIP_LEVEL = 6  # zlib's default: most of the gain of 9 at a fraction of the time
 SKY_SAMPLE = 1 << 20  # pixels sampled for the sky-noise estimate of a plain image
@@ -96,9 +97,9 @@ def _open_fits(source: Source) -> Iterator[fits.HDUList]:
     read no data. A caller's file object is left open. Raises ExposureReadError
     ``not_fits`` or ``truncated``.
     """
-    with ExitStack() as files:
+    with _WARNINGS_LOCK, ExitStack() as files:
         stream, size, memmap = _fits_stream(source, files)
-        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 hdul = fits.open(stream, memmap=memmap, mode="readonly")  # primary header only
