@@ -13,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.errors import install_error_handlers
 from app.api.forced_batches import ForcedBatcher
+from app.api.forced_fast_path import ForcedFastPath
 from app.api.middleware import RequestIdMiddleware
 from app.api.processes import SINGLE, ProcessRole
 from app.api.routers import (
@@ -88,7 +89,8 @@ def create_app(settings: Settings | None = None, role: ProcessRole = SINGLE) -> 
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(ForcedFastPath)
+    app.add_middleware(RequestIdMiddleware)  # added last, so it wraps the fast path too
     # routes are matched in order: the synchronous forced photometry, the busiest, first
     for router in (forced.router, health.router, limits.router, exposures.router, jobs.router,
                    results.router):

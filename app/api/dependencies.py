@@ -41,9 +41,14 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-async def get_owner(runtime: RuntimeDep) -> str:
-    """The caller; bearer-token authentication replaces this and nothing below changes."""
+def owner_of(runtime: Runtime) -> str:
+    """The caller; bearer-token authentication replaces this and nothing below changes
+    (`app.api.forced_fast_path` asks it too)."""
     return runtime.settings.default_owner
+
+
+async def get_owner(runtime: RuntimeDep) -> str:
+    return owner_of(runtime)
 
 
 OwnerDep = Annotated[str, Depends(get_owner)]
@@ -74,9 +79,13 @@ ExposureServiceDep = Annotated[ExposureService, Depends(get_exposure_service)]
 CalexpServiceDep = Annotated[CalexpService, Depends(get_calexp_service)]
 
 
-async def get_forced_service(runtime: RuntimeDep, owner: OwnerDep) -> ForcedService:
+def forced_service(runtime: Runtime, owner: str) -> ForcedService:
     return ForcedService(runtime.sessions, runtime.store, runtime.exposures, owner,
                          runtime.settings.forced_sync_max_positions)
+
+
+async def get_forced_service(runtime: RuntimeDep, owner: OwnerDep) -> ForcedService:
+    return forced_service(runtime, owner)
 
 
 ForcedServiceDep = Annotated[ForcedService, Depends(get_forced_service)]

@@ -58,7 +58,8 @@ def positions_columns(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> 
     ``reserved`` are names the output adds (measurement columns): a tag may not take one.
     """
     a, b = coordinate_names(rows)
-    names = list(dict.fromkeys(k for row in rows for k in row))
+    # both coordinates, even where no row gives one of them: a missing one is a 422
+    names = list(dict.fromkeys([*(k for row in rows for k in row), a, b]))
     clash = sorted(set(names) & reserved)
     if clash:
         raise PositionsError(

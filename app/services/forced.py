@@ -132,14 +132,10 @@ class ForcedService:
         return [t.joined(measured, names, int(start))
                 for t, start in zip(tables, starts, strict=True)]
 
-    def measure(self, query: ForcedQuery, *, load: bool = True) -> ColumnSet:
-        """The engine's rows for the client's positions, then the random ones, in order.
-
-        With ``load`` false the calexp must be in memory already (`NotInMemory` if not):
-        for a caller that must not wait for a file to be read.
-        """
+    def measure(self, query: ForcedQuery) -> ColumnSet:
+        """The engine's rows for the client's positions, then the random ones, in order."""
         table, config = self.prepare(query)
-        exposure, job_id = self._characterized(query.exposure_id, query.job_id, load)
+        exposure, job_id = self._characterized(query.exposure_id, query.job_id)
 
         def detections() -> Detections:
             with self._sessions() as session:

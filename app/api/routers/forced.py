@@ -8,12 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.dependencies import ForcedServiceDep
-from app.api.forced_batches import ForcedBatcher
 from app.api.formats import CATALOG_MEDIA_TYPES, attachment, negotiate
 from app.api.schemas_forced import ForcedRequest, RandomPositionsOut, RandomPositionsRequest
 from app.io.catalogs import CatalogFormat, catalog_bytes
 from app.services.forced import ForcedQuery, ForcedService
-from app.storage.exposure_cache import NotInMemory
 
 router = APIRouter(tags=["forced"])
 
@@ -23,9 +21,8 @@ ERRORS = {
     422: {"description": "Invalid positions, plugins or options; not enough blank sky"},
 }
 
-def _measure(service: ForcedService, query: ForcedQuery, format: CatalogFormat,
-             load: bool = True) -> bytes:
-    return catalog_bytes(service.measure(query, load=load), format)
+def _measure(service: ForcedService, query: ForcedQuery, format: CatalogFormat) -> bytes:
+    return catalog_bytes(service.measure(query), format)
 
 
 @router.post(
@@ -47,17 +44,10 @@ async def forced(
     service: ForcedServiceDep,
     format: Annotated[str | None, Query(description="json, fits, votable, csv, parquet")] = None,
 ) -> Response:
+    # quick JSON requests on a calexp in memory are answered before routing
+    # (app.api.forced_fast_path); what reaches here is measured off the event loop
     chosen = negotiate(request, format)
-    query = body.to_query()
-    content: bytes | None = None
-    if chosen == "json" and service.quick(query):
-        batcher: ForcedBatcher = request.app.state.forced_batcher
-        try:
-            content = catalog_bytes(await batcher.measure(service, query), chosen)
-        except NotInMemory:
-            pass  # the first request for this calexp reads it, off the loop
-    if content is None:
-        content = await run_in_threadpool(_measure, service, query, chosen)
+    content = await run_in_threadpool(_measure, service, body.to_query(), chosen)
     if chosen == "json":
         return Response(content, media_type=CATALOG_MEDIA_TYPES["json"])
     return attachment(content, chosen, f"forced-{body.exposure_id}")

@@ -256,6 +256,8 @@ def test_forced_needs_a_detect_job_first(client: TestClient, sparse: Simulated) 
     ([{"ra": 62.0, "dec": -37.0, "x": 1.0, "y": 2.0}], "mixed_coordinates"),
     ([{"name": "no coordinates"}], "mixed_coordinates"),
     ([{"x": "1", "y": 2.0}], "invalid_position"),
+    ([{"x": 1.0}], "invalid_position"),
+    ([{"dec": -37.0, "tag": 1}], "invalid_position"),
     ([{"x": 1.0, "y": 2.0, "tag": "a"}, {"x": 1.0, "y": 2.0, "tag": 3}], "invalid_tag"),
     ([{"x": 1.0, "y": 2.0, "base_PsfFlux_instFlux": 3}], "reserved_column"),
     ([], "no_positions"),
