@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     )
     default_owner: str = Field("local", title="Owner of every row when no one is signed in")
     log_level: LogLevel = Field("INFO", title="Log level of the skyphot loggers")
+    opentelemetry: bool = Field(
+        False, title="Send FastAPI's OpenTelemetry traces, metrics and logs",
+        description="Through the providers the environment configures. Off, no request "
+        "asks whether any provider is set up (a few percent of a small request's time).",
+    )
 
     @property
     def stale_after(self) -> float:

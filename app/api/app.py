@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, role: ProcessRole = SINGLE) -> 
         summary="Source detection, deblending, measurement and forced photometry on exposures.",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=None if settings.opentelemetry else {
+            "tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.add_middleware(ForcedFastPath)

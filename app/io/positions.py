@@ -9,6 +9,8 @@ Bad rows raise `PositionsError`, whose ``code`` names the problem for an API err
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,9 +31,10 @@ class PositionsError(ValueError):
         self.code = code
 
 
-def measurement_names() -> set[str]:
+@cache
+def measurement_names() -> frozenset[str]:
     """Every column any forced plugin adds: names a client's tag may not take."""
-    return {c.name for c in forced_columns(ForcedConfig(plugins=FORCED_PLUGINS), True)}
+    return frozenset(c.name for c in forced_columns(ForcedConfig(plugins=FORCED_PLUGINS), True))
 
 
 def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
@@ -52,7 +55,7 @@ def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
     return kinds.pop() if kinds else PIXEL
 
 
-def positions_columns(rows: Sequence[Mapping[str, Any]], reserved: set[str]) -> ColumnSet:
+def positions_columns(rows: Sequence[Mapping[str, Any]], reserved: AbstractSet[str]) -> ColumnSet:
     """The rows as columns: the coordinates as given, then the tags in first-seen order.
 
     ``reserved`` are names the output adds (measurement columns): a tag may not take one.

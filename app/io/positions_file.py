@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -98,7 +99,7 @@ def coordinate_pair(columns: Sequence[str]) -> tuple[str, str]:
 
 
 def inspect_positions(path: str | os.PathLike[str], format: CatalogFormat,
-                      reserved: set[str]) -> PositionsFileInfo:
+                      reserved: AbstractSet[str]) -> PositionsFileInfo:
     """Column names, row count and coordinates of the table, its tags checked against
     ``reserved`` (the names the output adds); `PositionsError` when it cannot be measured."""
     try:

@@ -3,6 +3,8 @@ request (``POST /v1/forced``) and the forced job: random blank-sky positions and
 
 from __future__ import annotations
 
+from functools import cache
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.engine.forced_request import MATCH_COLUMNS, POSITION_KIND, RandomSpec
@@ -40,6 +42,7 @@ class ForcedOptions(BaseModel):
         return self
 
 
-def reserved_names() -> set[str]:
+@cache
+def reserved_names() -> frozenset[str]:
     """Names the output adds, which a client's tag column may not take."""
-    return measurement_names() | set(MATCH_COLUMNS) | {POSITION_KIND}
+    return measurement_names() | {*MATCH_COLUMNS, POSITION_KIND}

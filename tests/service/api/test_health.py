@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.conftest import assert_error
@@ -49,3 +54,35 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert "/v1/jobs/{job_id}/sources" in schema["paths"]
     assert client.get("/docs").status_code == 200
+
+
+TRACED = """
+import sys
+from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from app.api.app import create_app
+from app.settings import Settings
+
+spans = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(provider)
+with TestClient(create_app(Settings(opentelemetry=sys.argv[1] == "on"))) as client:
+    assert client.get("/health").status_code == 200
+print(sorted(s.name for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER))
+"""
+
+
+@pytest.mark.parametrize(("flag", "spans"), [("on", "['GET /health']"), ("off", "[]")])
+def test_opentelemetry_spans_only_when_asked(tmp_path: Path, flag: str, spans: str) -> None:
+    # a process of its own: a global tracer provider can be set once per process
+    env = {**os.environ, "SKYPHOT_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+           "SKYPHOT_BROKER_URL": "memory://", "SKYPHOT_STORAGE_URL": str(tmp_path / "s"),
+           "SKYPHOT_LOG_LEVEL": "WARNING"}
+    run = subprocess.run([sys.executable, "-c", TRACED, flag], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).parents[3])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == spans
