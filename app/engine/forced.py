@@ -227,7 +227,7 @@ def run_forced(
         out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
         out["base_PsfFlux_instFluxErr"] = out["base_PsfFlux_instFluxErr"] * corr
     if "base_TransformedShape" in plugins:
-        out.update(_shapes(exposure, positions, ax, ay, finite))
+        out.update(_shapes(exposure, positions, ax, ay))
     if cal is not None:
         for stem in layout.calibrated_stems:
             out[f"{stem}_flux"] = out[f"{stem}_instFlux"] * cal.njy_per_count
@@ -392,17 +392,21 @@ def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, fwhm: 
             "base_LocalBackground_flag": ~np.isfinite(mean)}
 
 
-def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.ndarray,
-            finite: np.ndarray) -> dict[str, np.ndarray]:
-    """The caller's shape where given (pixels²), else the PSF's adaptive moments there."""
+def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.ndarray
+            ) -> dict[str, np.ndarray]:
+    """The caller's shape where given (pixels²), else the PSF's adaptive moments there;
+    off the image (not-finite positions lie there too), where the PSF model is not
+    defined, NaN and the flag."""
     assert exposure.psf is not None
     n = len(ax)
+    h, w = exposure.shape
+    on_image = (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
     if all(c in positions for c in SHAPE_COLUMNS):
         xx, yy, xy = (np.ma.filled(np.ma.asarray(positions[c], float), np.nan)
                       for c in SHAPE_COLUMNS)
     else:
         xx = yy = xy = np.full(n, np.nan)
-    missing = ~np.isfinite(xx + yy + xy) & finite
+    missing = ~np.isfinite(xx + yy + xy) & on_image
     if missing.any():
         xx, yy, xy = xx.copy(), yy.copy(), xy.copy()
         xx[missing], yy[missing], xy[missing] = psf_moments_at(exposure.psf, ax[missing],

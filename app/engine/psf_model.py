@@ -108,15 +108,18 @@ class PixelPsf:
         The kernel is a fixed image plus components with polynomial amplitudes, so its
         moments are smooth over the field: bicubic splines through a 13×13 grid match the
         moments computed at each position to ~1e-8 relative, far inside the iteration's own
-        1e-5 tolerance, for a fraction of the cost. Positions off the image (or not finite)
-        are computed directly.
+        1e-5 tolerance, for a fraction of the cost. The outer half pixel of the image takes
+        the moments at the edge pixels' centres (the model varies over the image, not over a
+        pixel); positions off the image (or not finite) are computed directly.
         """
         x, y = np.atleast_1d(np.asarray(x, float)), np.atleast_1d(np.asarray(y, float))
         gx, gy, _ = self._moment_grid(MOMENT_GRID)
-        inside = (x >= gx[0]) & (x <= gx[-1]) & (y >= gy[0]) & (y <= gy[-1])
+        inside = ((x >= gx[0] - 0.5) & (x <= gx[-1] + 0.5)
+                  & (y >= gy[0] - 0.5) & (y <= gy[-1] + 0.5))
+        xi, yi = np.clip(x[inside], gx[0], gx[-1]), np.clip(y[inside], gy[0], gy[-1])
         out = np.empty((3, len(x)))
         for spline, dest in zip(self._moment_splines(), out, strict=True):
-            dest[inside] = spline(y[inside], x[inside], grid=False)
+            dest[inside] = spline(yi, xi, grid=False)
         if not inside.all():
             out[:, ~inside] = _kernel_moments(self.kernels(x[~inside], y[~inside]))
         return out[0], out[1], out[2]

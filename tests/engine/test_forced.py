@@ -101,7 +101,14 @@ def test_tags_pass_through_and_bad_positions_keep_their_rows(faint_field):
     # no shape given: the PSF's adaptive moments there, its determinant radius the PSF's sigma
     xx, yy, xy = (out[f"base_TransformedShape_{m}"][0] for m in ("xx", "yy", "xy"))
     assert (xx * yy - xy * xy) ** 0.25 == pytest.approx(ex.psf.sigma(1000.0, 1000.0), rel=1e-4)
-    assert not out["base_TransformedShape_flag"][0]
+    assert out["base_TransformedShape_flag"].tolist() == [False, True, False, True]
+    assert np.isnan(np.asarray(out["base_TransformedShape_xx"])[[1, 3]]).all()
+    # the outer half pixel takes the moments at the edge pixels' centres
+    edge = run_forced(ex, Table({"x": [-0.4, 0.0, ex.width - 0.6], "y": [700.0, 700.0, 700.0]}),
+                      ForcedConfig(plugins=["base_TransformedShape"]))
+    got = np.asarray(edge["base_TransformedShape_xx"])
+    assert got[0] == got[1] and np.isfinite(got).all()
+    assert not edge["base_TransformedShape_flag"].any()
 
 
 def test_positions_need_known_columns(faint_field):
