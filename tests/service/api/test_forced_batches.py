@@ -24,11 +24,17 @@ def service_of(client: TestClient) -> ForcedService:
                          runtime.settings.default_owner, 1000)
 
 
-def together(batcher: ForcedBatcher, service: ForcedService, queries: list[ForcedQuery]
-             ) -> list[Any]:
+def together(batcher: ForcedBatcher, service: ForcedService, queries: list[ForcedQuery],
+             turns_apart: int = 0) -> list[Any]:
+    """The answers to ``queries``, each sent ``turns_apart`` turns of the loop after the
+    one before."""
     async def run() -> list[Any]:
-        return await asyncio.gather(*(batcher.measure(service, q) for q in queries),
-                                    return_exceptions=True)
+        tasks = []
+        for query in queries:
+            tasks.append(asyncio.ensure_future(batcher.measure(service, query)))
+            for _ in range(turns_apart):
+                await asyncio.sleep(0)
+        return await asyncio.gather(*tasks, return_exceptions=True)
     # a loop of its own in a thread of its own: other tests may leave this one's loop running
     with ThreadPoolExecutor(1) as thread:
         return thread.submit(asyncio.run, run()).result()
@@ -46,6 +52,19 @@ def assert_same_rows(got: ColumnSet, alone: ColumnSet) -> None:
         else:
             assert (a == b).all(), name
         assert got.info(name) == alone.info(name), name
+
+
+def counting(service: ForcedService) -> list[int]:
+    """The number of requests in each of ``service``'s engine calls, as they happen."""
+    calls: list[int] = []
+    measure_together = service.measure_together
+
+    def counted(*args: Any, **kwargs: Any) -> list[ColumnSet]:
+        calls.append(len(args[3]))
+        return measure_together(*args, **kwargs)
+
+    service.measure_together = counted  # type: ignore[method-assign]
+    return calls
 
 
 def test_concurrent_requests_share_one_measurement_per_kind(client: TestClient,
@@ -66,14 +85,7 @@ def test_concurrent_requests_share_one_measurement_per_kind(client: TestClient,
         queries.append(ForcedQuery(exposure_id=detected.exposure_id, positions=positions))
     alone = [service.measure(q) for q in queries]  # also reads the calexp into memory
 
-    calls: list[int] = []
-    measure_together = service.measure_together
-
-    def counted(*args: Any, **kwargs: Any) -> list[ColumnSet]:
-        calls.append(len(args[3]))
-        return measure_together(*args, **kwargs)
-
-    service.measure_together = counted  # type: ignore[method-assign]
+    calls = counting(service)
     results = together(ForcedBatcher(), service, queries)
     assert sorted(calls) == [4, 8]  # one batch of sky requests, one of pixel requests
     for got, expected in zip(results, alone, strict=True):
@@ -114,3 +126,22 @@ def test_batches_keep_input_order_and_tags(client: TestClient, detected: Detecte
         assert list(rows["kind"]) == ["target"] * 5
         np.testing.assert_array_equal(rows["base_TransformedCentroid_x"],
                                       [p["x"] for p in positions])
+
+
+def test_a_batch_waits_while_requests_keep_joining_it(client: TestClient,
+                                                      detected: Detected) -> None:
+    service = service_of(client)
+    queries = [ForcedQuery(exposure_id=detected.exposure_id,
+                           positions=[{"x": 40.0 + 20 * k, "y": 50.0, "k": k}])
+               for k in range(6)]
+    alone = [service.measure(q) for q in queries]
+    calls = counting(service)
+    # one turn of the loop apart: each joins the batch before it is measured
+    for got, expected in zip(together(ForcedBatcher(), service, queries, turns_apart=1),
+                             alone, strict=True):
+        assert_same_rows(got, expected)
+    assert calls == [6]
+    # three turns apart: the batch is measured after a turn in which nobody joined it
+    calls.clear()
+    together(ForcedBatcher(), service, queries, turns_apart=3)
+    assert calls == [1] * 6
