@@ -189,8 +189,9 @@ def main() -> None:
     parser.add_argument("--positions", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log-level", default="WARNING",
-                        help="the server's SKYPHOT_LOG_LEVEL (INFO logs every request)")
+    parser.add_argument("--log-level", default="INFO",
+                        help="the server's SKYPHOT_LOG_LEVEL (the default, INFO, logs every "
+                             "request)")
     parser.add_argument("--rate", type=float, default=None,
                         help="also send requests open-loop at this many per second")
     args = parser.parse_args()
