@@ -34,7 +34,7 @@ from astropy.table import Column, MaskedColumn, Table
 from astropy.table.meta import get_header_from_yaml
 from astropy.units import Unit
 
-from app.engine.columns import ColumnSet
+from app.engine.columns import ColumnInfo, ColumnSet
 
 CatalogFormat = Literal["fits", "votable", "csv", "parquet", "json"]
 Target = str | os.PathLike[str] | BinaryIO
@@ -183,19 +183,20 @@ def json_document(table: Table | ColumnSet) -> bytes:
     a small synchronous answer costs about its rows.
     """
     columns = _column_set(table)
-    header = _json_header(tuple(
-        (name, columns.info(name).unit, columns.info(name).description, columns[name].dtype)
-        for name in columns))
+    names = tuple(columns.names)
+    header = _json_header(names, tuple(map(columns.info, names)),
+                          tuple(columns[name].dtype for name in names))
     rows = orjson.dumps(_rows(columns, finite_only=False))
     return b'{"columns":' + header + b',"rows":' + rows + b"}"
 
 
 @lru_cache(maxsize=256)
-def _json_header(columns: tuple[tuple[str, str | None, str | None, np.dtype], ...]) -> bytes:
+def _json_header(names: tuple[str, ...], infos: tuple[ColumnInfo, ...],
+                 dtypes: tuple[np.dtype, ...]) -> bytes:
     return orjson.dumps([
-        {"name": name, "unit": None if unit is None else Unit(unit).to_string(),
-         "description": description or None, "datatype": _json_datatype(name, dtype)}
-        for name, unit, description, dtype in columns])
+        {"name": name, "unit": None if info.unit is None else Unit(info.unit).to_string(),
+         "description": info.description or None, "datatype": _json_datatype(name, dtype)}
+        for name, info, dtype in zip(names, infos, dtypes, strict=True)])
 
 
 def _column_set(table: Table | ColumnSet) -> ColumnSet:
@@ -229,6 +230,8 @@ def _json_datatype(name: str, dtype: np.dtype) -> str:
 def json_values(column: np.ndarray, finite_only: bool = True) -> list[Any]:
     """Python values for one column: masked entries become None, and so do NaN and
     infinities unless ``finite_only`` is false (for an encoder that writes them as null)."""
+    if not finite_only and type(column) is np.ndarray and column.dtype.kind != "S":
+        return column.tolist()  # the usual case, at a fraction of the cost of the checks
     data = np.asarray(column)
     if data.dtype.kind == "S":
         data = np.char.decode(data, "utf-8")
