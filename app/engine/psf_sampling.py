@@ -26,7 +26,8 @@ class PsfSampler:
 
     The disk (offsets ``dx``, ``dy`` from that pixel, radius ``half + 0.25``) holds every
     pixel within ``half − 0.5`` of any position rounding to its centre: what a fixed-position
-    PSF fit of that radius needs, and nothing more.
+    PSF fit of that radius needs, and nothing more. Its pixels are ordered row by row, those
+    of the outer ``ring`` (a slice: the ones a position's fit disk may leave out) last.
     """
 
     def __init__(self, psf: PsfModel, half: int) -> None:
@@ -34,14 +35,16 @@ class PsfSampler:
         self.half = half
         off = np.arange(-half, half + 1)
         gy, gx = np.meshgrid(off, off, indexing="ij")
-        disk = (gx * gx + gy * gy <= (half + 0.25) ** 2).ravel()
-        self.dx, self.dy = gx.ravel()[disk], gy.ravel()[disk]
-        self.centre = int(np.flatnonzero((self.dx == 0) & (self.dy == 0))[0])
+        r2 = (gx * gx + gy * gy).ravel()
         # pixels a position's fit disk (radius half − 0.5 about a point within half a pixel
         # of the centre in x and y) may leave out; every other disk pixel is always in it
         inner = max(half - 0.5 - np.sqrt(0.5), 0.0)
-        self.ring = np.flatnonzero(self.dx**2 + self.dy**2 > inner**2)
-        self._disk = np.flatnonzero(disk)
+        always = np.flatnonzero(r2 <= inner**2)
+        maybe = np.flatnonzero((r2 > inner**2) & (r2 <= (half + 0.25) ** 2))
+        self._disk = np.concatenate([always, maybe])
+        self.dx, self.dy = gx.ravel()[self._disk], gy.ravel()[self._disk]
+        self.centre = int(np.flatnonzero((self.dx == 0) & (self.dy == 0))[0])
+        self.ring = slice(len(always), None)
         self._grid: np.ndarray | None = None
         if isinstance(psf, PixelPsf):
             cache = psf.__dict__.setdefault("_shifted_basis", {})

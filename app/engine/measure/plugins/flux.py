@@ -50,7 +50,8 @@ def fixed_psf_photometry(
     Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some weight left out).
     """
     p = sampler.images(x, y)  # a fresh array: weighted in place below
-    # the fit's disk about the exact position: only the sampler's outer ring can leave it
+    # the fit's disk about the exact position: only the sampler's outer ring (the last
+    # columns: weighted in place) can leave it
     ring = sampler.ring
     ddx = (np.round(x) - x)[:, None] + sampler.dx[None, ring]
     ddy = (np.round(y) - y)[:, None] + sampler.dy[None, ring]
