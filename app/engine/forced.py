@@ -28,7 +28,7 @@ from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.measure.cubes import circle_overlap
-from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_half, radius_name
+from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_radius, radius_name
 from app.engine.measure.plugins.shape import psf_moments_at
 from app.engine.measure.registry import Column
 from app.engine.psf import SIGMA_TO_FWHM, psf_fwhm
@@ -246,7 +246,7 @@ def _psf_scale(exposure: Exposure) -> _PsfScale:
     cache = psf.__dict__.setdefault("_forced_scale", {})
     if key not in cache:
         x, y = exposure.width / 2, exposure.height / 2
-        cache[key] = _PsfScale(psf_fwhm(psf, x, y), PsfSampler(psf, psf_fit_half(psf, x, y)))
+        cache[key] = _PsfScale(psf_fwhm(psf, x, y), PsfSampler(psf, psf_fit_radius(psf, x, y)))
     return cache[key]
 
 

@@ -16,15 +16,20 @@ BAD_PLANES = ["BAD", "SAT", "NO_DATA"]
 
 
 PSF_FIT_RADIUS_FWHM = 2.2  # pixels within this many FWHM of the position enter the PSF fit
+MIN_FIT_RADIUS = 4.5  # pixels: the fit's radius however sharp the PSF
 
 
-def psf_fit_half(psf: PsfModel, x: float, y: float) -> int:
-    """Half-size of the stamps the PSF fit needs at (x, y)."""
-    return max(5, int(np.ceil(PSF_FIT_RADIUS_FWHM * psf.sigma(x, y) * SIGMA_TO_FWHM)) + 1)
+def psf_fit_radius(psf: PsfModel, x: float, y: float) -> float:
+    """Radius (pixels) of the disk about a position whose pixels the PSF fit uses at (x, y).
+
+    2.2 FWHM holds all but a negligible part of ΣP², the fit's signal, so pixels beyond
+    it would add cost and neighbours' light, not precision.
+    """
+    return max(MIN_FIT_RADIUS, PSF_FIT_RADIUS_FWHM * psf.sigma(x, y) * SIGMA_TO_FWHM)
 
 
-def _weighted_sums(weights: np.ndarray, values: np.ndarray, good: np.ndarray) -> np.ndarray:
-    """Σ weights·values of each row over its good pixels.
+def _weighted_sums(weights: np.ndarray, values: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """Σ weights·values of each row over the pixels not ``bad``.
 
     Pixels left out carry zero weight, so a plain product serves, unless one of them holds
     NaN or inf (NO_DATA pixels): only those rare rows are summed again with them zeroed.
@@ -32,7 +37,7 @@ def _weighted_sums(weights: np.ndarray, values: np.ndarray, good: np.ndarray) ->
     sums = np.einsum("ij,ij->i", weights, values)
     redo = ~np.isfinite(sums)
     if redo.any():
-        sums[redo] = np.einsum("ij,ij->i", weights[redo], np.where(good[redo], values[redo], 0))
+        sums[redo] = np.einsum("ij,ij->i", weights[redo], np.where(bad[redo], 0, values[redo]))
     return sums
 
 
@@ -45,7 +50,7 @@ def fixed_psf_photometry(
 
     ``image``, ``variance``, ``mask`` and ``on`` (on the image) are (N, P): the values at the
     sampler's disk pixels about the pixel nearest each (x, y). The fit uses the pixels within
-    ``half − 0.5`` of the exact position, so it varies continuously with the position,
+    the sampler's ``radius`` of the exact position, so it varies continuously with it,
     leaving out pixels off the image or with ``bad_planes``.
     Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some weight left out).
     """
@@ -55,19 +60,23 @@ def fixed_psf_photometry(
     ring = sampler.ring
     ddx = (np.round(x) - x)[:, None] + sampler.dx[None, ring]
     ddy = (np.round(y) - y)[:, None] + sampler.dy[None, ring]
-    p[:, ring] *= ddx * ddx + ddy * ddy <= (sampler.half - 0.5) ** 2
+    p[:, ring] *= ddx * ddx + ddy * ddy <= sampler.radius**2
     full = np.einsum("ij,ij->i", p, p)
-    good = (mask & np.int32(planes.bitmask(bad_planes))) == 0
-    good &= on
-    p *= good
+    bad = (mask & np.int32(planes.bitmask(bad_planes))) != 0
+    bad |= ~on
+    # few rows hold a pixel left out: only they are zeroed and summed again
+    rows = np.flatnonzero(bad.any(axis=1))
+    spp = full.copy()
+    if len(rows):
+        p[rows] = np.where(bad[rows], 0.0, p[rows])
+        spp[rows] = np.einsum("ij,ij->i", p[rows], p[rows])
     # F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)² over the good pixels
-    spp = np.einsum("ij,ij->i", p, p)
-    sum_pd = _weighted_sums(p, image, good)
-    sum_ppv = _weighted_sums(p * p, variance, good)
+    sum_pd = _weighted_sums(p, image, bad)
+    sum_ppv = _weighted_sums(p * p, variance, bad)
     with np.errstate(divide="ignore", invalid="ignore"):
         flux = sum_pd / spp
         err = np.sqrt(sum_ppv) / spp
-        area = p.sum(axis=1) ** 2 / spp
+        area = np.einsum("ij->i", p) ** 2 / spp
     none = ~(spp > 0)
     partial = spp < full * (1 - 1e-9)
     return flux, err, area, none, partial
@@ -93,9 +102,9 @@ class PsfFlux(Plugin):
         if ctx.n_sources == 0:
             return
         ex = ctx.exposure
-        half = psf_fit_half(ctx.psf, ex.width / 2, ex.height / 2)
+        sampler = PsfSampler(ctx.psf, psf_fit_radius(ctx.psf, ex.width / 2, ex.height / 2))
+        half = sampler.half
         st = ctx.stamps(half)
-        sampler = PsfSampler(ctx.psf, half)
         rows, cols = half + sampler.dy, half + sampler.dx
         flux, err, area, none, partial = fixed_psf_photometry(
             st.image[:, rows, cols], st.variance[:, rows, cols], st.mask[:, rows, cols],
