@@ -5,11 +5,11 @@ checked exactly through their WCS, and measured on the characterized exposure th
 detect job left, with the same forced photometry as ``POST /v1/forced``. Points are kept in
 memory per (exposure's detect job, position), so asking again costs nothing.
 
-Above ``max_exposures`` covering exposures the light curve becomes a job: a forced job in
-covering mode at the one position, restricted to the same band and MJD window, whose rows
-are one per exposure in MJD order. A client may ask for the job directly. The job also
-measures exposures without a detect job, characterizing them itself, where the synchronous
-light curve only flags them (``flag_not_characterized``): characterizing takes seconds.
+Above ``max_exposures`` covering exposures, or when one of them has no detect job (no PSF:
+characterizing it takes seconds, too long for an answer), the light curve becomes a job: a
+forced job in covering mode at the one position, restricted to the same band and MJD window,
+which characterizes such exposures itself and whose rows are one per exposure in MJD order.
+So every covering exposure gets its flux either way. A client may ask for the job directly.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from app.db.exposures import ExposureRepository, ExposureWindow
 from app.db.jobs import JobRepository
 from app.db.models import ExposureRecord, JobRecord
 from app.engine.forced import run_forced
+from app.jobs.calexp_jobs import DetectCalexp
 from app.services.calexps import CalexpService
 from app.services.errors import ConflictError, InvalidInputError
 from app.services.jobs import JobService
@@ -51,7 +52,6 @@ POINT_COLUMNS = [
     ("base_PsfFlux_flag", None, "No PSF flux could be measured here."),
     ("base_PixelFlags_flag_edge", None, "EDGE or NO_DATA pixels within one PSF FWHM."),
     ("base_PixelFlags_flag_saturated", None, "Saturated pixels within one PSF FWHM."),
-    ("flag_not_characterized", None, "The exposure has no completed detect job: no PSF."),
 ]
 
 
@@ -116,24 +116,34 @@ class LightCurveService:
         self._max_exposures = max_exposures
 
     def light_curve(self, query: LightCurveQuery) -> Table | JobRecord:
-        """One row per covering exposure, ordered by MJD; or, above the synchronous limit,
-        the job submitted to measure them."""
+        """One row per covering exposure, ordered by MJD; or, above the synchronous limit or
+        with an exposure to characterize first, the job submitted to measure them."""
         with self._session.begin():
             records = [r for r in ExposureRepository(self._session).covering(
                 self._owner, query.ra, query.dec) if query.window.holds(r)]
             over = len(records) > self._max_exposures
-            job = self._current_job(query, {r.id for r in records}) if over else None
-        if over:
+            detects = {} if over else {r.id: self._detect_job(r.id) for r in records}
+            uncharacterized = sum(d is None for d in detects.values())
+            as_job = over or uncharacterized > 0
+            job = self._current_job(query, {r.id for r in records}) if as_job else None
+        if as_job:
             if job is None:
                 job = self.submit(query)
-                logger.info("light curve over the synchronous limit: submitted as a job",
-                            extra={"job_id": job.id, "exposures": len(records),
-                                   "limit": self._max_exposures})
+                logger.info("light curve measured as a job", extra={
+                    "job_id": job.id, "exposures": len(records), "limit": self._max_exposures,
+                    "uncharacterized": uncharacterized})
             return job
-        rows = [p for p in (self._point(r, query.ra, query.dec) for r in records)
+        rows = [p for p in (self._point(r, detects[r.id], query.ra, query.dec) for r in records)
                 if p is not None]
         rows.sort(key=lambda p: (p["mjd"] is None, p["mjd"] or 0.0))
         return _table(rows, query.ra, query.dec)
+
+    def _detect_job(self, exposure_id: str) -> DetectCalexp | None:
+        """The detect job whose calexp the exposure is measured on; None without one."""
+        try:
+            return self._calexps.detect_job(exposure_id)
+        except ConflictError:
+            return None
 
     def submit(self, query: LightCurveQuery) -> JobRecord:
         """The forced job that measures the light curve on every covering exposure."""
@@ -152,16 +162,13 @@ class LightCurveService:
                 return job
         return None
 
-    def _point(self, record: ExposureRecord, ra: float, dec: float) -> dict[str, object] | None:
+    def _point(self, record: ExposureRecord, detect: DetectCalexp, ra: float, dec: float
+               ) -> dict[str, object] | None:
         base: dict[str, object] = {
             "exposure_id": record.id, "visit": record.meta.get("visit"),
             "detector": record.meta.get("detector"), "band": record.meta.get("band"),
             "mjd": record.meta.get("mjd"),
         }
-        try:
-            detect = self._calexps.detect_job(record.id)
-        except ConflictError:
-            return base | {"flag_not_characterized": True}
         key = (detect.job_id, round(ra % 360.0, 7), round(dec, 7))
         cached = self._points.get(key)
         if cached is not None:
@@ -182,7 +189,6 @@ class LightCurveService:
             "base_PsfFlux_flag": bool(row["base_PsfFlux_flag"]),
             "base_PixelFlags_flag_edge": bool(row["base_PixelFlags_flag_edge"]),
             "base_PixelFlags_flag_saturated": bool(row["base_PixelFlags_flag_saturated"]),
-            "flag_not_characterized": False,
         }
         self._points.put(key, point)
         return point

@@ -1,8 +1,9 @@
 """``/v1/lightcurve``: forced PSF flux at a sky position on every exposure covering it.
 
-Up to ``SKYPHOT_LIGHTCURVE_MAX_EXPOSURES`` covering exposures the GET answers with the light
-curve. Above it, it answers 202 Accepted with a forced job that measures it (Location and the
-job as JSON; the same job for the same question, until the covering exposures change), rather
+Up to ``SKYPHOT_LIGHTCURVE_MAX_EXPOSURES`` covering exposures, all with a detect job, the GET
+answers with the light curve. Above it, or when an exposure must be characterized first, it
+answers 202 Accepted with a forced job that measures it (Location and the job as JSON; the
+same job for the same question, until the covering exposures change), rather
 than a 303 to the job as IVOA UWS does after creating one: HTTP clients
 follow a 303 on their own and would hand their caller the job's JSON with a 200, as if it
 were the light curve. ``POST`` asks for the job directly (201 Created, as ``POST /v1/jobs``).
@@ -51,14 +52,15 @@ class LightCurveRequest(BaseModel):
     summary="Light curve at a sky position",
     description="One row per stored exposure whose footprint holds (ra, dec), ordered by MJD: "
     "exposure, visit, detector, band, MJD, forced PSF flux and error in nJy, S/N and flags. "
-    "Exposures without a completed detect job have no PSF yet: their rows carry "
-    "flag_not_characterized. As JSON (columns and rows) or FITS/VOTable/CSV/Parquet. "
-    "Above SKYPHOT_LIGHTCURVE_MAX_EXPOSURES covering exposures (GET /v1/limits) the answer "
-    "is 202 Accepted with the job that measures them: the same job each time it is asked "
+    "As JSON (columns and rows) or FITS/VOTable/CSV/Parquet. Above "
+    "SKYPHOT_LIGHTCURVE_MAX_EXPOSURES covering exposures (GET /v1/limits), or when one of "
+    "them has no completed detect job (no PSF yet: characterizing it takes seconds), the "
+    "answer is 202 Accepted with the job that measures them: the same job each time it is asked "
     "(unless it failed or was aborted) until an exposure covering the position is stored or "
     f"deleted. {JOB_ROWS}",
-    responses={202: {"model": Job, "description": "Too many exposures for a synchronous "
-                                                  "answer: the job that measures them"},
+    responses={202: {"model": Job, "description": "Too many exposures, or some to characterize, "
+                                                  "for a synchronous answer: the job that "
+                                                  "measures them"},
                422: {"description": "Bad position or MJD window"}},
 )
 async def light_curve(

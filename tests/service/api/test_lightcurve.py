@@ -61,22 +61,32 @@ def test_light_curve_follows_the_injected_fluxes_synchronously_and_as_a_job(
     truth = epochs[0][0].truth
     at = {"ra": float(truth["ra"][0]), "dec": float(truth["dec"][0])}
     early = client.get("/v1/lightcurve", params={**at, "end": 60302.5})
-    late = client.get("/v1/lightcurve", params={**at, "start": 60302.5})
-    assert early.status_code == late.status_code == 200, late.text
-    rows = early.json()["rows"] + late.json()["rows"]
-    assert [r["mjd"] for r in rows] == [60300.0, 60301.0, 60302.0, 60303.0, 60304.0, 60307.0]
-    measured = [r for r in rows if not r["flag_not_characterized"]]
-    assert [r["exposure_id"] for r in measured] == ids  # ordered by MJD, elsewhere left out
-    assert [r["exposure_id"] for r in rows if r["flag_not_characterized"]] == [undetected_id]
-    for row, (sim, _) in zip(measured, epochs, strict=True):
+    middle = client.get("/v1/lightcurve", params={**at, "start": 60302.5, "end": 60305.0})
+    assert early.status_code == middle.status_code == 200, middle.text
+    rows = early.json()["rows"] + middle.json()["rows"]
+    assert [r["mjd"] for r in rows] == [60300.0, 60301.0, 60302.0, 60303.0, 60304.0]
+    assert [r["exposure_id"] for r in rows] == ids  # ordered by MJD, elsewhere left out
+    for row, (sim, _) in zip(rows, epochs, strict=True):
         assert abs(row["base_PsfFlux_flux"] - star_njy(sim)) < 3 * row["base_PsfFlux_fluxErr"]
         assert row["snr"] > 30 and row["band"] == "i"
     # cached the second time, the same numbers; filters and formats
-    assert client.get("/v1/lightcurve", params={**at, "start": 60302.5}).json() == late.json()
+    assert client.get("/v1/lightcurve", params={**at, "end": 60302.5}).json() == early.json()
     assert client.get("/v1/lightcurve", params={**at, "band": "g"}).json()["rows"] == []
     fits_bytes = client.get("/v1/lightcurve", params={**at, "end": 60302.5, "format": "fits"})
     table = read_catalog(io.BytesIO(fits_bytes.content), "fits")
     assert str(table["base_PsfFlux_flux"].unit) == "nJy" and len(table) == 3
+
+    # an exposure without a detect job must be characterized first: the light curve
+    # becomes a job, which does it, so that exposure gets its flux too
+    late = client.get("/v1/lightcurve", params={**at, "start": 60302.5})
+    assert late.status_code == 202, late.text
+    assert wait_for_job(client, late.json()["id"], timeout=120)["phase"] == "COMPLETED"
+    points = all_rows(client, late.json()["id"])
+    assert [p["exposure_id"] for p in points] == [*ids[3:], undetected_id]
+    assert [p["characterized_by"] for p in points] == [
+        *(r["detect_job_id"] for r in rows[3:]), "on-demand"]
+    assert abs(points[2]["base_PsfFlux_flux"] - star_njy(undetected_sim)
+               ) < 3 * points[2]["base_PsfFlux_fluxErr"]
 
     # six covering exposures are more than four: the light curve becomes a job
     accepted = client.get("/v1/lightcurve", params=at)
@@ -87,14 +97,14 @@ def test_light_curve_follows_the_injected_fluxes_synchronously_and_as_a_job(
     job = wait_for_job(client, job_id, timeout=120)
     assert job["phase"] == "COMPLETED", job
     points = all_rows(client, job_id)
-    assert [p["exposure_id"] for p in points] == [r["exposure_id"] for r in rows]
-    assert [p["mjd"] for p in points] == [r["mjd"] for r in rows]
+    assert [p["exposure_id"] for p in points] == [*ids, undetected_id]
+    assert [p["mjd"] for p in points] == [r["mjd"] for r in rows] + [60307.0]
     np.testing.assert_allclose([p["base_PsfFlux_flux"] for p in points[:5]],
-                               [r["base_PsfFlux_flux"] for r in measured], rtol=1e-9)
+                               [r["base_PsfFlux_flux"] for r in rows], rtol=1e-9)
     np.testing.assert_allclose([p["base_PsfFlux_fluxErr"] for p in points[:5]],
-                               [r["base_PsfFlux_fluxErr"] for r in measured], rtol=1e-9)
+                               [r["base_PsfFlux_fluxErr"] for r in rows], rtol=1e-9)
     assert [p["characterized_by"] for p in points] == [
-        *(r["detect_job_id"] for r in measured), "on-demand"]
+        *(r["detect_job_id"] for r in rows), "on-demand"]
     assert abs(points[5]["base_PsfFlux_flux"] - star_njy(undetected_sim)
                ) < 3 * points[5]["base_PsfFlux_fluxErr"]
 
