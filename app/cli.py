@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "are passed through")
     p.add_argument("--output", "-o", required=True, help="output table; format by extension")
     p.add_argument("--plugins", nargs="+", help="forced plugins (default: LSST's four)")
+    p.add_argument("--aperture-radii", nargs="+", type=float, metavar="R",
+                   help="base_CircularApertureFlux radii in pixels (with that plugin)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_forced)
 

@@ -80,6 +80,14 @@ def test_forced_at_a_plain_csv_of_positions(calexp, tmp_path, capsys):
     # good to a couple of percent here (the engine tests check 0.5 % on full fields)
     assert abs(np.median(ratio) - 1) < 0.03
 
+    wide = tmp_path / "wide.fits"
+    assert main(["forced", str(calexp), "--positions", str(csv), "-o", str(wide), "-q",
+                 "--plugins", "base_CircularApertureFlux", "--aperture-radii", "20"]) == 0
+    table = read_catalog(wide)
+    assert "base_CircularApertureFlux_20_0_instFlux" in table.colnames
+    ratio = np.asarray(table["base_CircularApertureFlux_20_0_instFlux"]) / stars["flux"]
+    assert abs(np.median(ratio) - 1) < 0.03
+
 
 def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
     csv = tmp_path / "bad.csv"
@@ -87,3 +95,6 @@ def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
     assert main(["forced", str(calexp), "--positions", str(csv), "-o",
                  str(tmp_path / "o.fits")]) == 2
     assert "ra and dec" in capsys.readouterr().err
+    assert main(["forced", str(calexp), "--positions", str(csv), "-o",
+                 str(tmp_path / "o.fits"), "--aperture-radii", "5"]) == 2
+    assert "add it to plugins" in capsys.readouterr().err

@@ -25,7 +25,7 @@ BATCH_POSITIONS = 512
 """Most positions one call measures: it runs on the event loop, which a larger batch would
 hold for more than a few milliseconds."""
 
-BatchKey = tuple[str, str, str | None, tuple[str, ...], tuple[str, str]]
+BatchKey = tuple[str, str, str | None, tuple[str, ...], tuple[float, ...], tuple[str, str]]
 
 
 @dataclass
@@ -38,7 +38,8 @@ class _Batch:
 
 
 class ForcedBatcher:
-    """Gathers quick requests by (owner, exposure, detect job, plugins, coordinates)."""
+    """Gathers quick requests by (owner, exposure, detect job, plugins, aperture radii,
+    coordinates)."""
 
     def __init__(self) -> None:
         self._open: dict[BatchKey, _Batch] = {}
@@ -49,7 +50,8 @@ class ForcedBatcher:
         table, config = service.prepare(query)
         assert table is not None  # quick requests have positions
         a, b, _ = positions_kind(table.names)
-        key = (service.owner, query.exposure_id, query.job_id, tuple(config.plugins), (a, b))
+        key = (service.owner, query.exposure_id, query.job_id, tuple(config.plugins),
+               tuple(config.apertureRadii), (a, b))
         loop = asyncio.get_running_loop()
         batch = self._open.get(key)
         if batch is None:

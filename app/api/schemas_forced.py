@@ -26,7 +26,8 @@ class ForcedRequest(ForcedOptions):
     def to_query(self) -> ForcedQuery:
         return ForcedQuery(
             exposure_id=self.exposure_id, positions=self.positions, job_id=self.job_id,
-            plugins=self.plugins, random=None if self.random is None else self.random.to_spec(),
+            plugins=self.plugins, aperture_radii=self.apertureRadii,
+            random=None if self.random is None else self.random.to_spec(),
             match=self.match, match_radius_px=self.match_radius_px)
 
 

@@ -8,16 +8,17 @@ from pathlib import Path
 
 from app.commands.progress import progress_bar
 from app.engine.characterize import CharacterizeError, characterize
-from app.engine.config import CharacterizeConfig, ForcedConfig
+from app.engine.config import CharacterizeConfig
 from app.engine.forced import run_forced
 from app.io.catalogs import guess_format, read_catalog, write_catalog
 from app.io.errors import ExposureReadError
 from app.io.fits_exposure import read_exposure
+from app.jobs.forced_options import forced_config
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = ForcedConfig(plugins=args.plugins) if args.plugins else ForcedConfig()
+        config = forced_config(args.plugins, args.aperture_radii)
         fmt = guess_format(args.output)
         exposure = read_exposure(args.exposure)
         positions = read_catalog(args.positions)

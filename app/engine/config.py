@@ -7,9 +7,34 @@ Unknown keys are refused (``extra="forbid"``) so a typo never silently runs the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_APERTURES = 12
+MAX_APERTURE_RADIUS = 100.0  # pixels
+
+
+def _check_radii(radii: list[float]) -> list[float]:
+    """Aperture radii that can each name their columns (``4.5`` → ``…_4_5_instFlux``)."""
+    if not radii:
+        raise ValueError("give at least one aperture radius")
+    if len(radii) > MAX_APERTURES:
+        raise ValueError(f"{len(radii)} aperture radii are more than {MAX_APERTURES}")
+    bad = [r for r in radii if not 0 < r <= MAX_APERTURE_RADIUS]
+    if bad:
+        raise ValueError(f"aperture radii must be > 0 and <= {MAX_APERTURE_RADIUS:g} pixels; "
+                         f"got {bad}")
+    tenths = [round(r, 1) for r in radii]
+    same = sorted({r for r, t in zip(radii, tenths, strict=True) if tenths.count(t) > 1})
+    if same:
+        raise ValueError(f"aperture radii {same} are the same to 0.1 pixel, the precision "
+                         "their column names carry; give distinct radii")
+    return radii
+
+
+ApertureRadii = Annotated[list[float], AfterValidator(_check_radii)]
+"""base_CircularApertureFlux radii in pixels: 1 to 12 of them, distinct to 0.1 px."""
 
 
 class _Config(BaseModel):
@@ -130,7 +155,7 @@ class MeasurementConfig(_Config):
     doReplaceWithNoise: bool = Field(
         True, description="Replace other sources' footprints with noise while measuring one."
     )
-    apertureRadii: list[float] = Field(
+    apertureRadii: ApertureRadii = Field(
         default_factory=lambda: [3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0],
         description="base_CircularApertureFlux radii in pixels.",
     )
@@ -150,6 +175,7 @@ FORCED_DEFAULT_PLUGINS = [
     "base_PixelFlags",
 ]
 FORCED_PLUGINS = FORCED_DEFAULT_PLUGINS + ["base_CircularApertureFlux", "base_LocalBackground"]
+FORCED_APERTURE_RADII = (3.0, 4.5, 6.0, 9.0, 12.0)
 
 
 class ForcedConfig(_Config):
@@ -159,8 +185,8 @@ class ForcedConfig(_Config):
         "base_TransformedCentroid", "base_PsfFlux", "base_TransformedShape", "base_PixelFlags",
         "base_CircularApertureFlux", "base_LocalBackground",
     ]] = Field(default_factory=lambda: list(FORCED_DEFAULT_PLUGINS))
-    apertureRadii: list[float] = Field(
-        default_factory=lambda: [3.0, 4.5, 6.0, 9.0, 12.0],
+    apertureRadii: ApertureRadii = Field(
+        default_factory=lambda: list(FORCED_APERTURE_RADII),
         description="base_CircularApertureFlux radii in pixels.",
     )
     badMaskPlanes: list[str] = Field(

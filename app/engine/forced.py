@@ -36,6 +36,7 @@ from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
 
 CHUNK = 2048  # positions per pass: a chunk's (N, P) arrays stay in the CPU's cache
+APERTURE_PIXELS = CHUNK * 27 * 27  # pixels gathered at once for apertures (12 px: one chunk)
 SKY_COLUMNS = (("ra", "dec"), ("coord_ra", "coord_dec"))
 PIXEL_COLUMNS = (("x", "y"),)
 SHAPE_COLUMNS = ("shape_xx", "shape_yy", "shape_xy")
@@ -359,18 +360,29 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
 
 def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
                offimage: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact-overlap fluxes in every radius, over a square of pixels about each position;
+    positions a few at a time when the square is large, so memory stays bounded whatever
+    the radii."""
     h, w = exposure.shape
-    dx, dy = square_offsets(int(np.ceil(max(config.apertureRadii))) + 1)
-    image, variance, _, _ = _gather(exposure, ax, ay, dx, dy)
-    ddx, ddy = _offsets_from_position(ax, ay, dx, dy)
+    radii = config.apertureRadii
+    dx, dy = square_offsets(int(np.ceil(max(radii))) + 1)
+    step = max(1, APERTURE_PIXELS // len(dx))
+    flux = np.empty((len(radii), len(ax)))
+    var = np.empty((len(radii), len(ax)))
+    for start in range(0, len(ax), step):
+        part = slice(start, start + step)
+        image, variance, _, _ = _gather(exposure, ax[part], ay[part], dx, dy)
+        ddx, ddy = _offsets_from_position(ax[part], ay[part], dx, dy)
+        for k, r in enumerate(radii):
+            ov = circle_overlap(ddx, ddy, r)
+            flux[k, part] = np.einsum("ij,ij->i", ov, image)
+            var[k, part] = np.einsum("ij,ij->i", ov * ov, variance)
     out = {}
-    for r in config.apertureRadii:
+    for k, r in enumerate(radii):
         stem = f"base_CircularApertureFlux_{radius_name(r)}"
-        ov = circle_overlap(ddx, ddy, r)
         trunc = (ax - r < -0.5) | (ay - r < -0.5) | (ax + r > w - 0.5) | (ay + r > h - 0.5)
-        out[f"{stem}_instFlux"] = np.where(offimage, np.nan, (ov * image).sum(axis=1))
-        out[f"{stem}_instFluxErr"] = np.where(
-            offimage, np.nan, np.sqrt((ov * ov * variance).sum(axis=1)))
+        out[f"{stem}_instFlux"] = np.where(offimage, np.nan, flux[k])
+        out[f"{stem}_instFluxErr"] = np.where(offimage, np.nan, np.sqrt(var[k]))
         out[f"{stem}_flag"] = trunc | offimage
     return out
 

@@ -8,7 +8,7 @@ Bad rows raise `PositionsError`, whose ``code`` names the problem for an API err
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from functools import cache
 from typing import Any
@@ -19,6 +19,7 @@ from app.engine.columns import ColumnSet
 from app.engine.config import FORCED_PLUGINS, ForcedConfig
 from app.engine.forced import COORDINATES, forced_columns
 
+APERTURE_STEM = "base_CircularApertureFlux_"
 SKY = ("ra", "dec")
 PIXEL = ("x", "y")
 
@@ -35,6 +36,16 @@ class PositionsError(ValueError):
 def measurement_names() -> frozenset[str]:
     """Every column any forced plugin adds: names a client's tag may not take."""
     return frozenset(c.name for c in forced_columns(ForcedConfig(plugins=FORCED_PLUGINS), True))
+
+
+def refuse_reserved(names: Iterable[str], reserved: AbstractSet[str]) -> None:
+    """`PositionsError` if a tag takes a name the output adds: one of ``reserved``, or an
+    aperture flux column of any radius (a request chooses its radii)."""
+    clash = sorted(n for n in set(names) if n in reserved or n.startswith(APERTURE_STEM))
+    if clash:
+        raise PositionsError(
+            f"column(s) {', '.join(map(repr, clash))} have the names of output columns; "
+            "rename them", code="reserved_column")
 
 
 def coordinate_names(rows: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
@@ -63,11 +74,7 @@ def positions_columns(rows: Sequence[Mapping[str, Any]], reserved: AbstractSet[s
     a, b = coordinate_names(rows)
     # both coordinates, even where no row gives one of them: a missing one is a 422
     names = list(dict.fromkeys([*(k for row in rows for k in row), a, b]))
-    clash = sorted(set(names) & reserved)
-    if clash:
-        raise PositionsError(
-            f"position column(s) {', '.join(map(repr, clash))} have the names of output "
-            "columns; rename them", code="reserved_column")
+    refuse_reserved(names, reserved)
     columns = ColumnSet(len(rows))
     for name in names:
         values = [row.get(name) for row in rows]

@@ -28,7 +28,7 @@ from astropy.io.votable import parse_single_table
 from app.engine.columns import ColumnSet
 from app.engine.forced import COORDINATES
 from app.io.catalogs import SUFFIXES, CatalogFormat, read_catalog
-from app.io.positions import PIXEL, SKY, PositionsError
+from app.io.positions import PIXEL, SKY, PositionsError, refuse_reserved
 
 FILE_FORMATS: dict[CatalogFormat, str] = {
     "csv": ".csv", "fits": ".fits", "votable": ".vot", "parquet": ".parquet"}
@@ -111,11 +111,7 @@ def inspect_positions(path: str | os.PathLike[str], format: CatalogFormat,
         raise PositionsError(f"the {format} table cannot be read: {error}",
                              code="unreadable_table") from error
     pair = coordinate_pair(columns)
-    clash = sorted(set(columns) & reserved)
-    if clash:
-        raise PositionsError(
-            f"column(s) {', '.join(map(repr, clash))} have the names of output columns; "
-            "rename them", code="reserved_column")
+    refuse_reserved(columns, reserved)
     if rows == 0:
         raise PositionsError("the table has no rows", code="no_positions")
     va, vb = (_numbers(name, values[name], format) for name in pair)

@@ -29,7 +29,6 @@ transaction that completes the job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,7 +44,7 @@ from app.db.models import JobRecord
 from app.db.sources import SourceRepository
 from app.engine.characterize import CharacterizeError
 from app.engine.columns import ColumnSet
-from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS
+from app.engine.config import FORCED_DEFAULT_PLUGINS, ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import Detections, RequestError, measure_request, on_image
@@ -66,7 +65,7 @@ from app.jobs.forced_exposures import (
     exposure_columns,
     measured,
 )
-from app.jobs.forced_options import ForcedOptions, reserved_names
+from app.jobs.forced_options import ForcedOptions, forced_config, reserved_names
 from app.jobs.forced_rows import flag_names, forced_rows
 from app.jobs.kinds import (
     Artifact,
@@ -82,15 +81,6 @@ from app.storage.blobs import BlobStore, open_store
 
 MAX_POSITIONS = 1_000_000
 log = logging.getLogger(__name__)
-
-
-def unknown_plugins_message(plugins: Sequence[str]) -> str | None:
-    """Why ``plugins`` cannot run (naming the unknown ones and the choices), or None."""
-    unknown = [p for p in plugins if p not in FORCED_PLUGINS]
-    if not unknown:
-        return None
-    return (f"unknown forced plugin(s) {', '.join(map(repr, unknown))}; choose from "
-            f"{', '.join(FORCED_PLUGINS)}")
 
 
 class PositionsFile(BaseModel):
@@ -134,10 +124,11 @@ class ForcedJobParameters(ForcedOptions):
     @field_validator("plugins")
     @classmethod
     def _known(cls, plugins: list[str]) -> list[str]:
-        message = unknown_plugins_message(plugins)
-        if message is not None:
-            raise ValueError(message)
-        return list(dict.fromkeys(plugins))
+        return forced_config(plugins, None).plugins
+
+    def config(self) -> ForcedConfig:
+        """The engine's config for these plugins and radii."""
+        return forced_config(self.plugins, self.apertureRadii)
 
     @model_validator(mode="after")
     def _measurable(self) -> ForcedJobParameters:
@@ -155,6 +146,7 @@ class ForcedJobParameters(ForcedOptions):
             raise ValueError(f"start (MJD {self.start}) is after end (MJD {self.end})")
         if self.positions is not None:  # PositionsError is a ValueError
             positions_columns(self.positions, reserved_names())
+        self.config()  # OptionsError is a ValueError
         return self
 
     @property
@@ -342,10 +334,9 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Column
                  ) -> tuple[list[_Part], list[tuple[str, str]]]:
     """`measure_request` on each exposure: all positions on the one given, or on each
     covering exposure the positions its pixels hold; and the exposures left out, why."""
-    from app.engine.config import ForcedConfig
     from app.io.catalogs import read_catalog
 
-    config = ForcedConfig(plugins=params.plugins)
+    config = params.config()
     covering = context.exposure_id is None
     skipped = _gone(context, params)
     if skipped and not covering:

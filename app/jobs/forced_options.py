@@ -3,12 +3,41 @@ request (``POST /v1/forced``) and the forced job: random blank-sky positions and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS, ApertureRadii, ForcedConfig
 from app.engine.forced_request import MATCH_COLUMNS, POSITION_KIND, RandomSpec
 from app.io.positions import measurement_names
+
+APERTURES = "base_CircularApertureFlux"
+
+
+class OptionsError(ValueError):
+    """Plugins and their settings that cannot run together; the message says what to change."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def forced_config(plugins: Sequence[str] | None, radii: list[float] | None) -> ForcedConfig:
+    """The engine's config for a request's plugins (default LSST's four) and aperture radii
+    (default the engine's); `OptionsError` naming unknown plugins, or radii without the
+    plugin that uses them."""
+    plugins = list(dict.fromkeys(FORCED_DEFAULT_PLUGINS if plugins is None else plugins))
+    unknown = [p for p in plugins if p not in FORCED_PLUGINS]
+    if unknown:
+        raise OptionsError(f"unknown forced plugin(s) {', '.join(map(repr, unknown))}; choose "
+                           f"from {', '.join(FORCED_PLUGINS)}", code="unknown_plugin")
+    if radii is None:
+        return ForcedConfig(plugins=plugins)
+    if APERTURES not in plugins:
+        raise OptionsError(f"apertureRadii are the radii of {APERTURES}: add it to plugins, "
+                           "or leave apertureRadii out", code="radii_without_apertures")
+    return ForcedConfig(plugins=plugins, apertureRadii=radii)
 
 
 class RandomPositions(BaseModel):
@@ -34,6 +63,10 @@ class ForcedOptions(BaseModel):
     match: bool = Field(False, description="Add the nearest detected object's id and PSF flux.")
     match_radius_px: float | None = Field(
         None, gt=0, description="Match radius in pixels; default 2 × the PSF FWHM.")
+    apertureRadii: ApertureRadii | None = Field(
+        None, description=f"{APERTURES} radii in pixels (with that plugin); default 3, 4.5, "
+                          "6, 9, 12. Columns are named by radius to 0.1 px: 4.5 → "
+                          f"{APERTURES}_4_5_instFlux.")
 
     @model_validator(mode="after")
     def _radius_needs_match(self) -> ForcedOptions:

@@ -31,8 +31,7 @@ from app.engine.forced_request import (
     measure_request,
 )
 from app.io.positions import PositionsError, positions_columns
-from app.jobs.forced import unknown_plugins_message
-from app.jobs.forced_options import reserved_names
+from app.jobs.forced_options import OptionsError, forced_config, reserved_names
 from app.services.calexps import CalexpService
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 from app.storage.blobs import BlobStore
@@ -47,6 +46,7 @@ class ForcedQuery:
     positions: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     job_id: str | None = None
     plugins: Sequence[str] | None = None
+    aperture_radii: list[float] | None = None
     random: RandomSpec | None = None
     match: bool = False
     match_radius_px: float | None = None
@@ -108,7 +108,10 @@ class ForcedService:
         if total == 0:
             raise InvalidInputError("give at least one position, or ask for random ones",
                                     code="no_positions")
-        config = ForcedConfig() if query.plugins is None else _config(query.plugins)
+        try:
+            config = forced_config(query.plugins, query.aperture_radii)
+        except OptionsError as error:
+            raise InvalidInputError(str(error), code=error.code) from error
         return (_positions(query.positions) if query.positions else None), config
 
     def measure_together(self, exposure_id: str, job_id: str | None, config: ForcedConfig,
@@ -184,10 +187,3 @@ def _positions(rows: Sequence[Mapping[str, Any]]) -> ColumnSet:
         return positions_columns(rows, reserved_names())
     except PositionsError as error:
         raise InvalidInputError(str(error), code=error.code) from error
-
-
-def _config(plugins: Sequence[str]) -> ForcedConfig:
-    message = unknown_plugins_message(plugins)
-    if message is not None:
-        raise InvalidInputError(message, code="unknown_plugin")
-    return ForcedConfig(plugins=list(dict.fromkeys(plugins)))

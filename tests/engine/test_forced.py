@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.table import Table
+from photutils.aperture import CircularAperture, aperture_photometry
 
 from app.engine.config import DetectConfig, ForcedConfig
 from app.engine.forced import run_forced
@@ -130,3 +131,34 @@ def test_random_positions_avoid_detections_and_refuse_impossible_requests(faint_
     np.testing.assert_array_equal(again[0], x)
     with pytest.raises(NotEnoughBlankSky, match="asked for"):
         random_positions(ex, 10, min_distance_px=5000)
+
+
+def test_aperture_fluxes_at_chosen_radii(faint_field):
+    """Exact-overlap sums as photutils makes them (partly off the image too, and over
+    radii whose squares are gathered a few positions at a time), and a wide aperture
+    holds a bright isolated star's whole flux."""
+    sim, result, _ = faint_field
+    ex = result.exposure
+    rng = np.random.default_rng(12)
+    x, y = rng.uniform(-10, ex.width + 10, 600), rng.uniform(-10, ex.height + 10, 600)
+    radii = [2.5, 20.0, 45.0]
+    config = ForcedConfig(plugins=["base_CircularApertureFlux"], apertureRadii=radii)
+    out = run_forced(ex, Table({"x": x, "y": y}), config)
+    on = (x >= -0.5) & (x < ex.width - 0.5) & (y >= -0.5) & (y < ex.height - 0.5)
+    assert np.isnan(np.asarray(out["base_CircularApertureFlux_45_0_instFlux"])[~on]).all()
+    for r, name in zip(radii, ["2_5", "20_0", "45_0"], strict=True):
+        want = aperture_photometry(ex.image, CircularAperture(np.c_[x, y][on], r),
+                                   method="exact")["aperture_sum"]
+        got = np.asarray(out[f"base_CircularApertureFlux_{name}_instFlux"])[on]
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-6)
+        var = aperture_photometry(ex.variance, CircularAperture(np.c_[x, y][on], r),
+                                  method="exact")["aperture_sum"]
+        assert (np.asarray(out[f"base_CircularApertureFlux_{name}_instFluxErr"])[on]
+                <= np.sqrt(np.asarray(var)) * (1 + 1e-9)).all()  # overlap² ≤ overlap
+    truth = sim.truth
+    bright = ((np.asarray(truth["kind"]) == "star") & ~np.asarray(truth["saturated"])
+              & (np.asarray(truth["psf_sn"]) > 100) & (np.asarray(truth["nearest_px"]) > 30))
+    assert bright.sum() >= 10
+    stars = run_forced(ex, Table({"x": truth["x"][bright], "y": truth["y"][bright]}), config)
+    ratio = np.asarray(stars["base_CircularApertureFlux_20_0_instFlux"]) / truth["flux"][bright]
+    assert abs(np.median(ratio) - 1) < 0.02

@@ -155,6 +155,15 @@ def test_plugins_choose_the_columns(client: TestClient, detected: Detected) -> N
         "exposure_id": detected.exposure_id, "positions": [{"x": 1, "y": 1}],
         "plugins": ["base_PsfFlux", "base_Nope"]}), 422, "unknown_plugin")
     assert "'base_Nope'" in error["message"] and "base_LocalBackground" in error["message"]
+    error = assert_error(client.post("/v1/forced", json={
+        "exposure_id": detected.exposure_id, "positions": [{"x": 1, "y": 1}],
+        "apertureRadii": [5.0]}), 422, "radii_without_apertures")
+    assert "base_CircularApertureFlux" in error["message"]
+    # a tag may not take an aperture column's name, whatever the radii
+    assert_error(client.post("/v1/forced", json={
+        "exposure_id": detected.exposure_id,
+        "positions": [{"x": 1, "y": 1, "base_CircularApertureFlux_7_0_flag": True}]}),
+        422, "reserved_column")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -104,6 +104,8 @@ def test_plain_csv_with_pixel_positions(client: TestClient, detected: Detected) 
     (b"ra,dec\n1,2\n3,north\n", "p.csv", "unreadable_table", "north"),
     (b"ra,dec\n", "p.csv", "no_positions", "no rows"),
     (b"ra,dec,base_PsfFlux_flux\n1,2,3\n", "p.csv", "reserved_column", "rename"),
+    (b"ra,dec,base_CircularApertureFlux_7_0_instFlux\n1,2,3\n", "p.csv", "reserved_column",
+     "rename"),
     (b"\x00\x01 not a table", "p.fits", "unreadable_table", "fits"),
     (b"SIMPLE  =                    T" + b" " * 2850, "p.fits", "unreadable_table", "fits"),
     (b"<VOTABLE><RESOURCE><TABLE><FIELD name='x'/>", "p.vot", "unreadable_table", "votable"),
@@ -233,6 +235,43 @@ def test_forced_rows_are_stored_paged_filtered_and_replaced(
                                .where(ForcedSourceRecord.job_id == job["id"]))
     assert count == len(table)
     assert [r["id"] for r in all_rows(client, job["id"])] == list(table["id"])
+
+
+def test_aperture_radii_chosen_in_a_job_as_in_the_synchronous_request(
+        client: TestClient, detected: Detected) -> None:
+    truth = detected.truth
+    positions = [{"x": float(r["x"]), "y": float(r["y"]), "id": f"s{i}"}
+                 for i, r in enumerate(truth)]
+    options = {"plugins": ["base_PsfFlux", "base_CircularApertureFlux"],
+               "apertureRadii": [2.5, 20.0]}
+    sync = forced(client, {"exposure_id": detected.exposure_id, "positions": positions,
+                           **options})["rows"]
+    assert {"base_CircularApertureFlux_2_5_instFlux",
+            "base_CircularApertureFlux_20_0_instFlux"} <= set(sync[0])
+    assert "base_CircularApertureFlux_3_0_instFlux" not in sync[0]
+    isolated = ((np.asarray(truth["kind"]) == "star") & (np.asarray(truth["psf_sn"]) > 50)
+                & (np.asarray(truth["nearest_px"]) > 30))
+    assert isolated.sum() >= 5
+    wide = column(sync, "base_CircularApertureFlux_20_0_instFlux")[isolated]
+    narrow = column(sync, "base_CircularApertureFlux_2_5_instFlux")[isolated]
+    assert (narrow < 0.8 * wide).all()  # a 2.5-px aperture holds part of a star's light
+    assert abs(np.median(wide / np.asarray(truth["flux"])[isolated]) - 1) < 0.03
+
+    job = completed(client, client.post("/v1/jobs", json={
+        "kind": "forced", "exposure_id": detected.exposure_id,
+        "config": {"positions": positions, **options}}))
+    result = read_catalog(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/forced").content), "fits")
+    for name in ("base_CircularApertureFlux_2_5_instFlux",
+                 "base_CircularApertureFlux_20_0_instFluxErr"):
+        np.testing.assert_allclose(np.asarray(result[name]), column(sync, name), rtol=1e-12)
+
+    for config, says in (({"apertureRadii": [2.5]}, "add it to plugins"),
+                         ({**options, "apertureRadii": [3.01, 3.04]}, "0.1 pixel"),
+                         ({**options, "apertureRadii": [-1]}, "> 0")):
+        refused = client.post("/v1/jobs", json={
+            "kind": "forced", "exposure_id": detected.exposure_id,
+            "config": {"positions": positions[:2], **config}})
+        assert refused.status_code == 422 and says in refused.text, refused.text
 
 
 def test_random_and_match_in_a_job_as_in_the_synchronous_request(
