@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[service,dev]'
 	touch $(STAMP)
 
+# Another address: make serve HOST=0.0.0.0 PORT=8080
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 serve: $(STAMP)
-	$(BIN)/skyphot serve
+	$(BIN)/skyphot serve --host $(HOST) --port $(PORT)
 
 browser:
 	@test -x $(CHROMIUM) || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)

@@ -31,11 +31,28 @@ async def _service_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    detail = [
-        {"loc": [str(part) for part in e["loc"]], "message": e["msg"], "type": e["type"]}
-        for e in error.errors()
-    ]
+    detail = [_detail(e, request) for e in error.errors()]
     return error_response(422, "invalid_request", describe_validation(detail), detail)
+
+
+def _detail(error: Any, request: Request) -> dict[str, Any]:
+    """Where and what, as pydantic says it; said for a person where the body itself is the
+    problem: JSON that does not parse (why, and where), or a body that is not a JSON object
+    (and the content type that would make it one)."""
+    loc = [str(part) for part in error["loc"]]
+    message = str(error["msg"])
+    if error["type"] == "json_invalid" and len(loc) == 2 and loc[0] == "body":
+        reason = (error.get("ctx") or {}).get("error")
+        message = (f"not valid JSON{f': {reason}' if reason else ''} at character {loc[1]}")
+        loc = ["body"]
+    elif error["type"] == "model_attributes_type" and loc == ["body"]:
+        content_type = request.headers.get("content-type")
+        if content_type is None or "json" not in content_type:
+            message = ("must be a JSON object sent with Content-Type: application/json (it "
+                       f"came as {content_type or 'no content type'})")
+        else:
+            message = f"must be a JSON object, not {type(error['input']).__name__}"
+    return {"loc": loc, "message": message, "type": error["type"]}
 
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:

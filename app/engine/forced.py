@@ -223,7 +223,9 @@ def run_forced(
     out.update(_measure_chunks(exposure, config, ax, ay, progress))
     if "base_PsfFlux" in plugins:
         field = exposure.ap_corr.get("base_PsfFlux")
-        corr = field(ax, ay) if field is not None else np.ones(n)
+        corr = np.ones(n)
+        if field is not None:  # a field over the image: off it, not defined
+            corr = np.where(_on_image(exposure, ax, ay), field(ax, ay), np.nan)
         out["base_PsfFlux_apCorr"] = corr
         out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
         out["base_PsfFlux_instFluxErr"] = out["base_PsfFlux_instFluxErr"] * corr
@@ -237,6 +239,12 @@ def run_forced(
     for c, info in zip(layout.columns, layout.infos, strict=True):
         result.add(c.name, out[c.name].astype(c.dtype, copy=False), info)
     return result
+
+
+def _on_image(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
+    """Whether each array-frame position lies on a pixel of the exposure."""
+    h, w = exposure.shape
+    return (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
 
 
 def _psf_scale(exposure: Exposure) -> _PsfScale:
@@ -321,11 +329,10 @@ def _offsets_from_position(ax: np.ndarray, ay: np.ndarray, dx: np.ndarray, dy: n
 
 def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.ndarray,
                    scale: _PsfScale) -> dict[str, np.ndarray]:
-    h, w = exposure.shape
     planes = exposure.planes
     sampler = scale.sampler
     out: dict[str, np.ndarray] = {}
-    offimage = ~((ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5))
+    offimage = ~_on_image(exposure, ax, ay)
     # the PSF fit's disk of pixels serves the pixel flags too
     image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
     if "base_PsfFlux" in config.plugins:
@@ -411,8 +418,7 @@ def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.nda
     defined, NaN and the flag."""
     assert exposure.psf is not None
     n = len(ax)
-    h, w = exposure.shape
-    on_image = (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
+    on_image = _on_image(exposure, ax, ay)
     if all(c in positions for c in SHAPE_COLUMNS):
         xx, yy, xy = (np.ma.filled(np.ma.asarray(positions[c], float), np.nan)
                       for c in SHAPE_COLUMNS)

@@ -90,7 +90,20 @@ def _coordinates(name: str, values: list[Any]) -> np.ndarray:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise PositionsError(f"position {i}: {name} must be a number, got {v!r}",
                                  code="invalid_position")
-    return np.asarray(values, float)
+    data = np.asarray(values, float)
+    if name == "dec":
+        check_declinations(data, "position {}")
+    return data
+
+
+def check_declinations(dec: np.ndarray, row: str) -> None:
+    """`PositionsError` naming (``row`` formatted with its index) the first row whose dec
+    is not in [-90, 90] degrees: a position nowhere on the sky is a mistake to report, not
+    one off the image to flag."""
+    bad = np.flatnonzero(~(np.abs(dec) <= 90))
+    if len(bad):
+        raise PositionsError(f"{row.format(int(bad[0]))}: dec must be within [-90, 90] "
+                             f"degrees, got {dec[bad[0]]:g}", code="invalid_position")
 
 
 def _tag_values(name: str, values: list[Any]) -> np.ndarray:

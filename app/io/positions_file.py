@@ -28,7 +28,7 @@ from astropy.io.votable import parse_single_table
 from app.engine.columns import ColumnSet
 from app.engine.forced import COORDINATES
 from app.io.catalogs import SUFFIXES, CatalogFormat, read_catalog
-from app.io.positions import PIXEL, SKY, PositionsError, refuse_reserved
+from app.io.positions import PIXEL, SKY, PositionsError, check_declinations, refuse_reserved
 
 FILE_FORMATS: dict[CatalogFormat, str] = {
     "csv": ".csv", "fits": ".fits", "votable": ".vot", "parquet": ".parquet"}
@@ -91,8 +91,16 @@ def coordinate_pair(columns: Sequence[str]) -> tuple[str, str]:
             code="mixed_coordinates")
     if sky or pixel:
         return SKY if sky else PIXEL
-    near = [c for c in columns if c.lower() in (*SKY, *PIXEL)]
-    hint = (f"; rename {', '.join(map(repr, near))} in lower case" if near else "")
+    hints = []
+    for pair in (SKY, PIXEL):
+        have = [c for c in pair if c in names]
+        if len(have) == 1:
+            missing = next(c for c in pair if c not in names)
+            hints.append(f"{have[0]!r} needs {missing!r} beside it")
+    near = [c for c in columns if c.lower() in (*SKY, *PIXEL) and c != c.lower()]
+    if near:
+        hints.append(f"rename {', '.join(map(repr, near))} in lower case")
+    hint = "".join(f"; {h}" for h in hints)
     raise PositionsError(
         "positions need columns ra and dec (degrees, ICRS) or x and y (pixels); the table has "
         f"{', '.join(map(repr, columns)) or 'no columns'}{hint}", code="missing_coordinates")
@@ -115,6 +123,8 @@ def inspect_positions(path: str | os.PathLike[str], format: CatalogFormat,
     if rows == 0:
         raise PositionsError("the table has no rows", code="no_positions")
     va, vb = (_numbers(name, values[name], format) for name in pair)
+    if pair == SKY:
+        check_declinations(vb, "row {} (0-based)")
     return PositionsFileInfo(format, rows, list(columns), pair,
                              sky_box(va, vb) if pair == SKY else None)
 

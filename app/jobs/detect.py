@@ -9,7 +9,7 @@ that completes the job.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -55,10 +55,16 @@ def is_flag_column(name: str) -> bool:
     return name.endswith("_flag") or "_flag_" in name
 
 
+def catalog_flags(columns: Iterable[tuple[str, Any]]) -> list[str]:
+    """The flags of a detection catalog, from its (name, dtype) pairs: every boolean column,
+    LSST's ``…_flag…`` ones and the deblender's (``deblend_skipped`` and kin) alike."""
+    return [name for name, dtype in columns if np.dtype(dtype) == np.dtype(bool)]
+
+
 def source_rows(table: Table) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     """``sources`` rows and the (id, flag) pairs of set flags, from a catalog table."""
     columns = {name: table[name].tolist() for name in table.colnames}
-    flag_names = [n for n in table.colnames if is_flag_column(n) and table[n].dtype == bool]
+    flag_names = catalog_flags((n, table[n].dtype) for n in table.colnames)
     rows: list[dict[str, Any]] = []
     flags: list[tuple[int, str]] = []
     for i in range(len(table)):

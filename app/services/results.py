@@ -29,6 +29,7 @@ from app.io.catalogs import (
     read_catalog,
     read_fits_rows,
 )
+from app.jobs.detect import catalog_flags
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage import footprints as footprint_store
 from app.storage.blobs import BlobStore
@@ -100,7 +101,7 @@ class ResultService:
             wanted = self._check_columns(job, columns)
             if job.kind == "forced":
                 numbers = self._forced(job, where).page(
-                    job_id, where, self._flag_bits(job, where), after=after, limit=limit + 1)
+                    job_id, where, self._flag_bits(job), after=after, limit=limit + 1)
                 artifact = self._artifact(job_id, "forced")
             else:
                 self._check_options(job, where)
@@ -133,7 +134,7 @@ class ResultService:
             wanted = self._check_columns(job, columns)
             if job.kind == "forced":
                 numbers = self._forced(job, where).rows(job_id, where,
-                                                        self._flag_bits(job, where))
+                                                        self._flag_bits(job))
                 artifact = self._artifact(job_id, "forced")
             else:
                 self._check_options(job, where)
@@ -155,23 +156,24 @@ class ResultService:
 
     @staticmethod
     def _check_options(job: JobRecord, where: SourceFilter) -> None:
-        """422 for filters that mean nothing for this kind of job."""
+        """422 for filters that mean nothing for this kind of job, or name a flag its rows
+        do not carry (which would match every row, or none, without a word)."""
         other = where.given(DETECT_ONLY if job.kind == "forced" else FORCED_ONLY)
         if other:
             raise InvalidInputError(
                 f"{', '.join(other)} do(es) not apply to a {job.kind} job's rows",
                 code="invalid_filter", detail={"options": other})
-
-    @staticmethod
-    def _flag_bits(job: JobRecord, where: SourceFilter) -> dict[str, int]:
-        """The bits of the flags a filter names; 422 for a flag the rows do not carry."""
-        bits = flag_bits((job.summary or {}).get("flags", []))
-        unknown = [f for f in (*where.flags_set, *where.flags_unset) if f not in bits]
+        known = _flags_of(job)
+        unknown = [f for f in (*where.flags_set, *where.flags_unset) if f not in known]
         if unknown:
             raise InvalidInputError(
                 f"unknown flag(s) {', '.join(map(repr, unknown))}; this job's rows carry "
-                f"{', '.join(bits)}", code="unknown_flag", detail={"unknown": unknown})
-        return bits
+                f"{', '.join(known)}", code="unknown_flag", detail={"unknown": unknown})
+
+    @staticmethod
+    def _flag_bits(job: JobRecord) -> dict[str, int]:
+        """The bit of each flag of a forced job's rows."""
+        return flag_bits(_flags_of(job))
 
     def source(self, job_id: str, source_id: int) -> SourceDetail:
         """One source with its footprint and its children's ids."""
@@ -269,3 +271,11 @@ class ResultService:
                 detail={"unknown": unknown},
             )
         return list(dict.fromkeys(["id", *columns] if job.kind == "detect" else columns))
+
+
+def _flags_of(job: JobRecord) -> list[str]:
+    """The boolean flag columns of the job's rows, as its summary lists them."""
+    summary = job.summary or {}
+    if job.kind == "forced":
+        return list(summary.get("flags", []))
+    return catalog_flags((c["name"], c["datatype"]) for c in summary.get("columns", []))

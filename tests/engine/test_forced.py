@@ -96,6 +96,10 @@ def test_tags_pass_through_and_bad_positions_keep_their_rows(faint_field):
     assert np.isfinite(flux[0]) and np.isnan(flux[1:]).all()
     assert out["base_PsfFlux_flag"].tolist() == [False, True, True, True]
     assert out["base_PixelFlags_flag_offimage"].tolist() == [False, True, False, True]
+    # the aperture correction is a field over the image: off it, none
+    assert "base_PsfFlux" in ex.ap_corr
+    ap_corr = np.asarray(out["base_PsfFlux_apCorr"])
+    assert np.isfinite(ap_corr[[0, 2]]).all() and np.isnan(ap_corr[[1, 3]]).all()
     assert out["base_PixelFlags_flag_edgeCenter"][2]  # NO_DATA counts as edge
     assert out.info("base_PsfFlux_flux").unit == "nJy"
     assert np.isfinite(out["base_CircularApertureFlux_3_0_instFlux"][0])

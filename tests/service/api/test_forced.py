@@ -267,6 +267,8 @@ def test_forced_needs_a_detect_job_first(client: TestClient, sparse: Simulated) 
     ([{"x": "1", "y": 2.0}], "invalid_position"),
     ([{"x": 1.0}], "invalid_position"),
     ([{"dec": -37.0, "tag": 1}], "invalid_position"),
+    ([{"ra": 62.0, "dec": -37.0}, {"ra": 62.0, "dec": -137.0}], "invalid_position"),
+    ([{"ra": 62.0, "dec": 90.5}], "invalid_position"),
     ([{"x": 1.0, "y": 2.0, "tag": "a"}, {"x": 1.0, "y": 2.0, "tag": 3}], "invalid_tag"),
     ([{"x": 1.0, "y": 2.0, "base_PsfFlux_instFlux": 3}], "reserved_column"),
     ([], "no_positions"),
@@ -275,6 +277,23 @@ def test_invalid_positions_are_422(client: TestClient, positions: list[dict[str,
                                    code: str) -> None:
     response = client.post("/v1/forced", json={"exposure_id": "any", "positions": positions})
     assert_error(response, 422, code)
+
+
+@pytest.mark.parametrize(("body", "content_type", "says"), [
+    (b'{"exposure_id": "x", "positions": [', "application/json",
+     "body: not valid JSON: Expecting value at character 35"),
+    (b'{"exposure_id": "x", "positions": [{"x": 1, "y": 2}]}', None,
+     "Content-Type: application/json (it came as no content type)"),
+    (b'{"exposure_id": "x", "positions": [{"x": 1, "y": 2}]}', "text/plain",
+     "(it came as text/plain)"),
+    (b'[{"x": 1, "y": 2}]', "application/json", "must be a JSON object, not list"),
+])
+def test_a_body_that_is_not_a_json_object_says_what_to_send(
+        client: TestClient, body: bytes, content_type: str | None, says: str) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    error = assert_error(client.post("/v1/forced", content=body, headers=headers), 422,
+                         "invalid_request")
+    assert says in error["message"]
 
 
 def test_too_many_positions_is_413_pointing_to_a_job(

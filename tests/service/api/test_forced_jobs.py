@@ -101,7 +101,9 @@ def test_plain_csv_with_pixel_positions(client: TestClient, detected: Detected) 
 @pytest.mark.parametrize(("data", "filename", "code", "says"), [
     (b"ra,decl,name\n1,2,a\n", "p.csv", "missing_coordinates", "ra and dec"),
     (b"RA,DEC\n1,2\n", "p.csv", "missing_coordinates", "lower case"),
+    (b"ra,name\n1,a\n", "p.csv", "missing_coordinates", "'ra' needs 'dec' beside it"),
     (b"ra,dec\n1,2\n3,north\n", "p.csv", "unreadable_table", "north"),
+    (b"ra,dec\n1,2\n3,-137\n", "p.csv", "invalid_position", "row 1 (0-based): dec must be"),
     (b"ra,dec\n", "p.csv", "no_positions", "no rows"),
     (b"ra,dec,base_PsfFlux_flux\n1,2,3\n", "p.csv", "reserved_column", "rename"),
     (b"ra,dec,base_CircularApertureFlux_7_0_instFlux\n1,2,3\n", "p.csv", "reserved_column",
