@@ -39,25 +39,50 @@ class ApCorr:
 
 def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
                height: int) -> ApCorr | None:
-    """Weighted, clipped fit of the ratio: linear in position with enough stars, else constant."""
+    """Weighted, clipped fit of the ratio: a constant, or linear in position where the stars
+    show a gradient.
+
+    Each star's ratio carries the noise of a large aperture (several per cent for a star of
+    PSF S/N 50), so a gradient fitted to a few dozen of them is mostly noise, and applied to
+    every flux it would add that noise to them all. The linear field is kept only when it
+    fits the stars better than the constant by more than its two extra parameters explain
+    (the Bayesian information criterion, on the stars both fits keep).
+    """
     if len(ratio) < APCORR_MIN_STARS:
         return None
-    order = 1 if len(ratio) >= 3 * APCORR_MIN_STARS else 0
+    constant = _clipped_fit(x, y, ratio, err, width, height, 0)
+    if constant is None:
+        return None
+    linear = (_clipped_fit(x, y, ratio, err, width, height, 1)
+              if len(ratio) >= 3 * APCORR_MIN_STARS else None)
+    if linear is None:
+        return constant[0]
+    keep = constant[1] & linear[1]
+    chi2 = [float(((ratio[keep] - f[0](x[keep], y[keep])) ** 2 / err[keep] ** 2).sum())
+            for f in (constant, linear)]
+    return linear[0] if chi2[0] - chi2[1] > 2 * np.log(keep.sum()) else constant[0]
+
+
+def _clipped_fit(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
+                 height: int, order: int) -> tuple[ApCorr, np.ndarray] | None:
+    """The field of this polynomial order fitted with 3σ clipping, and the stars it kept;
+    None when fewer than ``APCORR_MIN_STARS`` remain."""
     u = 2 * x / max(width - 1, 1) - 1
     v = 2 * y / max(height - 1, 1) - 1
     a = poly_terms(u, v, order)
-    wts = 1.0 / np.maximum(err, 1e-6) ** 2
+    err = np.maximum(err, 1e-6)
+    wts = 1.0 / err**2
     keep = np.ones(len(ratio), dtype=bool)
     coef = np.zeros(a.shape[1])
     for _ in range(3):
         sw = np.sqrt(wts[keep])
         coef, *_ = np.linalg.lstsq(a[keep] * sw[:, None], ratio[keep] * sw, rcond=None)
-        resid = (ratio - a @ coef) / np.maximum(err, 1e-6)
+        resid = (ratio - a @ coef) / err
         keep = np.abs(resid) < 3 * max(1.4826 * np.median(np.abs(resid[keep])), 1.0)
         if keep.sum() < APCORR_MIN_STARS:
             return None
     err_mean = float(1.0 / np.sqrt(wts[keep].sum()))
-    return ApCorr(coef, err_mean, int(keep.sum()), width, height)
+    return ApCorr(coef, err_mean, int(keep.sum()), width, height), keep
 
 
 def measure_ap_corr(ctx: MeasurementContext, out: dict[str, np.ndarray], candidates: np.ndarray,
