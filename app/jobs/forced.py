@@ -44,7 +44,7 @@ from app.db.models import JobRecord
 from app.db.sources import SourceRepository
 from app.engine.characterize import CharacterizeError
 from app.engine.columns import ColumnSet
-from app.engine.config import FORCED_DEFAULT_PLUGINS, ForcedConfig
+from app.engine.config import FORCED_DEFAULT_PLUGINS, CharacterizeConfig, ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import Detections, RequestError, measure_request, on_image
@@ -115,6 +115,11 @@ class ForcedJobParameters(ForcedOptions):
         None, description="Without an exposure_id: only covering exposures from this MJD on.")
     end: float | None = Field(
         None, description="Without an exposure_id: only covering exposures up to this MJD.")
+    characterize: CharacterizeConfig | None = Field(
+        None, description="Without an exposure_id: how a covering exposure without a detect "
+                          "job is characterized (background, PSF, aperture corrections), with "
+                          "the names a detect job's config.characterize takes; default its "
+                          "defaults.")
     exposures: list[MeasuredExposure] = Field(
         default_factory=list, description="Recorded at submission: what the job measures on.")
     skipped_exposures: list[dict[str, str]] = Field(
@@ -186,12 +191,13 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
     """Record which exposures, and which detect job's calexp of each, the job measures on."""
     params = ForcedJobParameters.model_validate(parameters)
     if exposure_id is not None:
-        given = [name for name in ("band", "start", "end") if getattr(params, name) is not None]
+        given = [name for name in ("band", "start", "end", "characterize")
+                 if getattr(params, name) is not None]
         if given:
-            raise UsageError(f"config.{', config.'.join(given)} choose among the exposures "
-                             "covering the positions; with an exposure_id there is one: "
-                             "leave them out, or leave out the exposure_id",
-                             code="needs_no_exposure")
+            raise UsageError(f"config.{', config.'.join(given)} apply to the exposures "
+                             "covering the positions, measured without an exposure_id; with "
+                             "one, its detect job's calexp is measured: leave them out, or "
+                             "leave out the exposure_id", code="needs_no_exposure")
         detect = calexp_job(session, owner, exposure_id, params.job_id)
         record = ExposureRepository(session).get(owner, exposure_id)
         assert record is not None
@@ -348,7 +354,8 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Column
         progress(i / len(todo), f"exposure {i + 1} of {len(todo)}")
         keys = context.inputs["keys"][entry.exposure_id]
         try:
-            exposure = _measurable(store, entry, keys)
+            exposure = _measurable(store, entry, keys,
+                                   params.characterize or CharacterizeConfig())
         except CharacterizeError as error:
             log.warning("exposure not characterized", extra={
                 "job_id": context.job_id, "exposure_id": entry.exposure_id,
@@ -383,11 +390,10 @@ def _measure_all(context: JobContext, params: ForcedJobParameters, table: Column
     return parts, skipped
 
 
-def _measurable(store: BlobStore, entry: MeasuredExposure, keys: dict[str, str | None]
-                ) -> Exposure:
-    """The exposure to measure on: its detect job's calexp, or characterized here (raises
-    `CharacterizeError` when it cannot be)."""
-    from app.engine.config import CharacterizeConfig
+def _measurable(store: BlobStore, entry: MeasuredExposure, keys: dict[str, str | None],
+                characterize: CharacterizeConfig) -> Exposure:
+    """The exposure to measure on: its detect job's calexp, or characterized here with
+    ``characterize`` (raises `CharacterizeError` when it cannot be)."""
     from app.engine.pipeline import characterized
     from app.io.fits_exposure import read_exposure
 
@@ -397,7 +403,7 @@ def _measurable(store: BlobStore, entry: MeasuredExposure, keys: dict[str, str |
         return read_exposure(store.path(calexp))
     key = keys["exposure"]
     assert key is not None
-    return characterized(read_exposure(store.path(key)), CharacterizeConfig())
+    return characterized(read_exposure(store.path(key)), characterize)
 
 
 def _combine(parts: list[_Part], covering: bool) -> tuple[Table, np.ndarray]:

@@ -361,6 +361,9 @@ def test_forced_job_refuses_what_cannot_run(client: TestClient, detected: Detect
     error = assert_error(submit(detected.exposure_id, {"positions": one, "band": "r"}), 422,
                          "needs_no_exposure")
     assert "config.band" in error["message"]
+    error = assert_error(submit(detected.exposure_id, {
+        "positions": one, "characterize": {"psfSpatialOrder": 1}}), 422, "needs_no_exposure")
+    assert "config.characterize" in error["message"]
     undetected = upload(client, calexp).json()["id"]
     error = assert_error(submit(undetected, {"positions": one}), 409, "not_characterized")
     assert "run one first" in error["message"]

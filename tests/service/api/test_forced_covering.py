@@ -14,7 +14,7 @@ from app.io.fits_exposure import write_exposure
 from service.api.test_exposures import upload
 from service.api.test_forced_jobs import all_rows, completed, star_table, submit
 from service.api.test_lightcurve import _detect, _epoch, star_njy
-from service.conftest import assert_error
+from service.conftest import assert_error, wait_for_job
 
 FLUXES = (30000.0, 45000.0)
 
@@ -71,6 +71,26 @@ def test_every_covering_exposure_measures_each_position(client: TestClient) -> N
     assert [e["exposure_id"] for e in config["skipped_exposures"]] == [on_demand_id,
                                                                         starless_id]
     assert "match" in config["skipped_exposures"][0]["reason"]
+
+
+def test_exposures_without_a_detect_job_are_characterized_as_the_job_says(
+        client: TestClient) -> None:
+    sim, data = _epoch(3, 36000.0)
+    exposure_id = upload(client, data).json()["id"]
+    at = [{"ra": float(sim.truth["ra"][0]), "dec": float(sim.truth["dec"][0])}]
+    star = all_rows(client, completed(client, client.post("/v1/jobs", json={
+        "kind": "forced", "config": {"positions": at, "characterize": {
+            "psfSpatialOrder": 0, "psfIterations": 2}}}))["id"])
+    assert [r["exposure_id"] for r in star] == [exposure_id]
+    assert abs(star[0]["base_PsfFlux_flux"] - star_njy(sim)) < 3 * star[0]["base_PsfFlux_fluxErr"]
+    # settings under which no PSF can be measured here: the exposure is left out, with why
+    submitted = client.post("/v1/jobs", json={
+        "kind": "forced", "config": {"positions": at, "characterize": {
+            "psfCandidateThreshold": 1e9}}})
+    assert submitted.status_code == 201, submitted.text
+    failed = wait_for_job(client, submitted.json()["id"], timeout=120)
+    assert failed["phase"] == "ERROR" and failed["error"]["code"] == "no_covering_exposure"
+    assert f"{exposure_id} left out: could not be characterized" in failed["error"]["message"]
 
 
 def _starless() -> bytes:
