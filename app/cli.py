@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", nargs="+", help="forced plugins (default: LSST's four)")
     p.add_argument("--aperture-radii", nargs="+", type=float, metavar="R",
                    help="base_CircularApertureFlux radii in pixels (with that plugin)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="characterization setting with LSST names, for an exposure without a PSF, "
+        "e.g. psfSpatialOrder=1 or background.binSize=256",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(handler=_forced)
 

@@ -82,7 +82,8 @@ def test_forced_at_a_plain_csv_of_positions(calexp, tmp_path, capsys):
 
     wide = tmp_path / "wide.fits"
     assert main(["forced", str(calexp), "--positions", str(csv), "-o", str(wide), "-q",
-                 "--plugins", "base_CircularApertureFlux", "--aperture-radii", "20"]) == 0
+                 "--plugins", "base_CircularApertureFlux", "--aperture-radii", "20",
+                 "--set", "psfSpatialOrder=0", "--set", "background.binSize=256"]) == 0
     table = read_catalog(wide)
     assert "base_CircularApertureFlux_20_0_instFlux" in table.colnames
     ratio = np.asarray(table["base_CircularApertureFlux_20_0_instFlux"]) / stars["flux"]
@@ -98,3 +99,10 @@ def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
     assert main(["forced", str(calexp), "--positions", str(csv), "-o",
                  str(tmp_path / "o.fits"), "--aperture-radii", "5"]) == 2
     assert "add it to plugins" in capsys.readouterr().err
+    assert main(["forced", str(calexp), "--positions", str(csv), "-o",
+                 str(tmp_path / "o.fits"), "--set", "psfOrder=1"]) == 2
+    assert "unknown config key 'psfOrder'" in capsys.readouterr().err
+    # the exposure has no PSF: characterized with the settings given, here ones that fail
+    assert main(["forced", str(calexp), "--positions", str(tmp_path / "bad.csv"), "-o",
+                 str(tmp_path / "o.fits"), "--set", "psfCandidateThreshold=1e9"]) == 2
+    assert "none could be measured" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from app.commands.progress import progress_bar
 from app.engine.characterize import CharacterizeError, characterize
-from app.engine.config import CharacterizeConfig
+from app.engine.config import CharacterizeConfig, apply_overrides
 from app.engine.forced import run_forced
 from app.io.catalogs import guess_format, read_catalog, write_catalog
 from app.io.errors import ExposureReadError
@@ -19,6 +19,7 @@ from app.jobs.forced_options import forced_config
 def run(args: argparse.Namespace) -> int:
     try:
         config = forced_config(args.plugins, args.aperture_radii)
+        characterize_config = apply_overrides(CharacterizeConfig(), args.set)
         fmt = guess_format(args.output)
         exposure = read_exposure(args.exposure)
         positions = read_catalog(args.positions)
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if exposure.psf is None:
         try:
-            characterize(exposure, CharacterizeConfig())
+            characterize(exposure, characterize_config)
         except CharacterizeError as e:
             print(f"skyphot forced: the exposure has no PSF and none could be measured: {e}",
                   file=sys.stderr)

@@ -7,7 +7,7 @@ Unknown keys are refused (``extra="forbid"``) so a typo never silently runs the 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -39,6 +39,9 @@ ApertureRadii = Annotated[list[float], AfterValidator(_check_radii)]
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+ConfigT = TypeVar("ConfigT", bound=_Config)
 
 
 class BackgroundConfig(_Config):
@@ -205,7 +208,7 @@ class DetectConfig(_Config):
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
 
 
-def apply_overrides(config: DetectConfig, overrides: list[str]) -> DetectConfig:
+def apply_overrides(config: ConfigT, overrides: list[str]) -> ConfigT:
     """Apply ``section.key=value`` strings (the CLI's ``--set``) and validate the result."""
     data = config.model_dump()
     for item in overrides:
@@ -221,7 +224,7 @@ def apply_overrides(config: DetectConfig, overrides: list[str]) -> DetectConfig:
         if parts[-1] not in node:
             raise ValueError(f"unknown config key {key!r}")
         node[parts[-1]] = _parse_value(value.strip())
-    return DetectConfig.model_validate(data)
+    return type(config).model_validate(data)
 
 
 def _parse_value(text: str) -> object:
