@@ -74,13 +74,19 @@ class JobRepository:
         )
         return self._session.scalar(query)
 
-    def by_request_key(self, owner: str, request_key: str, limit: int = 20) -> list[JobRecord]:
+    def by_request_key(self, owner: str, request_key: str, limit: int = 20,
+                       failed_with: str | None = None) -> list[JobRecord]:
         """The owner's jobs made for this request (`JobRecord.request_key`) that have not
-        failed or been aborted, newest first."""
+        been aborted or failed (except, when given, with the error code ``failed_with``: a
+        failure the stored data make certain, which asking again would repeat), newest
+        first."""
+        usable = JobRecord.phase.not_in([JobPhase.ERROR, JobPhase.ABORTED])
+        if failed_with is not None:
+            usable = usable | ((JobRecord.phase == JobPhase.ERROR)
+                               & (JobRecord.error_code == failed_with))
         query = (
             select(JobRecord)
-            .where(JobRecord.owner == owner, JobRecord.request_key == request_key,
-                   JobRecord.phase.not_in([JobPhase.ERROR, JobPhase.ABORTED]))
+            .where(JobRecord.owner == owner, JobRecord.request_key == request_key, usable)
             .order_by(JobRecord.created_at.desc(), JobRecord.id)
             .limit(limit)
         )

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.sources import SourceRepository
 from app.engine.columns import ColumnSet
-from app.engine.config import ForcedConfig
+from app.engine.config import FORCED_APERTURE_RADII, ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import (
@@ -88,10 +88,12 @@ class ForcedService:
 
     def quick(self, query: ForcedQuery) -> bool:
         """Whether ``query`` may be measured on the event loop, with others like it
-        (`measure_together`): few positions, nothing more to draw or read, and a database
-        that answers at once."""
+        (`measure_together`): few positions, apertures no larger than the defaults (a
+        100-px one costs milliseconds per position), nothing more to draw or read, and a
+        database that answers at once."""
         return (self._local and query.random is None and not query.match
-                and 0 < len(query.positions) <= QUICK_POSITIONS)
+                and 0 < len(query.positions) <= QUICK_POSITIONS
+                and max(query.aperture_radii or [0.0]) <= max(FORCED_APERTURE_RADII))
 
     def prepare(self, query: ForcedQuery) -> tuple[ColumnSet | None, ForcedConfig]:
         """The client's positions as columns, and the plugins' config: what can be checked

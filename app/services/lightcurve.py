@@ -8,8 +8,11 @@ memory per (exposure's detect job, position), so asking again costs nothing.
 Above ``max_exposures`` covering exposures, or when one of them has no detect job (no PSF:
 characterizing it takes seconds, too long for an answer), the light curve becomes a job: a
 forced job in covering mode at the one position, restricted to the same band and MJD window,
-which characterizes such exposures itself and whose rows are one per exposure in MJD order.
-So every covering exposure gets its flux either way. A client may ask for the job directly.
+which characterizes such exposures itself (one it cannot is listed in the job's
+``skipped_exposures``, with why) and whose rows are one per exposure in MJD order. A client
+may ask for the job directly. Asked again for the same exposures, the same job answers,
+even one that failed because no covering exposure could be measured: asking again would
+fail again.
 """
 
 from __future__ import annotations
@@ -152,10 +155,11 @@ class LightCurveService:
 
     def _current_job(self, query: LightCurveQuery, covering: set[str]) -> JobRecord | None:
         """The newest job already measuring this light curve on exactly these exposures
-        (queued, running or done): asked again, the same light curve is not measured
-        again; once an exposure is stored or deleted there, it is."""
-        for job in JobRepository(self._session).by_request_key(self._owner,
-                                                               query.request_key()):
+        (queued, running or done, or failed for want of a measurable exposure): asked
+        again, the same light curve is not measured again; once an exposure is stored or
+        deleted there, it is."""
+        for job in JobRepository(self._session).by_request_key(
+                self._owner, query.request_key(), failed_with="no_covering_exposure"):
             taken = [*job.parameters.get("exposures", []),
                      *job.parameters.get("skipped_exposures", [])]
             if {entry["exposure_id"] for entry in taken} == covering:

@@ -56,7 +56,8 @@ class LightCurveRequest(BaseModel):
     "SKYPHOT_LIGHTCURVE_MAX_EXPOSURES covering exposures (GET /v1/limits), or when one of "
     "them has no completed detect job (no PSF yet: characterizing it takes seconds), the "
     "answer is 202 Accepted with the job that measures them: the same job each time it is asked "
-    "(unless it failed or was aborted) until an exposure covering the position is stored or "
+    "(unless it was aborted, or failed other than for want of a measurable exposure) until an "
+    "exposure covering the position is stored or "
     f"deleted. {JOB_ROWS}",
     responses={202: {"model": Job, "description": "Too many exposures, or some to characterize, "
                                                   "for a synchronous answer: the job that "

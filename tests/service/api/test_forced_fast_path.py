@@ -68,6 +68,24 @@ def test_quick_requests_skip_the_route_and_answer_the_same(
     assert len(routed) == (1 if local else 5)
 
 
+def test_large_apertures_are_the_routes(client: TestClient, detected: Detected,
+                                       routed: list[Any]) -> None:
+    """A 100-px aperture costs milliseconds per position: measured off the event loop."""
+    apertures = {"plugins": ["base_PsfFlux", "base_CircularApertureFlux"]}
+    client.post("/v1/forced", json=body_of(detected))  # the calexp in memory
+    start = len(routed)
+    small = client.post("/v1/forced", json=body_of(detected, **apertures,
+                                                   apertureRadii=[3.0, 12.0]))
+    assert small.status_code == 200
+    local = runtime_of(client).settings.database_url.startswith("sqlite")
+    assert len(routed) == start + (0 if local else 1)
+    large = client.post("/v1/forced", json=body_of(detected, **apertures,
+                                                   apertureRadii=[3.0, 100.0]))
+    assert large.status_code == 200 and len(routed) == start + (1 if local else 2)
+    assert [r["base_CircularApertureFlux_3_0_instFlux"] for r in large.json()["rows"]] == [
+        r["base_CircularApertureFlux_3_0_instFlux"] for r in small.json()["rows"]]
+
+
 @pytest.mark.parametrize(("headers", "params"), [
     ({}, {"format": "csv"}), ({"accept": "text/csv"}, {}), ({}, {"format": "fits"})])
 def test_other_formats_are_the_routes(client: TestClient, detected: Detected,

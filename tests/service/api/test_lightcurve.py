@@ -153,3 +153,21 @@ def test_a_light_curve_job_where_nothing_is_stored_is_a_409(client: TestClient) 
     error = assert_error(client.post("/v1/lightcurve", json={"ra": 10.0, "dec": 5.0}), 409,
                          "no_covering_exposure")
     assert "POST /v1/exposures" in error["message"]
+
+
+def test_an_exposure_no_psf_can_be_measured_on_fails_its_job_once(client: TestClient) -> None:
+    """Asked again, the failed job answers: submitting another would fail the same way."""
+    sim = simulate_exposure(SimulationConfig(width=200, height=200, n_stars=2, n_galaxies=0,
+                                             n_pairs=0, n_saturated=0, seed=5))
+    buffer = io.BytesIO()
+    write_exposure(sim.exposure, buffer)
+    upload(client, buffer.getvalue())
+    at = {"ra": float(sim.truth["ra"][0]), "dec": float(sim.truth["dec"][0])}
+    first = client.get("/v1/lightcurve", params=at)
+    assert first.status_code == 202, first.text
+    failed = wait_for_job(client, first.json()["id"], timeout=120)
+    assert failed["phase"] == "ERROR" and failed["error"]["code"] == "no_covering_exposure"
+    assert "could not be characterized" in failed["error"]["message"]
+    again = client.get("/v1/lightcurve", params=at)
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert client.get("/v1/jobs").json()["total"] == 1
