@@ -47,7 +47,7 @@ def _detail(error: Any, request: Request) -> dict[str, Any]:
         loc = ["body"]
     elif error["type"] == "model_attributes_type" and loc == ["body"]:
         content_type = request.headers.get("content-type")
-        if content_type is None or "json" not in content_type:
+        if content_type is None or "json" not in content_type.lower():
             message = ("must be a JSON object sent with Content-Type: application/json (it "
                        f"came as {content_type or 'no content type'})")
         else:

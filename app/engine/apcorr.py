@@ -18,6 +18,7 @@ from app.engine.psf_model import poly_terms
 APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
 APCORR_MIN_STARS = 6
 APCORR_MIN_SNR = 50.0
+MIN_RATIO_ERR = 1e-6  # a star's ratio is never known better than this
 CLEAN = ["SAT", "EDGE", "BAD", "INTRP", "NO_DATA", "CR", "SUSPECT"]
 
 
@@ -58,9 +59,13 @@ def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray,
     if linear is None:
         return constant[0]
     keep = constant[1] & linear[1]
-    chi2 = [float(((ratio[keep] - f[0](x[keep], y[keep])) ** 2 / err[keep] ** 2).sum())
+    err = np.maximum(err[keep], MIN_RATIO_ERR)
+    chi2 = [float((((ratio[keep] - f[0](x[keep], y[keep])) / err) ** 2).sum())
             for f in (constant, linear)]
-    return linear[0] if chi2[0] - chi2[1] > 2 * np.log(keep.sum()) else constant[0]
+    # stars that scatter more than their errors say (neighbours, PSF-model error) would
+    # make any gradient look significant: judge it against their real scatter
+    scatter = max(chi2[1] / max(keep.sum() - 3, 1), 1.0)
+    return linear[0] if (chi2[0] - chi2[1]) / scatter > 2 * np.log(keep.sum()) else constant[0]
 
 
 def _clipped_fit(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
@@ -70,7 +75,7 @@ def _clipped_fit(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarra
     u = 2 * x / max(width - 1, 1) - 1
     v = 2 * y / max(height - 1, 1) - 1
     a = poly_terms(u, v, order)
-    err = np.maximum(err, 1e-6)
+    err = np.maximum(err, MIN_RATIO_ERR)
     wts = 1.0 / err**2
     keep = np.ones(len(ratio), dtype=bool)
     coef = np.zeros(a.shape[1])

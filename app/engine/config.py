@@ -12,7 +12,8 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_APERTURES = 12
-MAX_APERTURE_RADIUS = 100.0  # pixels
+MIN_APERTURE_RADIUS = 0.5  # pixels: smaller names no column (0.04 → "0_0") nor a pixel
+MAX_APERTURE_RADIUS = 100.0
 
 
 def _check_radii(radii: list[float]) -> list[float]:
@@ -21,10 +22,10 @@ def _check_radii(radii: list[float]) -> list[float]:
         raise ValueError("give at least one aperture radius")
     if len(radii) > MAX_APERTURES:
         raise ValueError(f"{len(radii)} aperture radii are more than {MAX_APERTURES}")
-    bad = [r for r in radii if not 0 < r <= MAX_APERTURE_RADIUS]
+    bad = [r for r in radii if not MIN_APERTURE_RADIUS <= r <= MAX_APERTURE_RADIUS]
     if bad:
-        raise ValueError(f"aperture radii must be > 0 and <= {MAX_APERTURE_RADIUS:g} pixels; "
-                         f"got {bad}")
+        raise ValueError(f"aperture radii must be between {MIN_APERTURE_RADIUS:g} and "
+                         f"{MAX_APERTURE_RADIUS:g} pixels; got {bad}")
     tenths = [round(r, 1) for r in radii]
     same = sorted({r for r, t in zip(radii, tenths, strict=True) if tenths.count(t) > 1})
     if same:
@@ -177,7 +178,8 @@ FORCED_DEFAULT_PLUGINS = [
     "base_TransformedShape",
     "base_PixelFlags",
 ]
-FORCED_PLUGINS = FORCED_DEFAULT_PLUGINS + ["base_CircularApertureFlux", "base_LocalBackground"]
+APERTURE_PLUGIN = "base_CircularApertureFlux"
+FORCED_PLUGINS = FORCED_DEFAULT_PLUGINS + [APERTURE_PLUGIN, "base_LocalBackground"]
 FORCED_APERTURE_RADII = (3.0, 4.5, 6.0, 9.0, 12.0)
 
 

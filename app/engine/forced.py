@@ -120,7 +120,8 @@ def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrat
             Column("base_PsfFlux_instFluxErr", "f8", "ct", "1σ uncertainty of the PSF flux."),
             Column("base_PsfFlux_area", "f4", "pix", "Effective area of the PSF, (ΣP)²/ΣP²."),
             Column("base_PsfFlux_apCorr", "f8", None,
-                   "Aperture correction applied (the exposure's; 1 when it has none)."),
+                   "Aperture correction applied (the exposure's; 1 when it has none; "
+                   "NaN off the image)."),
             Column("base_PsfFlux_flag", "bool", None, "No PSF flux could be measured."),
             Column("base_PsfFlux_flag_noGoodPixels", "bool", None,
                    "No usable pixel under the PSF (off the image, or all masked)."),
@@ -223,9 +224,9 @@ def run_forced(
     out.update(_measure_chunks(exposure, config, ax, ay, progress))
     if "base_PsfFlux" in plugins:
         field = exposure.ap_corr.get("base_PsfFlux")
-        corr = np.ones(n)
-        if field is not None:  # a field over the image: off it, not defined
-            corr = np.where(_on_image(exposure, ax, ay), field(ax, ay), np.nan)
+        # a field over the image (1 without one): off the image, not defined
+        corr = np.where(on_pixels(exposure, ax, ay),
+                        field(ax, ay) if field is not None else 1.0, np.nan)
         out["base_PsfFlux_apCorr"] = corr
         out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
         out["base_PsfFlux_instFluxErr"] = out["base_PsfFlux_instFluxErr"] * corr
@@ -241,7 +242,7 @@ def run_forced(
     return result
 
 
-def _on_image(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
+def on_pixels(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
     """Whether each array-frame position lies on a pixel of the exposure."""
     h, w = exposure.shape
     return (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
@@ -333,7 +334,7 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
     planes = exposure.planes
     sampler = scale.sampler
     out: dict[str, np.ndarray] = {}
-    offimage = ~_on_image(exposure, ax, ay)
+    offimage = ~on_pixels(exposure, ax, ay)
     # the PSF fit's disk of pixels serves the pixel flags too
     image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
     if "base_PsfFlux" in config.plugins:
@@ -419,7 +420,7 @@ def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.nda
     defined, NaN and the flag."""
     assert exposure.psf is not None
     n = len(ax)
-    on_image = _on_image(exposure, ax, ay)
+    on_image = on_pixels(exposure, ax, ay)
     if all(c in positions for c in SHAPE_COLUMNS):
         xx, yy, xy = (np.ma.filled(np.ma.asarray(positions[c], float), np.nan)
                       for c in SHAPE_COLUMNS)

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
-from app.engine.forced import COORDINATES, positions_kind, run_forced
+from app.engine.forced import COORDINATES, on_pixels, positions_kind, run_forced
 from app.engine.psf import psf_fwhm
 from app.engine.random_positions import NotEnoughBlankSky, random_positions
 
@@ -130,9 +130,8 @@ def on_image(exposure: Exposure, table: ColumnSet) -> np.ndarray:
     """Which rows' positions fall on the exposure's pixels."""
     x, y = pixel_positions(exposure, table)
     ox, oy = exposure.xy0
-    h, w = exposure.shape
     with np.errstate(invalid="ignore"):
-        return (x - ox >= -0.5) & (x - ox < w - 0.5) & (y - oy >= -0.5) & (y - oy < h - 0.5)
+        return on_pixels(exposure, x - ox, y - oy)
 
 
 def add_matches(result: ColumnSet, xy: tuple[np.ndarray, np.ndarray], objects: Detections,

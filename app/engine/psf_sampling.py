@@ -55,7 +55,7 @@ class PsfSampler:
         self._grid: np.ndarray | None = None
         if isinstance(psf, PixelPsf):
             cache = psf.__dict__.setdefault("_shifted_basis", {})
-            if radius not in cache:  # built once per model and size, reused by every call
+            if radius not in cache:  # built once per model and fit radius, reused by every call
                 mix, images = factor_basis(psf.basis)
                 grid = _shifted_images(images, half)[:, self._disk]
                 cache[radius] = (mix, np.ascontiguousarray(grid))

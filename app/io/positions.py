@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from app.engine.columns import ColumnSet
-from app.engine.config import FORCED_PLUGINS, ForcedConfig
+from app.engine.config import APERTURE_PLUGIN, FORCED_PLUGINS, ForcedConfig
 from app.engine.forced import COORDINATES, forced_columns
 
-APERTURE_STEM = "base_CircularApertureFlux_"
 SKY = ("ra", "dec")
 PIXEL = ("x", "y")
 
@@ -41,7 +40,7 @@ def measurement_names() -> frozenset[str]:
 def refuse_reserved(names: Iterable[str], reserved: AbstractSet[str]) -> None:
     """`PositionsError` if a tag takes a name the output adds: one of ``reserved``, or an
     aperture flux column of any radius (a request chooses its radii)."""
-    clash = sorted(n for n in set(names) if n in reserved or n.startswith(APERTURE_STEM))
+    clash = sorted(n for n in set(names) if n in reserved or n.startswith(f"{APERTURE_PLUGIN}_"))
     if clash:
         raise PositionsError(
             f"column(s) {', '.join(map(repr, clash))} have the names of output columns; "
@@ -98,9 +97,11 @@ def _coordinates(name: str, values: list[Any]) -> np.ndarray:
 
 def check_declinations(dec: np.ndarray, row: str) -> None:
     """`PositionsError` naming (``row`` formatted with its index) the first row whose dec
-    is not in [-90, 90] degrees: a position nowhere on the sky is a mistake to report, not
-    one off the image to flag."""
-    bad = np.flatnonzero(~(np.abs(dec) <= 90))
+    is a number outside [-90, 90] degrees: a position nowhere on the sky is a mistake to
+    report, not one off the image to flag (as a NaN or infinite one is, whichever
+    coordinate holds it)."""
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isfinite(dec) & (np.abs(dec) > 90))
     if len(bad):
         raise PositionsError(f"{row.format(int(bad[0]))}: dec must be within [-90, 90] "
                              f"degrees, got {dec[bad[0]]:g}", code="invalid_position")

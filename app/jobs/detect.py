@@ -158,6 +158,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     rows, flags = source_rows(result.catalog)
     summary = jsonable(dict(result.summary))
     summary["columns"] = column_descriptions(result.catalog)
+    summary["flags"] = catalog_flags((n, result.catalog[n].dtype) for n in result.catalog.colnames)
     summary["mask_planes"] = after.planes.as_dict()
     progress(1.0, "storing sources")
     return JobOutput(summary=summary, artifacts=artifacts, sources=rows, flags=flags)

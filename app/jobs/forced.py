@@ -65,7 +65,7 @@ from app.jobs.forced_exposures import (
     exposure_columns,
     measured,
 )
-from app.jobs.forced_options import ForcedOptions, forced_config, reserved_names
+from app.jobs.forced_options import ForcedOptions, OptionsError, forced_config, reserved_names
 from app.jobs.forced_rows import flag_names, forced_rows
 from app.jobs.kinds import (
     Artifact,
@@ -128,8 +128,8 @@ class ForcedJobParameters(ForcedOptions):
 
     @field_validator("plugins")
     @classmethod
-    def _known(cls, plugins: list[str]) -> list[str]:
-        return forced_config(plugins, None).plugins
+    def _once_each(cls, plugins: list[str]) -> list[str]:
+        return list(dict.fromkeys(plugins))
 
     def config(self) -> ForcedConfig:
         """The engine's config for these plugins and radii."""
@@ -151,7 +151,6 @@ class ForcedJobParameters(ForcedOptions):
             raise ValueError(f"start (MJD {self.start}) is after end (MJD {self.end})")
         if self.positions is not None:  # PositionsError is a ValueError
             positions_columns(self.positions, reserved_names())
-        self.config()  # OptionsError is a ValueError
         return self
 
     @property
@@ -190,6 +189,10 @@ def prepare(session: Session, owner: str, exposure_id: str | None,
             parameters: dict[str, Any]) -> dict[str, Any]:
     """Record which exposures, and which detect job's calexp of each, the job measures on."""
     params = ForcedJobParameters.model_validate(parameters)
+    try:
+        params.config()
+    except OptionsError as error:
+        raise UsageError(str(error), code=error.code) from error
     if exposure_id is not None:
         given = [name for name in ("band", "start", "end", "characterize")
                  if getattr(params, name) is not None]

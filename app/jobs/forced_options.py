@@ -8,11 +8,16 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.engine.config import FORCED_DEFAULT_PLUGINS, FORCED_PLUGINS, ApertureRadii, ForcedConfig
+from app.engine.config import (
+    APERTURE_PLUGIN,
+    FORCED_APERTURE_RADII,
+    FORCED_DEFAULT_PLUGINS,
+    FORCED_PLUGINS,
+    ApertureRadii,
+    ForcedConfig,
+)
 from app.engine.forced_request import MATCH_COLUMNS, POSITION_KIND, RandomSpec
 from app.io.positions import measurement_names
-
-APERTURES = "base_CircularApertureFlux"
 
 
 class OptionsError(ValueError):
@@ -34,8 +39,8 @@ def forced_config(plugins: Sequence[str] | None, radii: list[float] | None) -> F
                            f"from {', '.join(FORCED_PLUGINS)}", code="unknown_plugin")
     if radii is None:
         return ForcedConfig(plugins=plugins)
-    if APERTURES not in plugins:
-        raise OptionsError(f"apertureRadii are the radii of {APERTURES}: add it to plugins, "
+    if APERTURE_PLUGIN not in plugins:
+        raise OptionsError(f"apertureRadii are the radii of {APERTURE_PLUGIN}: add it to plugins, "
                            "or leave apertureRadii out", code="radii_without_apertures")
     return ForcedConfig(plugins=plugins, apertureRadii=radii)
 
@@ -64,9 +69,10 @@ class ForcedOptions(BaseModel):
     match_radius_px: float | None = Field(
         None, gt=0, description="Match radius in pixels; default 2 × the PSF FWHM.")
     apertureRadii: ApertureRadii | None = Field(
-        None, description=f"{APERTURES} radii in pixels (with that plugin); default 3, 4.5, "
-                          "6, 9, 12. Columns are named by radius to 0.1 px: 4.5 → "
-                          f"{APERTURES}_4_5_instFlux.")
+        None, description=f"{APERTURE_PLUGIN} radii in pixels (with that plugin; LSST's name "
+                          "for the setting, as the detect config's); default "
+                          f"{', '.join(f'{r:g}' for r in FORCED_APERTURE_RADII)}. Columns are "
+                          f"named by radius to 0.1 px: 4.5 → {APERTURE_PLUGIN}_4_5_instFlux.")
 
     @model_validator(mode="after")
     def _radius_needs_match(self) -> ForcedOptions:

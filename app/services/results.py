@@ -29,7 +29,7 @@ from app.io.catalogs import (
     read_catalog,
     read_fits_rows,
 )
-from app.jobs.detect import catalog_flags
+from app.jobs.detect import is_flag_column
 from app.services.errors import ConflictError, InvalidInputError, NotFoundError
 from app.storage import footprints as footprint_store
 from app.storage.blobs import BlobStore
@@ -163,7 +163,7 @@ class ResultService:
             raise InvalidInputError(
                 f"{', '.join(other)} do(es) not apply to a {job.kind} job's rows",
                 code="invalid_filter", detail={"options": other})
-        known = _flags_of(job)
+        known = stored_flags(job)
         unknown = [f for f in (*where.flags_set, *where.flags_unset) if f not in known]
         if unknown:
             raise InvalidInputError(
@@ -173,7 +173,7 @@ class ResultService:
     @staticmethod
     def _flag_bits(job: JobRecord) -> dict[str, int]:
         """The bit of each flag of a forced job's rows."""
-        return flag_bits(_flags_of(job))
+        return flag_bits(stored_flags(job))
 
     def source(self, job_id: str, source_id: int) -> SourceDetail:
         """One source with its footprint and its children's ids."""
@@ -273,9 +273,11 @@ class ResultService:
         return list(dict.fromkeys(["id", *columns] if job.kind == "detect" else columns))
 
 
-def _flags_of(job: JobRecord) -> list[str]:
-    """The boolean flag columns of the job's rows, as its summary lists them."""
+def stored_flags(job: JobRecord) -> list[str]:
+    """The flags stored with the job's rows, as its summary lists them. A detect job
+    stored before summaries listed them stored its ``…_flag…`` columns only."""
     summary = job.summary or {}
-    if job.kind == "forced":
+    if "flags" in summary or job.kind == "forced":
         return list(summary.get("flags", []))
-    return catalog_flags((c["name"], c["datatype"]) for c in summary.get("columns", []))
+    return [c["name"] for c in summary.get("columns", [])
+            if is_flag_column(c["name"]) and c["datatype"] == np.dtype(bool).str]

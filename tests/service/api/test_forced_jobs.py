@@ -267,13 +267,15 @@ def test_aperture_radii_chosen_in_a_job_as_in_the_synchronous_request(
                  "base_CircularApertureFlux_20_0_instFluxErr"):
         np.testing.assert_allclose(np.asarray(result[name]), column(sync, name), rtol=1e-12)
 
-    for config, says in (({"apertureRadii": [2.5]}, "add it to plugins"),
-                         ({**options, "apertureRadii": [3.01, 3.04]}, "0.1 pixel"),
-                         ({**options, "apertureRadii": [-1]}, "> 0")):
-        refused = client.post("/v1/jobs", json={
+    for config, code, says in (
+            ({"apertureRadii": [2.5]}, "radii_without_apertures", "add it to plugins"),
+            ({"plugins": ["base_Nope"]}, "unknown_plugin", "'base_Nope'"),
+            ({**options, "apertureRadii": [3.01, 3.04]}, "invalid_config", "0.1 pixel"),
+            ({**options, "apertureRadii": [0.2]}, "invalid_config", "between 0.5 and 100")):
+        error = assert_error(client.post("/v1/jobs", json={
             "kind": "forced", "exposure_id": detected.exposure_id,
-            "config": {"positions": positions[:2], **config}})
-        assert refused.status_code == 422 and says in refused.text, refused.text
+            "config": {"positions": positions[:2], **config}}), 422, code)
+        assert says in error["message"], error
 
 
 def test_random_and_match_in_a_job_as_in_the_synchronous_request(
