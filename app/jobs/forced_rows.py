@@ -17,7 +17,9 @@ CLIENT_ID = "id"
 
 
 def flag_names(table: Table) -> list[str]:
-    """The boolean flag columns that get a bit of ``forced_sources.flags``, in table order."""
+    """The boolean flag columns that get a bit of ``forced_sources.flags``, in table order:
+    those named as LSST flags, since a client's tag may be boolean too (a detection
+    catalog, which has no tags, takes every boolean column: `catalog_flags`)."""
     names = [n for n in table.colnames if is_flag_column(n) and table[n].dtype == bool]
     return names[:MAX_FLAGS]
 

@@ -349,7 +349,7 @@ def test_forced_job_refuses_what_cannot_run(client: TestClient, detected: Detect
 
     one = [{"x": 10.0, "y": 10.0}]
     error = assert_error(submit(detected.exposure_id, {"positions": one, "plugins": ["nope"]}),
-                         422, "invalid_config")
+                         422, "unknown_plugin")
     assert "'nope'" in error["message"]
     mixed = [{"x": 1.0, "y": 1.0}, {"ra": 1.0, "dec": 1.0}]
     error = assert_error(submit(detected.exposure_id, {"positions": mixed}), 422,
