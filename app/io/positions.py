@@ -100,9 +100,8 @@ def check_declinations(dec: np.ndarray, row: str) -> None:
     is a number outside [-90, 90] degrees: a position nowhere on the sky is a mistake to
     report, not one off the image to flag (as a NaN or infinite one is, whichever
     coordinate holds it)."""
-    with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(np.isfinite(dec) & (np.abs(dec) > 90))
-    if len(bad):
+    beyond = np.abs(dec) > 90  # NaN is not, infinities are: told apart only if needed
+    if beyond.any() and len(bad := np.flatnonzero(beyond & np.isfinite(dec))):
         raise PositionsError(f"{row.format(int(bad[0]))}: dec must be within [-90, 90] "
                              f"degrees, got {dec[bad[0]]:g}", code="invalid_position")
 
