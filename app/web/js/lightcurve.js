@@ -1,5 +1,6 @@
 // A light curve at a sky position: forced PSF flux on every stored exposure covering it;
-// above the server's synchronous limit the answer is a job, followed until it ends.
+// above the server's synchronous limit, or with exposures to characterize first, the answer
+// is a job, followed until it ends.
 import { apiUrl, el, followJob, FORMATS, request, showError } from "./api.js";
 import { rowObjects } from "./forced.js";
 import { scatter } from "./plots.js";
@@ -18,9 +19,10 @@ export function initLightCurve() {
     try {
       let answer = await request("v1/lightcurve", { query });
       let download = (format) => apiUrl("v1/lightcurve", { ...query, format });
-      if (answer.phase !== undefined) { // too many exposures at once: the job measuring them
+      if (answer.phase !== undefined) { // measured as a job (many exposures, or some to
+        // characterize first): follow it
         const job = await followJob(answer, (now) => {
-          status.textContent = `many exposures: light-curve job ${now.id}, ${now.phase} ` +
+          status.textContent = `light-curve job ${now.id}, ${now.phase} ` +
             `${Math.round(100 * (now.progress ?? 0))}% ${now.step ?? ""}`;
         });
         answer = await request(`v1/jobs/${job.id}/forced`, { query: { format: "json" } });
