@@ -9,7 +9,7 @@ that completes the job.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,16 +55,16 @@ def is_flag_column(name: str) -> bool:
     return name.endswith("_flag") or "_flag_" in name
 
 
-def catalog_flags(columns: Iterable[tuple[str, Any]]) -> list[str]:
-    """The flags of a detection catalog, from its (name, dtype) pairs: every boolean column,
-    LSST's ``…_flag…`` ones and the deblender's (``deblend_skipped`` and kin) alike."""
-    return [name for name, dtype in columns if np.dtype(dtype) == np.dtype(bool)]
+def catalog_flags(table: Table) -> list[str]:
+    """The flags of a detection catalog: every boolean column, LSST's ``…_flag…`` ones and
+    the deblender's (``deblend_skipped`` and kin) alike."""
+    return [name for name in table.colnames if table[name].dtype == bool]
 
 
 def source_rows(table: Table) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     """``sources`` rows and the (id, flag) pairs of set flags, from a catalog table."""
     columns = {name: table[name].tolist() for name in table.colnames}
-    flag_names = catalog_flags((n, table[n].dtype) for n in table.colnames)
+    flag_names = catalog_flags(table)
     rows: list[dict[str, Any]] = []
     flags: list[tuple[int, str]] = []
     for i in range(len(table)):
@@ -158,7 +158,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     rows, flags = source_rows(result.catalog)
     summary = jsonable(dict(result.summary))
     summary["columns"] = column_descriptions(result.catalog)
-    summary["flags"] = catalog_flags((n, result.catalog[n].dtype) for n in result.catalog.colnames)
+    summary["flags"] = catalog_flags(result.catalog)
     summary["mask_planes"] = after.planes.as_dict()
     progress(1.0, "storing sources")
     return JobOutput(summary=summary, artifacts=artifacts, sources=rows, flags=flags)
