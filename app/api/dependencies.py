@@ -63,7 +63,8 @@ def get_exposure_service(
 def get_job_service(
     session: SessionDep, runtime: RuntimeDep, queue: QueueDep, owner: OwnerDep
 ) -> JobService:
-    return JobService(session, runtime.store, queue, owner)
+    return JobService(session, runtime.store, queue, owner,
+                      checks={"forced": forced_service(runtime, owner).check_job})
 
 
 def get_result_service(session: SessionDep, runtime: RuntimeDep, owner: OwnerDep) -> ResultService:

@@ -19,7 +19,7 @@ from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.forced import COORDINATES, on_pixels, positions_kind, run_forced
 from app.engine.psf import psf_fwhm
-from app.engine.random_positions import NotEnoughBlankSky, random_positions
+from app.engine.random_positions import BlankSkyMap, NotEnoughBlankSky, blank_sky_map
 
 POSITION_KIND = "position_kind"
 MATCH_COLUMNS = ("match_id", "match_distance_px", "match_base_PsfFlux_instFlux",
@@ -65,17 +65,19 @@ class Detections:
 
 
 def measure_request(exposure: Exposure, positions: ColumnSet | None, config: ForcedConfig, *,
-                    random: RandomSpec | None = None, match_radius_px: float | None = None,
+                    random: RandomSpec | None = None, blank_sky: BlankSkyMap | None = None,
+                    match_radius_px: float | None = None,
                     detections: Callable[[], Detections] | None = None) -> ColumnSet:
-    """The client's rows, then the random ones, measured; matched when ``detections`` is
-    given (read only then), within ``match_radius_px`` (default 2 × the PSF FWHM).
+    """The client's rows, then the random ones (drawn from ``blank_sky`` when the caller
+    keeps the map), measured; matched when ``detections`` is given (read only then), within
+    ``match_radius_px`` (default 2 × the PSF FWHM).
 
     Raises `RequestError` when there is nothing to measure, the random positions do not
     fit, or RA/Dec positions meet an exposure without a WCS.
     """
     table = positions
     if random is not None:
-        table = with_random(exposure, table, random)
+        table = with_random(exposure, table, draw_random(exposure, random, blank_sky))
     if table is None:
         raise RequestError("give at least one position, or ask for random ones",
                            code="no_positions")
@@ -90,18 +92,23 @@ def measure_request(exposure: Exposure, positions: ColumnSet | None, config: For
     return result
 
 
-def draw_random(exposure: Exposure, spec: RandomSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Parent-frame pixel positions on blank sky (`RequestError` if they do not fit)."""
+def draw_random(exposure: Exposure, spec: RandomSpec, blank_sky: BlankSkyMap | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Parent-frame pixel positions on blank sky (`RequestError` if they do not fit), from
+    ``blank_sky`` when given (it must be the exposure's, for ``spec.min_distance_px``)."""
+    if blank_sky is None:
+        blank_sky = blank_sky_map(exposure, spec.min_distance_px)
     try:
-        return random_positions(exposure, spec.n, min_distance_px=spec.min_distance_px,
-                                seed=spec.seed)
+        return blank_sky.draw(spec.n, spec.seed)
     except NotEnoughBlankSky as error:
         raise RequestError(str(error), code="not_enough_blank_sky") from error
 
 
-def with_random(exposure: Exposure, table: ColumnSet | None, spec: RandomSpec) -> ColumnSet:
-    """The client's rows tagged "input", then random rows tagged "random" (tags masked)."""
-    x, y = draw_random(exposure, spec)
+def with_random(exposure: Exposure, table: ColumnSet | None,
+                xy: tuple[np.ndarray, np.ndarray]) -> ColumnSet:
+    """The client's rows tagged "input", then random rows at parent-frame pixels ``xy``
+    tagged "random" (tags masked)."""
+    x, y = xy
     sky = table is not None and positions_kind(table.names)[2]
     a, b = ("ra", "dec") if sky else ("x", "y")
     va, vb = exposure.pixel_to_sky(x, y) if sky else (x, y)

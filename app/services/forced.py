@@ -30,8 +30,15 @@ from app.engine.forced_request import (
     draw_random,
     measure_request,
 )
+from app.engine.random_positions import BlankSkyMap, blank_sky_map
 from app.io.positions import PositionsError, positions_columns
-from app.jobs.forced_options import OptionsError, forced_config, reserved_names
+from app.jobs.calexp_jobs import DetectCalexp
+from app.jobs.forced_options import (
+    OptionsError,
+    RandomPositions,
+    forced_config,
+    reserved_names,
+)
 from app.services.calexps import CalexpService
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 from app.storage.blobs import BlobStore
@@ -140,7 +147,8 @@ class ForcedService:
     def measure(self, query: ForcedQuery) -> ColumnSet:
         """The engine's rows for the client's positions, then the random ones, in order."""
         table, config = self.prepare(query)
-        exposure, job_id = self._characterized(query.exposure_id, query.job_id)
+        exposure, calexp = self._characterized(query.exposure_id, query.job_id)
+        job_id = calexp.job_id
 
         def detections() -> Detections:
             with self._sessions() as session:
@@ -152,27 +160,46 @@ class ForcedService:
 
         with _refusals_as_422():
             return measure_request(exposure, table, config, random=query.random,
+                                   blank_sky=(None if query.random is None else
+                                              self._blank_sky(calexp, query.random)),
                                    match_radius_px=query.match_radius_px,
                                    detections=detections if query.match else None)
 
     def blank_sky(self, exposure_id: str, spec: RandomSpec, job_id: str | None = None
                   ) -> BlankSky:
         """Random positions far from the detect job's footprints, inside the good area."""
-        exposure, job_id = self._characterized(exposure_id, job_id)
+        exposure, calexp = self._characterized(exposure_id, job_id)
         with _refusals_as_422():
-            x, y = draw_random(exposure, spec)
+            x, y = draw_random(exposure, spec, self._blank_sky(calexp, spec))
         ra, dec = (exposure.pixel_to_sky(x, y) if exposure.wcs is not None
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
-        return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), job_id)
+        return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), calexp.job_id)
+
+    def check_job(self, exposure_id: str | None, parameters: dict[str, Any]) -> None:
+        """Refuse at submission (422 ``not_enough_blank_sky``) a forced job on one exposure
+        whose random positions do not fit on its calexp's blank sky, rather than let it fail
+        once it runs: the same draw, from the map the synchronous requests keep."""
+        if exposure_id is None or parameters.get("random") is None:
+            return
+        spec = RandomPositions.model_validate(parameters["random"]).to_spec()
+        exposure, calexp = self._characterized(exposure_id, parameters.get("job_id"))
+        with _refusals_as_422():
+            draw_random(exposure, spec, self._blank_sky(calexp, spec))
 
     def _characterized(self, exposure_id: str, job_id: str | None, load: bool = True
-                       ) -> tuple[Exposure, str]:
+                       ) -> tuple[Exposure, DetectCalexp]:
         """The calexp and its detect job, found over a short connection of its own (one
         indexed query; no session is needed)."""
         with self._engine.connect() as connection:
             calexps = CalexpService(connection, self._store, self._cache, self._owner)
-            exposure, calexp = calexps.characterized(exposure_id, job_id, load=load)
-        return exposure, calexp.job_id
+            return calexps.characterized(exposure_id, job_id, load=load)
+
+    def _blank_sky(self, calexp: DetectCalexp, spec: RandomSpec) -> BlankSkyMap:
+        """Where random positions may fall on the calexp: computed in seconds once per
+        ``min_distance_px``, then kept beside it in memory."""
+        distance = spec.min_distance_px
+        return self._cache.derived(self._store, calexp.key, ("blank_sky", distance),
+                                   lambda exposure: blank_sky_map(exposure, distance))
 
 
 @contextmanager

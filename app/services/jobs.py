@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +46,22 @@ class JobUpload:
     filename: str | None
 
 
+SubmissionCheck = Callable[[str | None, dict[str, Any]], None]
+"""A check at submission that needs more than the database, e.g. a calexp's pixels:
+(exposure id, validated parameters); raises the service's errors to refuse the job. It runs
+before the job's transaction, so no connection waits on it."""
+
+
 class JobService:
     """Jobs of one owner; the queue gets a job's id only after the job is committed."""
 
-    def __init__(self, session: Session, store: BlobStore, queue: Sender, owner: str) -> None:
+    def __init__(self, session: Session, store: BlobStore, queue: Sender, owner: str,
+                 checks: Mapping[str, SubmissionCheck] | None = None) -> None:
         self._session = session
         self._store = store
         self._queue = queue
         self._owner = owner
+        self._checks = dict(checks or {})
 
     def submit(self, kind_name: str, exposure_id: str | None, config: dict[str, Any],
                upload: JobUpload | None = None, request_key: str | None = None) -> JobRecord:
@@ -81,6 +90,9 @@ class JobService:
                 code="invalid_config",
                 detail=detail,
             ) from error
+        check = self._checks.get(kind_name)
+        if check is not None:
+            check(exposure_id, parameters)
         try:
             with self._session.begin():
                 if kind.exposure == "none":

@@ -4,17 +4,24 @@ A synchronous forced-photometry request or an image render must not re-read a 13
 each time: the most recently used exposures stay in memory (with their PSF models, whose
 pre-shifted bases are cached on them), keyed by blob key. Blob keys are immutable (content
 hashes, per-attempt artifact paths), so an entry never goes stale; deleting a blob only makes
-its entry unreachable until it ages out.
+its entry unreachable until it ages out. Beside each exposure a few values derived from it
+at some cost (a blank-sky map) are kept as long as it is.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
 from app.engine.exposure import Exposure
 from app.io.fits_exposure import read_exposure
 from app.storage.blobs import BlobStore
+
+T = TypeVar("T")
+MAX_DERIVED = 8
+"""Derived values kept per exposure (the most recently used)."""
 
 
 class NotInMemory(LookupError):
@@ -27,8 +34,9 @@ class ExposureCache:
     def __init__(self, max_items: int = 4) -> None:
         self.max_items = max_items
         self._items: OrderedDict[str, Exposure] = OrderedDict()
+        self._derived: dict[str, OrderedDict[Hashable, Any]] = {}
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._loading: dict[Hashable, threading.Lock] = {}
 
     def get(self, store: BlobStore, key: str, *, load: bool = True) -> Exposure:
         """The exposure stored at ``key``; read once, however many requests ask at once.
@@ -41,16 +49,58 @@ class ExposureCache:
                 return self._items[key]
             if not load:
                 raise NotInMemory(key)
-            loading = self._loading.setdefault(key, threading.Lock())
+        return self._once(key, lambda: self._items.get(key),
+                          lambda: self._keep(key, read_exposure(store.path(key))))
+
+    def derived(self, store: BlobStore, key: str, name: Hashable,
+                compute: Callable[[Exposure], T]) -> T:
+        """``compute(exposure)`` for the exposure at ``key``, computed once and kept beside
+        it under ``name`` (at most `MAX_DERIVED` values per exposure)."""
+        exposure = self.get(store, key)
+
+        def kept() -> T | None:
+            values = self._derived.get(key)
+            if values is None or name not in values:
+                return None
+            values.move_to_end(name)
+            return cast(T, values[name])
+
+        def computed() -> T:
+            value = compute(exposure)
+            with self._lock:
+                if key in self._items:  # not evicted meanwhile
+                    values = self._derived.setdefault(key, OrderedDict())
+                    values[name] = value
+                    while len(values) > MAX_DERIVED:
+                        values.popitem(last=False)
+            return value
+
+        return self._once((key, name), kept, computed)
+
+    def _once(self, slot: Hashable, kept: Callable[[], T | None], make: Callable[[], T]) -> T:
+        """What ``kept`` finds (under the lock), else ``make``'s value, made by one thread
+        while the others asking for the same ``slot`` wait for it."""
+        with self._lock:
+            found = kept()
+            if found is not None:
+                return found
+            loading = self._loading.setdefault(slot, threading.Lock())
         with loading:
             with self._lock:
-                if key in self._items:
-                    return self._items[key]
-            exposure = read_exposure(store.path(key))
-            with self._lock:
-                self._items[key] = exposure
-                self._items.move_to_end(key)
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
-                self._loading.pop(key, None)
-            return exposure
+                found = kept()
+            if found is not None:
+                return found
+            try:
+                return make()
+            finally:
+                with self._lock:
+                    self._loading.pop(slot, None)
+
+    def _keep(self, key: str, exposure: Exposure) -> Exposure:
+        with self._lock:
+            self._items[key] = exposure
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                evicted, _ = self._items.popitem(last=False)
+                self._derived.pop(evicted, None)
+        return exposure

@@ -8,10 +8,11 @@ from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
 
 from app.engine.config import DetectConfig, ForcedConfig
+from app.engine.exposure import Exposure
 from app.engine.forced import run_forced
 from app.engine.pipeline import run_detect
 from app.engine.psf_kolmogorov import KolmogorovPsf
-from app.engine.random_positions import NotEnoughBlankSky, random_positions
+from app.engine.random_positions import NotEnoughBlankSky, blank_sky_map, random_positions
 from app.engine.simulate import SimulationConfig, simulate_exposure
 
 SKY_SIGMA = np.sqrt(1000.0 + 25.0)  # default sky 1000 counts, read noise 5 e-, gain 1
@@ -140,6 +141,32 @@ def test_random_positions_avoid_detections_and_refuse_impossible_requests(faint_
     np.testing.assert_array_equal(again[0], x)
     with pytest.raises(NotEnoughBlankSky, match="asked for"):
         random_positions(ex, 10, min_distance_px=5000)
+
+
+def test_the_blank_sky_map_draws_each_candidate_pixel_at_most_once():
+    """Every candidate pixel (brute force: far from the detected ones, inside the usable
+    area) is drawn when all are asked for, each once, in the parent frame; one more is
+    refused."""
+    image = np.zeros((60, 90), np.float32)
+    ex = Exposure(image, np.zeros(image.shape, np.int32), np.ones_like(image), xy0=(1000, 20))
+    ex.mask[30:33, 40:44] |= ex.planes.bitmask(["DETECTED"])
+    ex.mask[:, 80:] |= ex.planes.bitmask(["NO_DATA"])
+    sky = blank_sky_map(ex, min_distance_px=12)
+    yy, xx = np.mgrid[:60, :90]
+    distance = np.full(image.shape, np.inf)
+    for dy, dx in zip(*np.nonzero(ex.planes.any(ex.mask, "DETECTED")), strict=True):
+        distance = np.minimum(distance, np.hypot(yy - dy, xx - dx))
+    inside = np.minimum.reduce([xx + 1, yy + 1, 80 - xx, 60 - yy]) >= sky.margin_px + 0.71
+    expected = (distance >= 12.71) & inside
+    assert sky.count == expected.sum() > 100
+    x, y = sky.draw(sky.count, seed=4)
+    col, row = np.rint(x).astype(int) - 1000, np.rint(y).astype(int) - 20
+    assert np.abs(x - 1000 - col).max() <= 0.5 and np.abs(y - 20 - row).max() <= 0.5
+    drawn = np.zeros(image.shape, int)
+    np.add.at(drawn, (row, col), 1)
+    np.testing.assert_array_equal(drawn, expected.astype(int))
+    with pytest.raises(NotEnoughBlankSky, match=f"only {sky.count} pixels"):
+        sky.draw(sky.count + 1)
 
 
 def test_aperture_fluxes_at_chosen_radii(faint_field):
