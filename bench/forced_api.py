@@ -5,7 +5,8 @@ What it measures
 A simulated calexp (default 4000 × 4072 px) is uploaded to ``skyphot serve`` (SQLite,
 in-process worker, local storage, one serving process per core: the defaults; a subprocess
 on a free port) and a detect job runs on it, so the characterized exposure is stored. After
-warm-up requests (the first loads the calexp into each serving process), ``--clients``
+warm-up requests (the first loads the calexp into each serving process) and three requests
+for random blank-sky positions (the first maps the blank sky), ``--clients``
 concurrent clients, each on its own keep-alive connection, send requests of ``--positions``
 random RA/Dec positions, each request its own positions, for ``--seconds`` (closed loop:
 each client sends its next request when the last is answered, so the server is saturated).
@@ -220,6 +221,12 @@ def main() -> None:
             first = time.perf_counter() - start
             for body in bodies[:20]:  # each serving process loads the calexp once
                 httpx.post(f"{url}/v1/forced", json=body, timeout=60).raise_for_status()
+            blank_sky = []  # the first draw computes the blank-sky map, the next reuse it
+            for seed in range(3):
+                start = time.perf_counter()
+                client.post(f"/v1/exposures/{exposure_id}/random-positions",
+                            json={"n": 32, "seed": seed}).raise_for_status()
+                blank_sky.append(time.perf_counter() - start)
             requests = [request_bytes(host, b) for b in bodies]
             cpu_before = server_cpu_seconds(pid)
             (latencies, elapsed, failures), client_cpu = run_clients(url, requests, args)
@@ -232,6 +239,9 @@ def main() -> None:
           f"{args.clients} concurrent clients; {len(ms)} requests in {elapsed:.1f} s; "
           f"{os.cpu_count()} cores; server log level {args.log_level}")
     print(f"first request (loads the calexp)  {1000 * first:8.1f} ms")
+    print(f"32 random blank-sky positions: first {1000 * blank_sky[0]:.0f} ms (maps the blank "
+          f"sky in that serving process), then {1000 * blank_sky[1]:.1f} and "
+          f"{1000 * blank_sky[2]:.1f} ms")
     print(f"p50 {p50:7.1f} ms   p90 {np.percentile(ms, 90):7.1f} ms   p99 {p99:7.1f} ms   "
           f"max {ms.max():7.1f} ms   throughput {len(ms) / elapsed:7.1f} req/s   "
           f"non-200 answers {failures}")
