@@ -31,9 +31,17 @@ class ForcedRequest(ForcedOptions):
             match=self.match, match_radius_px=self.match_radius_px)
 
 
+RANDOM_POSITIONS_MAX = 100_000
+"""Most positions one random-positions answer holds (10 MB of JSON); a forced job draws up
+to 10⁶ and measures them."""
+
+
 class RandomPositionsRequest(RandomPositions):
     """Random blank-sky positions on an exposure, away from a detect job's footprints."""
 
+    n: int = Field(ge=1, le=RANDOM_POSITIONS_MAX, description=(
+        f"How many positions, at most {RANDOM_POSITIONS_MAX}; a forced job's random option "
+        "draws up to 10⁶ and measures them."))
     job_id: str | None = Field(
         None, description="Detect job whose footprints to avoid; default the newest.")
 
