@@ -38,4 +38,8 @@ class CalexpService:
         """The exposure as its detect job left it, and that job; with ``load`` false only
         if it is in memory already (`NotInMemory` otherwise)."""
         calexp = self.detect_job(exposure_id, job_id)
-        return self._cache.get(self._store, calexp.key, load=load), calexp
+        return self.exposure(calexp, load=load), calexp
+
+    def exposure(self, calexp: DetectCalexp, *, load: bool = True) -> Exposure:
+        """The calexp a detect job found earlier left (from memory once read)."""
+        return self._cache.get(self._store, calexp.key, load=load)

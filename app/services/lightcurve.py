@@ -177,7 +177,7 @@ class LightCurveService:
         cached = self._points.get(key)
         if cached is not None:
             return cached
-        exposure, _ = self._calexps.characterized(record.id, detect.job_id)
+        exposure = self._calexps.exposure(detect)
         x, y = exposure.sky_to_pixel(np.array([ra]), np.array([dec]))
         h, w = exposure.shape
         ox, oy = exposure.xy0
