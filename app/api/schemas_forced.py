@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from app.jobs.forced_options import ForcedOptions, RandomPositions
 from app.services.forced import BlankSky, ForcedQuery
@@ -39,11 +39,20 @@ to 10⁶ and measures them."""
 class RandomPositionsRequest(RandomPositions):
     """Random blank-sky positions on an exposure, away from a detect job's footprints."""
 
-    n: int = Field(ge=1, le=RANDOM_POSITIONS_MAX, description=(
+    n: int = Field(ge=1, json_schema_extra={"maximum": RANDOM_POSITIONS_MAX}, description=(
         f"How many positions, at most {RANDOM_POSITIONS_MAX}; a forced job's random option "
         "draws up to 10⁶ and measures them."))
     job_id: str | None = Field(
         None, description="Detect job whose footprints to avoid; default the newest.")
+
+    @field_validator("n")
+    @classmethod
+    def _one_answer(cls, n: int) -> int:
+        if n > RANDOM_POSITIONS_MAX:
+            raise ValueError(f"one answer holds at most {RANDOM_POSITIONS_MAX} positions; a "
+                             'forced job ({"kind": "forced", "config": {"random": …}}) draws '
+                             "up to 10⁶ and measures them")
+        return n
 
 
 class BlankPosition(BaseModel):

@@ -98,8 +98,14 @@ def draw_random(exposure: Exposure, spec: RandomSpec, blank_sky: BlankSkyMap | N
     ``blank_sky`` when given (it must be the exposure's, for ``spec.min_distance_px``)."""
     if blank_sky is None:
         blank_sky = blank_sky_map(exposure, spec.min_distance_px)
+    require_blank_sky(blank_sky, spec.n)
+    return blank_sky.draw(spec.n, spec.seed)
+
+
+def require_blank_sky(blank_sky: BlankSkyMap, n: int) -> None:
+    """`RequestError` unless ``blank_sky`` holds ``n`` positions."""
     try:
-        return blank_sky.draw(spec.n, spec.seed)
+        blank_sky.require(n)
     except NotEnoughBlankSky as error:
         raise RequestError(str(error), code="not_enough_blank_sky") from error
 

@@ -28,7 +28,7 @@ class NotEnoughBlankSky(ValueError):
     """Fewer usable positions than were asked for."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BlankSkyMap:
     """The pixels a random position may fall on, one bit each, row by row."""
 
@@ -46,9 +46,8 @@ class BlankSkyMap:
         """How many pixels are candidates."""
         return int(self.before_row[-1])
 
-    def draw(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` distinct candidate pixels, uniformly, each jittered within its pixel:
-        parent-frame x and y. Only the rows drawn from are unpacked."""
+    def require(self, n: int) -> None:
+        """`NotEnoughBlankSky` unless ``n`` positions can be drawn."""
         if n < 0:
             raise ValueError("n must be ≥ 0")
         if n > self.count:
@@ -56,6 +55,11 @@ class BlankSkyMap:
                 f"only {self.count} pixels are at least {self.min_distance_px:g} px from "
                 f"every detection and {self.margin_px:.0f} px inside the usable image; asked "
                 f"for {n} positions. Ask for fewer, or a smaller min_distance_px")
+
+    def draw(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` distinct candidate pixels, uniformly, each jittered within its pixel:
+        parent-frame x and y. Only the rows drawn from are unpacked."""
+        self.require(n)
         rng = np.random.default_rng(seed)
         pick = rng.choice(self.count, size=n, replace=False)
         jitter = rng.uniform(-0.5, 0.5, size=(2, n))
@@ -89,11 +93,3 @@ def blank_sky_map(exposure: Exposure, min_distance_px: float = 40.0) -> BlankSky
     return BlankSkyMap(np.packbits(candidates, axis=1), exposure.width, exposure.xy0,
                        min_distance_px, margin, before_row.astype(np.int64))
 
-
-def random_positions(exposure: Exposure, n: int, *, min_distance_px: float = 40.0,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` positions (parent-frame x, y) on blank sky (`NotEnoughBlankSky` if fewer
-    pixels qualify)."""
-    if n < 0:
-        raise ValueError("n must be ≥ 0")
-    return blank_sky_map(exposure, min_distance_px).draw(n, seed)

@@ -185,22 +185,28 @@ def inspect_upload(path: Path, filename: str | None) -> InspectedUpload:
         "format": format, "rows": info.rows, "columns": info.columns, "sky_box": info.sky_box})
 
 
+def check_options(exposure_id: str | None, parameters: dict[str, Any]) -> None:
+    """Refuse (`UsageError`) what needs neither the database nor the pixels to see: unknown
+    plugins, radii without apertures, covering-mode options beside an exposure_id."""
+    try:
+        forced_config(parameters.get("plugins"), parameters.get("apertureRadii"))
+    except OptionsError as error:
+        raise UsageError(str(error), code=error.code) from error
+    given = [name for name in ("band", "start", "end", "characterize")
+             if parameters.get(name) is not None]
+    if exposure_id is not None and given:
+        raise UsageError(f"config.{', config.'.join(given)} apply to the exposures "
+                         "covering the positions, measured without an exposure_id; with "
+                         "one, its detect job's calexp is measured: leave them out, or "
+                         "leave out the exposure_id", code="needs_no_exposure")
+
+
 def prepare(session: Session, owner: str, exposure_id: str | None,
             parameters: dict[str, Any]) -> dict[str, Any]:
     """Record which exposures, and which detect job's calexp of each, the job measures on."""
+    check_options(exposure_id, parameters)
     params = ForcedJobParameters.model_validate(parameters)
-    try:
-        params.config()
-    except OptionsError as error:
-        raise UsageError(str(error), code=error.code) from error
     if exposure_id is not None:
-        given = [name for name in ("band", "start", "end", "characterize")
-                 if getattr(params, name) is not None]
-        if given:
-            raise UsageError(f"config.{', config.'.join(given)} apply to the exposures "
-                             "covering the positions, measured without an exposure_id; with "
-                             "one, its detect job's calexp is measured: leave them out, or "
-                             "leave out the exposure_id", code="needs_no_exposure")
         detect = calexp_job(session, owner, exposure_id, params.job_id)
         record = ExposureRepository(session).get(owner, exposure_id)
         assert record is not None

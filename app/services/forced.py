@@ -29,10 +29,13 @@ from app.engine.forced_request import (
     RequestError,
     draw_random,
     measure_request,
+    require_blank_sky,
 )
 from app.engine.random_positions import BlankSkyMap, blank_sky_map
 from app.io.positions import PositionsError, positions_columns
 from app.jobs.calexp_jobs import DetectCalexp
+from app.jobs.errors import UsageError
+from app.jobs.forced import check_options
 from app.jobs.forced_options import (
     OptionsError,
     RandomPositions,
@@ -40,8 +43,8 @@ from app.jobs.forced_options import (
     reserved_names,
 )
 from app.services.calexps import CalexpService
-from app.services.errors import InvalidInputError, PayloadTooLargeError
-from app.storage.blobs import BlobStore
+from app.services.errors import InvalidInputError, PayloadTooLargeError, refused
+from app.storage.blobs import BlobNotFoundError, BlobStore
 from app.storage.exposure_cache import ExposureCache
 
 
@@ -175,16 +178,30 @@ class ForcedService:
                    else (np.full(len(x), np.nan), np.full(len(x), np.nan)))
         return BlankSky(x, y, np.asarray(ra, float), np.asarray(dec, float), calexp.job_id)
 
-    def check_job(self, exposure_id: str | None, parameters: dict[str, Any]) -> None:
+    def check_job(self, exposure_id: str | None, parameters: dict[str, Any]) -> dict[str, Any]:
         """Refuse at submission (422 ``not_enough_blank_sky``) a forced job on one exposure
         whose random positions do not fit on its calexp's blank sky, rather than let it fail
-        once it runs: the same draw, from the map the synchronous requests keep."""
+        once it runs; the parameters, with the detect job checked pinned as ``job_id``.
+
+        What is cheaper to refuse is refused first, as the job's `prepare` would; a calexp
+        deleted since its detect job is left for the job to report."""
         if exposure_id is None or parameters.get("random") is None:
-            return
+            return parameters
+        try:
+            check_options(exposure_id, parameters)
+        except UsageError as error:
+            raise refused(error) from error
         spec = RandomPositions.model_validate(parameters["random"]).to_spec()
-        exposure, calexp = self._characterized(exposure_id, parameters.get("job_id"))
+        with self._engine.connect() as connection:
+            calexp = CalexpService(connection, self._store, self._cache, self._owner
+                                   ).detect_job(exposure_id, parameters.get("job_id"))
+        try:
+            sky = self._blank_sky(calexp, spec)
+        except BlobNotFoundError:
+            return parameters
         with _refusals_as_422():
-            draw_random(exposure, spec, self._blank_sky(calexp, spec))
+            require_blank_sky(sky, spec.n)
+        return {**parameters, "job_id": calexp.job_id}
 
     def _characterized(self, exposure_id: str, job_id: str | None, load: bool = True
                        ) -> tuple[Exposure, DetectCalexp]:

@@ -46,10 +46,11 @@ class JobUpload:
     filename: str | None
 
 
-SubmissionCheck = Callable[[str | None, dict[str, Any]], None]
+SubmissionCheck = Callable[[str | None, dict[str, Any]], dict[str, Any]]
 """A check at submission that needs more than the database, e.g. a calexp's pixels:
-(exposure id, validated parameters); raises the service's errors to refuse the job. It runs
-before the job's transaction, so no connection waits on it."""
+(exposure id, validated parameters) → the parameters, with what it checked pinned; raises
+the service's errors to refuse the job. It runs before the job's transaction, so no
+connection waits on it."""
 
 
 class JobService:
@@ -92,7 +93,7 @@ class JobService:
             ) from error
         check = self._checks.get(kind_name)
         if check is not None:
-            check(exposure_id, parameters)
+            parameters = check(exposure_id, parameters)
         try:
             with self._session.begin():
                 if kind.exposure == "none":

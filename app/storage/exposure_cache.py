@@ -20,6 +20,7 @@ from app.io.fits_exposure import read_exposure
 from app.storage.blobs import BlobStore
 
 T = TypeVar("T")
+_MISSING = object()  # what a lookup finds when nothing is kept (None may be a value)
 MAX_DERIVED = 8
 """Derived values kept per exposure (the most recently used)."""
 
@@ -49,7 +50,7 @@ class ExposureCache:
                 return self._items[key]
             if not load:
                 raise NotInMemory(key)
-        return self._once(key, lambda: self._items.get(key),
+        return self._once(key, lambda: self._items.get(key, _MISSING),
                           lambda: self._keep(key, read_exposure(store.path(key))))
 
     def derived(self, store: BlobStore, key: str, name: Hashable,
@@ -58,12 +59,12 @@ class ExposureCache:
         it under ``name`` (at most `MAX_DERIVED` values per exposure)."""
         exposure = self.get(store, key)
 
-        def kept() -> T | None:
+        def kept() -> object:
             values = self._derived.get(key)
             if values is None or name not in values:
-                return None
+                return _MISSING
             values.move_to_end(name)
-            return cast(T, values[name])
+            return values[name]
 
         def computed() -> T:
             value = compute(exposure)
@@ -77,24 +78,25 @@ class ExposureCache:
 
         return self._once((key, name), kept, computed)
 
-    def _once(self, slot: Hashable, kept: Callable[[], T | None], make: Callable[[], T]) -> T:
-        """What ``kept`` finds (under the lock), else ``make``'s value, made by one thread
-        while the others asking for the same ``slot`` wait for it."""
+    def _once(self, slot: Hashable, kept: Callable[[], object], make: Callable[[], T]) -> T:
+        """What ``kept`` finds (under the lock; `_MISSING` if nothing), else ``make``'s
+        value, made by one thread while the others asking for the same ``slot`` wait."""
         with self._lock:
             found = kept()
-            if found is not None:
-                return found
+            if found is not _MISSING:
+                return cast(T, found)
             loading = self._loading.setdefault(slot, threading.Lock())
         with loading:
             with self._lock:
                 found = kept()
-            if found is not None:
-                return found
+            if found is not _MISSING:
+                return cast(T, found)
             try:
                 return make()
             finally:
                 with self._lock:
-                    self._loading.pop(slot, None)
+                    if self._loading.get(slot) is loading:
+                        del self._loading[slot]
 
     def _keep(self, key: str, exposure: Exposure) -> Exposure:
         with self._lock:

@@ -12,7 +12,7 @@ from app.engine.exposure import Exposure
 from app.engine.forced import run_forced
 from app.engine.pipeline import run_detect
 from app.engine.psf_kolmogorov import KolmogorovPsf
-from app.engine.random_positions import NotEnoughBlankSky, blank_sky_map, random_positions
+from app.engine.random_positions import NotEnoughBlankSky, blank_sky_map
 from app.engine.simulate import SimulationConfig, simulate_exposure
 
 SKY_SIGMA = np.sqrt(1000.0 + 25.0)  # default sky 1000 counts, read noise 5 e-, gain 1
@@ -41,7 +41,7 @@ def faint_field():
 
 def test_blank_sky_fluxes_are_consistent_with_zero(faint_field):
     _, result, _ = faint_field
-    x, y = random_positions(result.exposure, 600, min_distance_px=40, seed=3)
+    x, y = blank_sky_map(result.exposure, 40).draw(600, seed=3)
     out = run_forced(result.exposure, Table({"x": x, "y": y}))
     z = np.asarray(out["base_PsfFlux_instFlux"] / out["base_PsfFlux_instFluxErr"])
     assert np.isfinite(z).all()
@@ -131,16 +131,16 @@ def test_positions_need_known_columns(faint_field):
 def test_random_positions_avoid_detections_and_refuse_impossible_requests(faint_field):
     _, result, _ = faint_field
     ex = result.exposure
-    x, y = random_positions(ex, 300, min_distance_px=40, seed=1)
+    x, y = blank_sky_map(ex, 40).draw(300, seed=1)
     detected = np.argwhere(ex.planes.any(ex.mask, "DETECTED"))
     from scipy.spatial import cKDTree
 
     d, _ = cKDTree(detected[:, ::-1]).query(np.column_stack([x, y]))
     assert d.min() >= 40
-    again = random_positions(ex, 300, min_distance_px=40, seed=1)
+    again = blank_sky_map(ex, 40).draw(300, seed=1)
     np.testing.assert_array_equal(again[0], x)
     with pytest.raises(NotEnoughBlankSky, match="asked for"):
-        random_positions(ex, 10, min_distance_px=5000)
+        blank_sky_map(ex, 5000).draw(10)
 
 
 def test_the_blank_sky_map_draws_each_candidate_pixel_at_most_once():

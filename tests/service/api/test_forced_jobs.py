@@ -309,6 +309,11 @@ def test_random_and_match_in_a_job_as_in_the_synchronous_request(
                    "random": {"n": 500, "min_distance_px": 200}}})
     assert "asked for 500" in assert_error(too_many, 422, "not_enough_blank_sky")["message"]
     assert client.get("/v1/jobs").json()["total"] == jobs_before  # refused, not stored
+    # what needs no pixels is refused first, as it would be without random positions
+    assert_error(client.post("/v1/jobs", json={
+        "kind": "forced", "exposure_id": detected.exposure_id,
+        "config": {"band": "r", "random": {"n": 500, "min_distance_px": 200}}}),
+        422, "needs_no_exposure")
     assert_error(client.post("/v1/jobs", json={
         "kind": "forced", "exposure_id": detected.exposure_id,
         "config": {"positions": positions, "match_radius_px": 3}}), 422, "invalid_config")

@@ -71,7 +71,7 @@ def test_derived_values_are_computed_once_even_when_asked_at_once(store) -> None
     assert len(calls) == MAX_DERIVED + 3
 
 
-def test_a_failed_computation_is_tried_again(store) -> None:
+def test_a_failed_computation_is_tried_again_and_none_is_kept(store) -> None:
     cache = ExposureCache()
 
     def fail(exposure: Exposure) -> None:
@@ -81,3 +81,7 @@ def test_a_failed_computation_is_tried_again(store) -> None:
         with pytest.raises(RuntimeError):
             cache.derived(store, "e0.fits", "x", fail)
     assert cache.derived(store, "e0.fits", "x", lambda e: 7) == 7
+    nones: list[None] = []
+    for _ in range(2):  # None is a value like any other
+        assert cache.derived(store, "e0.fits", "none", lambda e: nones.append(None)) is None
+    assert len(nones) == 1
