@@ -5,7 +5,7 @@ zero. Candidate pixels are those at least ``min_distance_px`` from any detected 
 Euclidean distance transform of the detection mask) and clear of unusable pixels by the PSF
 fit radius; the positions are drawn from them uniformly, with a seeded generator.
 
-The two distance transforms take seconds on a 4k × 4k calexp, while a draw takes
+Mapping the candidates takes about a second on a 4k × 4k calexp, while a draw takes
 milliseconds; so the candidates are a `BlankSkyMap` of packed bits (2 MB there) that a
 service can keep beside the exposure and draw from again.
 """
@@ -84,12 +84,56 @@ def blank_sky_map(exposure: Exposure, min_distance_px: float = 40.0) -> BlankSky
         sigma = exposure.psf.sigma(exposure.width / 2, exposure.height / 2)
         margin = max(margin, 2.5 * sigma * SIGMA_TO_FWHM)
     unusable = planes.any(exposure.mask, UNUSABLE)
-    # distances to the nearest avoided / unusable pixel; the image border counts as unusable
-    far = (ndimage.distance_transform_edt(~avoid) >= min_distance_px + 0.71 if avoid.any()
-           else np.ones(exposure.shape, bool))
-    framed = np.pad(~unusable, 1, constant_values=False)
-    candidates = far & (ndimage.distance_transform_edt(framed)[1:-1, 1:-1] >= margin + 0.71)
+    # the image border counts as unusable; + 0.71: a pixel's centre to its far corner
+    framed = np.pad(unusable, 1, constant_values=True)
+    candidates = ~within(avoid, min_distance_px + 0.71)
+    candidates &= ~within(framed, margin + 0.71)[1:-1, 1:-1]
     before_row = np.concatenate([[0], np.cumsum(np.count_nonzero(candidates, axis=1))])
     return BlankSkyMap(np.packbits(candidates, axis=1), exposure.width, exposure.xy0,
                        min_distance_px, margin, before_row.astype(np.int64))
 
+
+
+SEPARABLE_MAX_RADIUS = 128.0
+"""Above this radius, one distance transform costs less than `within`'s pass per row."""
+STRIP_ROWS = 512  # rows whose distances along the row are worked out at once
+
+
+def within(mask: np.ndarray, radius: float) -> np.ndarray:
+    """The pixels closer than ``radius`` (Euclidean, centre to centre) to a True pixel.
+
+    A disk is separable: a pixel is that close exactly when for some row offset dy,
+    h(y + dy)² + dy² < radius², h being the distance along a row to its nearest True
+    pixel. A pass per dy over h, as 8-bit integers, is ~5× faster than scipy's
+    distance transform (which works out every pixel's nearest True pixel) for the radii of
+    blank-sky requests; beyond `SEPARABLE_MAX_RADIUS` the transform is used.
+    """
+    if not mask.any():
+        return np.zeros(mask.shape, bool)
+    if radius > SEPARABLE_MAX_RADIUS:
+        return ndimage.distance_transform_edt(~mask) < radius
+    cap = int(np.ceil(radius))
+    along = np.empty(mask.shape, np.uint8)
+    for start in range(0, mask.shape[0], STRIP_ROWS):
+        along[start:start + STRIP_ROWS] = _row_distance(mask[start:start + STRIP_ROWS], cap)
+    out = np.zeros(mask.shape, bool)
+    height = mask.shape[0]
+    for dy in range(-cap, cap + 1):
+        if dy * dy >= radius * radius:
+            continue
+        closer = int(np.ceil(np.sqrt(radius * radius - dy * dy)))  # h < this is within
+        if dy >= 0:
+            out[:height - dy] |= along[dy:] < closer
+        else:
+            out[-dy:] |= along[:height + dy] < closer
+    return out
+
+
+def _row_distance(mask: np.ndarray, cap: int) -> np.ndarray:
+    """Each pixel's distance along its row to the row's nearest True pixel, at most
+    ``cap`` (< 256)."""
+    columns = np.arange(mask.shape[1], dtype=np.int32)
+    far = np.int32(1 << 30)
+    left = np.maximum.accumulate(np.where(mask, columns, -far), axis=1)
+    right = np.minimum.accumulate(np.where(mask, columns, far)[:, ::-1], axis=1)[:, ::-1]
+    return np.minimum(np.minimum(columns - left, right - columns), cap).astype(np.uint8)

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from astropy.table import Table
 from photutils.aperture import CircularAperture, aperture_photometry
+from scipy import ndimage
 
 from app.engine.config import DetectConfig, ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.forced import run_forced
 from app.engine.pipeline import run_detect
 from app.engine.psf_kolmogorov import KolmogorovPsf
-from app.engine.random_positions import NotEnoughBlankSky, blank_sky_map
+from app.engine.random_positions import NotEnoughBlankSky, blank_sky_map, within
 from app.engine.simulate import SimulationConfig, simulate_exposure
 
 SKY_SIGMA = np.sqrt(1000.0 + 25.0)  # default sky 1000 counts, read noise 5 e-, gain 1
@@ -141,6 +142,20 @@ def test_random_positions_avoid_detections_and_refuse_impossible_requests(faint_
     np.testing.assert_array_equal(again[0], x)
     with pytest.raises(NotEnoughBlankSky, match="asked for"):
         blank_sky_map(ex, 5000).draw(10)
+
+
+@pytest.mark.parametrize("radius", [0.5, 1.0, 1.5, 9.71, 40.71, 127.9, 140.0])
+def test_within_a_radius_is_the_euclidean_distance_transform(radius):
+    """The separable pass per row offset marks exactly the pixels scipy's distance
+    transform puts closer than the radius, near the borders too."""
+    rng = np.random.default_rng(int(radius * 100))
+    mask = np.zeros((700, 530), bool)
+    mask[rng.integers(0, 700, 40), rng.integers(0, 530, 40)] = True
+    mask[300:340, 0:25] = True  # a blob on the left border
+    mask[-1, 200:260] = True    # and a run along the bottom row
+    expected = ndimage.distance_transform_edt(~mask) < radius
+    np.testing.assert_array_equal(within(mask, radius), expected)
+    assert not within(np.zeros((5, 7), bool), radius).any()
 
 
 def test_the_blank_sky_map_draws_each_candidate_pixel_at_most_once():
