@@ -1,9 +1,9 @@
 """Random blank-sky positions: far from every detection, inside the good part of the image.
 
 As in the tutorial's section 5.2.2, for checking that forced fluxes on empty sky centre on
-zero. Candidate pixels are those at least ``min_distance_px`` from any detected pixel (a
-Euclidean distance transform of the detection mask) and clear of unusable pixels by the PSF
-fit radius; the positions are drawn from them uniformly, with a seeded generator.
+zero. Candidate pixels are those at least ``min_distance_px`` (Euclidean) from any detected
+pixel and clear of unusable pixels by the PSF fit radius (`within`); the positions are drawn
+from them uniformly, with a seeded generator.
 
 Mapping the candidates takes about a second on a 4k × 4k calexp, while a draw takes
 milliseconds; so the candidates are a `BlankSkyMap` of packed bits (2 MB there) that a
