@@ -108,6 +108,12 @@ class Exposure:
     def height(self) -> int:
         return self.image.shape[0]
 
+    def on_pixels(self, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
+        """Whether each array-frame position (not parent-frame: subtract ``xy0``) lies on a
+        pixel; NaN positions do not."""
+        h, w = self.shape
+        return (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
+
     def pixel_scale_arcsec(self) -> float | None:
         """Mean pixel scale in arcseconds, from the WCS (None without one)."""
         if self.wcs is None or not self.wcs.has_celestial:

@@ -225,7 +225,7 @@ def run_forced(
     if "base_PsfFlux" in plugins:
         field = exposure.ap_corr.get("base_PsfFlux")
         # a field over the image (1 without one): off the image, not defined
-        corr = np.where(on_pixels(exposure, ax, ay),
+        corr = np.where(exposure.on_pixels(ax, ay),
                         field(ax, ay) if field is not None else 1.0, np.nan)
         out["base_PsfFlux_apCorr"] = corr
         out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
@@ -240,12 +240,6 @@ def run_forced(
     for c, info in zip(layout.columns, layout.infos, strict=True):
         result.add(c.name, out[c.name].astype(c.dtype, copy=False), info)
     return result
-
-
-def on_pixels(exposure: Exposure, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
-    """Whether each array-frame position lies on a pixel of the exposure."""
-    h, w = exposure.shape
-    return (ax >= -0.5) & (ax < w - 0.5) & (ay >= -0.5) & (ay < h - 0.5)
 
 
 def _psf_scale(exposure: Exposure) -> _PsfScale:
@@ -334,7 +328,7 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
     planes = exposure.planes
     sampler = scale.sampler
     out: dict[str, np.ndarray] = {}
-    offimage = ~on_pixels(exposure, ax, ay)
+    offimage = ~exposure.on_pixels(ax, ay)
     # the PSF fit's disk of pixels serves the pixel flags too
     image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
     if "base_PsfFlux" in config.plugins:
@@ -420,7 +414,7 @@ def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.nda
     defined, NaN and the flag."""
     assert exposure.psf is not None
     n = len(ax)
-    on_image = on_pixels(exposure, ax, ay)
+    on_image = exposure.on_pixels(ax, ay)
     if all(c in positions for c in SHAPE_COLUMNS):
         xx, yy, xy = (np.ma.filled(np.ma.asarray(positions[c], float), np.nan)
                       for c in SHAPE_COLUMNS)

@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
-from app.engine.forced import COORDINATES, on_pixels, positions_kind, run_forced
+from app.engine.forced import COORDINATES, positions_kind, run_forced
 from app.engine.psf import psf_fwhm
 from app.engine.random_positions import BlankSkyMap, NotEnoughBlankSky, blank_sky_map
 
@@ -144,7 +144,7 @@ def on_image(exposure: Exposure, table: ColumnSet) -> np.ndarray:
     x, y = pixel_positions(exposure, table)
     ox, oy = exposure.xy0
     with np.errstate(invalid="ignore"):
-        return on_pixels(exposure, x - ox, y - oy)
+        return exposure.on_pixels(x - ox, y - oy)
 
 
 def add_matches(result: ColumnSet, xy: tuple[np.ndarray, np.ndarray], objects: Detections,

@@ -179,9 +179,8 @@ class LightCurveService:
             return cached
         exposure = self._calexps.exposure(detect)
         x, y = exposure.sky_to_pixel(np.array([ra]), np.array([dec]))
-        h, w = exposure.shape
         ox, oy = exposure.xy0
-        if not (-0.5 <= x[0] - ox < w - 0.5 and -0.5 <= y[0] - oy < h - 0.5):
+        if not exposure.on_pixels(x - ox, y - oy)[0]:
             return None  # in the bounding box but not on the pixels
         measured = run_forced(exposure, Table({"ra": [ra], "dec": [dec]}))
         row = {name: measured[name][0] for name in measured}

@@ -41,7 +41,7 @@ class PixelFlags(Plugin):
         ex = ctx.exposure
         h, w = ex.shape
         n = self.name
-        off = ~((ctx.x >= -0.5) & (ctx.x < w - 0.5) & (ctx.y >= -0.5) & (ctx.y < h - 0.5))
+        off = ~ex.on_pixels(ctx.x, ctx.y)
         out[f"{n}_flag_offimage"][:] = off
         cx = np.round(np.nan_to_num(ctx.x)).astype(np.int64)
         cy = np.round(np.nan_to_num(ctx.y)).astype(np.int64)
