@@ -195,9 +195,10 @@ def check_options(exposure_id: str | None, parameters: dict[str, Any]) -> None:
     given = [name for name in ("band", "start", "end", "characterize")
              if parameters.get(name) is not None]
     if exposure_id is not None and given:
-        raise UsageError(f"config.{', config.'.join(given)} apply to the exposures "
+        verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
+        raise UsageError(f"config.{', config.'.join(given)} {verb} to the exposures "
                          "covering the positions, measured without an exposure_id; with "
-                         "one, its detect job's calexp is measured: leave them out, or "
+                         f"one, its detect job's calexp is measured: leave {them} out, or "
                          "leave out the exposure_id", code="needs_no_exposure")
 
 
