@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.engine.fields import ChebyshevBoundedField
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.plugins.flux import naive_aperture_sums
-from app.engine.psf_model import poly_terms
 
 APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
 APCORR_MIN_STARS = 6
@@ -24,18 +24,17 @@ CLEAN = ["SAT", "EDGE", "BAD", "INTRP", "NO_DATA", "CR", "SUSPECT"]
 
 @dataclass
 class ApCorr:
-    """One aperture-correction field: coefficients of a linear polynomial in (u, v)."""
+    """One aperture-correction field (a Chebyshev series over the image, array frame), the
+    uncertainty of its mean, and the number of stars it was fitted to (0: not measured
+    here, e.g. read from an archive)."""
 
-    coef: np.ndarray
+    field: ChebyshevBoundedField
     err: float
     n_stars: int
-    width: int
-    height: int
 
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        u = 2 * np.asarray(x, float) / max(self.width - 1, 1) - 1
-        v = 2 * np.asarray(y, float) / max(self.height - 1, 1) - 1
-        return poly_terms(u, v, 1 if len(self.coef) == 3 else 0) @ self.coef
+        """The correction at array-frame positions."""
+        return self.field(x, y)
 
 
 def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
@@ -72,22 +71,20 @@ def _clipped_fit(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarra
                  height: int, order: int) -> tuple[ApCorr, np.ndarray] | None:
     """The field of this polynomial order fitted with 3σ clipping, and the stars it kept;
     None when fewer than ``APCORR_MIN_STARS`` remain."""
-    u = 2 * x / max(width - 1, 1) - 1
-    v = 2 * y / max(height - 1, 1) - 1
-    a = poly_terms(u, v, order)
+    bbox = (0, 0, width - 1, height - 1)
     err = np.maximum(err, MIN_RATIO_ERR)
     wts = 1.0 / err**2
     keep = np.ones(len(ratio), dtype=bool)
-    coef = np.zeros(a.shape[1])
+    field = ChebyshevBoundedField.constant(bbox, 1.0)
     for _ in range(3):
-        sw = np.sqrt(wts[keep])
-        coef, *_ = np.linalg.lstsq(a[keep] * sw[:, None], ratio[keep] * sw, rcond=None)
-        resid = (ratio - a @ coef) / err
+        field = ChebyshevBoundedField.fit(bbox, x[keep], y[keep], ratio[keep],
+                                          np.sqrt(wts[keep]), order_x=order)
+        resid = (ratio - field(x, y)) / err
         keep = np.abs(resid) < 3 * max(1.4826 * np.median(np.abs(resid[keep])), 1.0)
         if keep.sum() < APCORR_MIN_STARS:
             return None
     err_mean = float(1.0 / np.sqrt(wts[keep].sum()))
-    return ApCorr(coef, err_mean, int(keep.sum()), width, height), keep
+    return ApCorr(field, err_mean, int(keep.sum())), keep
 
 
 def measure_ap_corr(ctx: MeasurementContext, out: dict[str, np.ndarray], candidates: np.ndarray,

@@ -12,6 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.engine.apcorr import ApCorr
+from app.engine.fields import ChebyshevBoundedField
 from app.engine.psf import GaussianPsf, PsfModel
 from app.engine.psf_model import PixelPsf
 from app.io.errors import ExposureReadError
@@ -52,31 +53,53 @@ def psf_from_hdu(hdu: fits.ImageHDU) -> PsfModel:
 
 
 def apcorr_to_hdu(ap_corr: dict[str, ApCorr]) -> fits.BinTableHDU | None:
-    """The APCORR table: one row per corrected flux (coefficients of a linear field)."""
+    """The APCORR table: one row per corrected flux, its Chebyshev field (array frame)."""
     if not ap_corr:
         return None
     names = sorted(ap_corr)
-    coef = np.zeros((len(names), 3))
+    shapes = [ap_corr[n].field.coefficients.shape for n in names]
+    ny, nx = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    coef = np.zeros((len(names), ny * nx))
     for i, name in enumerate(names):
-        c = ap_corr[name].coef
-        coef[i, : len(c)] = c
+        c = np.zeros((ny, nx))
+        field = ap_corr[name].field
+        c[: field.coefficients.shape[0], : field.coefficients.shape[1]] = field.coefficients
+        coef[i] = c.ravel()
+    boxes = np.array([ap_corr[n].field.bbox for n in names])
     hdu = fits.BinTableHDU.from_columns([
         fits.Column("name", "32A", array=np.array(names)),
-        fits.Column("ncoef", "J", array=[len(ap_corr[n].coef) for n in names]),
-        fits.Column("coef", "3D", array=coef),
+        fits.Column("order_x", "J", array=np.full(len(names), nx - 1)),
+        fits.Column("coefficients", f"{ny * nx}D", array=coef),
+        fits.Column("bbox", "4J", array=boxes),
         fits.Column("err", "D", array=[ap_corr[n].err for n in names]),
         fits.Column("nstars", "J", array=[ap_corr[n].n_stars for n in names]),
-        fits.Column("width", "J", array=[ap_corr[n].width for n in names]),
-        fits.Column("height", "J", array=[ap_corr[n].height for n in names]),
     ], name="APCORR")
+    hdu.header["APCFORM"] = ("CHEBYSHEV", "afw ChebyshevBoundedField, y then x")
     return hdu
 
 
 def apcorr_from_hdu(hdu: fits.BinTableHDU) -> dict[str, ApCorr]:
-    """The aperture corrections stored in an APCORR table."""
+    """The aperture corrections stored in an APCORR table.
+
+    Tables written before the fields were Chebyshev series hold a constant or a linear
+    polynomial in ``u = 2x/(w-1) - 1``; that is the same field as a first-order Chebyshev
+    series over the image with ``c_x = a_u · w/(w-1)``, so it is converted exactly.
+    """
     out = {}
     for row in hdu.data:
-        out[str(row["name"]).strip()] = ApCorr(
-            np.asarray(row["coef"][: int(row["ncoef"])], float), float(row["err"]),
-            int(row["nstars"]), int(row["width"]), int(row["height"]))
+        name = str(row["name"]).strip()
+        if hdu.header.get("APCFORM") == "CHEBYSHEV":
+            nx = int(row["order_x"]) + 1
+            coefficients = np.asarray(row["coefficients"], float).reshape(-1, nx)
+            bbox = tuple(int(v) for v in row["bbox"])
+        else:
+            a = np.asarray(row["coef"][: int(row["ncoef"])], float)
+            w, h = int(row["width"]), int(row["height"])
+            coefficients = np.array([[a[0]]])
+            if len(a) == 3:
+                coefficients = np.array([[a[0], a[1] * w / max(w - 1, 1)],
+                                         [a[2] * h / max(h - 1, 1), 0.0]])
+            bbox = (0, 0, w - 1, h - 1)
+        out[name] = ApCorr(ChebyshevBoundedField(bbox, coefficients),  # type: ignore[arg-type]
+                           float(row["err"]), int(row["nstars"]))
     return out
