@@ -62,6 +62,13 @@ class ExposureInfo:
     mjd: float | None = None
     exptime: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    """Where each part came from, for the user: ``psf``, ``photo_calib``, ``ap_corr``,
+    ``variance``, ``mask``, ``background``, ``pixel_frame``, ... → a short phrase such as
+    "archive GaussianPsf", "header FLUXMAG0", "measured", "weight map oow.fits"."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader fixed, skipped or could not decode, each a sentence a user can act on
+    (a non-standard header card repaired, an archived PiffPsf not decoded, ...)."""
 
 
 @dataclass
