@@ -23,8 +23,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ExposureReadError) as e:
         print(f"skyphot detect: {e}", file=sys.stderr)
         return 2
-    with progress_bar("detect", args.quiet) as progress:
-        result = run_detect(exposure, config, progress)
+    try:
+        with progress_bar("detect", args.quiet) as progress:
+            result = run_detect(exposure, config, progress)
+    except ValueError as e:  # the engine's refusals of an image it cannot use, with advice
+        print(f"skyphot detect: {Path(args.input).name} cannot be measured: {e}",
+              file=sys.stderr)
+        return 2
     write_catalog(result.catalog, args.output, fmt)
     if args.footprints:
         write_footprints(result.footprints, args.footprints, result.exposure.xy0)
@@ -36,4 +41,8 @@ def run(args: argparse.Namespace) -> int:
     print(f'{Path(args.input).name}: {s["n_sources"]} sources ({s["n_parents"]} parents, '
           f'{s["n_children"]} children), PSF FWHM {fwhm_text}, {s["seconds"]:.1f} s '
           f"→ {args.output}")
+    for part, source in result.exposure.info.provenance.items():
+        print(f"  {part}: {source}")
+    for note in result.exposure.info.notes:
+        print(f"  note: {note}")
     return 0

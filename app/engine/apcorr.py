@@ -1,25 +1,40 @@
-"""Aperture corrections: a flux's ratio to a large aperture, as a smooth field over the image.
+"""Aperture corrections, LSST's MeasureApCorrTask (meas_algorithms measureApCorr.py).
 
-LSST's ApCorrMap: measured on bright point sources, one field per corrected flux
-(``base_PsfFlux``, ``base_GaussianFlux``), applied to every source measured on the exposure,
-forced measurements included.
+For every corrected flux (``base_PsfFlux``, ``base_GaussianFlux``) the ratio of
+``slot_CalibFlux`` (``base_CircularApertureFlux_12_0`` by default, LSST's choice) to that
+flux is measured on the PSF stars and fitted over the image as a ChebyshevBoundedField of
+order 2: starting from the median, ``numIter`` rounds keep the stars within ``numSigmaClip``
+robust sigmas of the fit, lowering the order when too few stars remain for
+``minDegreesOfFreedom``; the field is finally shifted so the residuals' median is zero.
+Every measurement on the exposure, forced ones included, is then tied to that aperture: it
+is what "total" means in skyphot's catalogs, and the catalog metadata names it.
+
+Departures from MeasureApCorrTask, each for a shallower frame than LSST's:
+- stars need PSF S/N ``minSignalToNoise`` (200, LSST's); when fewer than two reach it, the
+  brightest down to ``fallbackSignalToNoise`` are used rather than no correction at all;
+- a field outside ``validRange`` anywhere on the image (a ratio of 0.4 or 2.3 means the
+  fluxes are wrong, not the aperture) is refused: not applied, the flux's apCorr flag set,
+  and the reason kept;
+- the error of a correction is the uncertainty of the fitted field (the stars' robust
+  scatter over √n), not the scatter itself, which LSST stores and which would be counted
+  again in every flux error.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine.config import ApCorrConfig
 from app.engine.fields import ChebyshevBoundedField
 from app.engine.measure.context import MeasurementContext
-from app.engine.measure.plugins.flux import naive_aperture_sums
+from app.engine.measure.plugins.flux import radius_name
 
 APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
-APCORR_MIN_STARS = 6
-APCORR_MIN_SNR = 50.0
-MIN_RATIO_ERR = 1e-6  # a star's ratio is never known better than this
 CLEAN = ["SAT", "EDGE", "BAD", "INTRP", "NO_DATA", "CR", "SUSPECT"]
+MAD_TO_SIGMA = 1.4826
+GRID = 9  # nodes per axis on which a field is checked against validRange
 
 
 @dataclass
@@ -37,102 +52,110 @@ class ApCorr:
         return self.field(x, y)
 
 
-def fit_apcorr(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
-               height: int) -> ApCorr | None:
-    """Weighted, clipped fit of the ratio: a constant, or linear in position where the stars
-    show a gradient.
+@dataclass
+class ApCorrResult:
+    """The fields measured, and for each flux that got none, why."""
 
-    Each star's ratio carries the noise of a large aperture (several per cent for a star of
-    PSF S/N 50), so a gradient fitted to a few dozen of them is mostly noise, and applied to
-    every flux it would add that noise to them all. The linear field is kept only when it
-    fits the stars better than the constant by more than its two extra parameters explain
-    (the Bayesian information criterion, on the stars both fits keep).
+    fields: dict[str, ApCorr] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    reference: str = ""
+
+    def describe(self) -> str:
+        """One line for the exposure's provenance."""
+        parts = [f"{stem} from {ap.n_stars} stars (mean {ap.field.mean():.4f})"
+                 for stem, ap in self.fields.items()]
+        parts += [f"{stem} not measured: {why}" for stem, why in self.failures.items()]
+        return f"measured against {self.reference}: " + "; ".join(parts) if parts else (
+            "no aperture corrections")
+
+
+def reference_name(config: ApCorrConfig) -> str:
+    """The column name of slot_CalibFlux, e.g. ``base_CircularApertureFlux_12_0``."""
+    return f"base_CircularApertureFlux_{radius_name(config.calibFluxRadius)}"
+
+
+def fit_apcorr(x: np.ndarray, y: np.ndarray, z: np.ndarray, bbox: tuple[int, int, int, int],
+               config: ApCorrConfig) -> tuple[ApCorr | None, np.ndarray, str]:
+    """MeasureApCorrTask's clipped fit of the ratios ``z`` at (x, y) over ``bbox``.
+
+    Returns the field (None when too few stars remain), which stars it kept, and the reason
+    when there is none.
     """
-    if len(ratio) < APCORR_MIN_STARS:
-        return None
-    constant = _clipped_fit(x, y, ratio, err, width, height, 0)
-    if constant is None:
-        return None
-    linear = (_clipped_fit(x, y, ratio, err, width, height, 1)
-              if len(ratio) >= 3 * APCORR_MIN_STARS else None)
-    if linear is None:
-        return constant[0]
-    keep = constant[1] & linear[1]
-    err = np.maximum(err[keep], MIN_RATIO_ERR)
-    chi2 = [float((((ratio[keep] - f[0](x[keep], y[keep])) / err) ** 2).sum())
-            for f in (constant, linear)]
-    # stars that scatter more than their errors say (neighbours, PSF-model error) would
-    # make any gradient look significant: judge it against their real scatter
-    scatter = max(chi2[1] / max(keep.sum() - 3, 1), 1.0)
-    return linear[0] if (chi2[0] - chi2[1]) / scatter > 2 * np.log(keep.sum()) else constant[0]
+    n = len(z)
+    keep = np.ones(n, bool)
+    order = config.order
+    fit_values = np.full(n, np.median(z)) if n else np.zeros(0)
+    field_ = None
+    for _ in range(config.numIter):
+        resid = z - fit_values
+        scatter = MAD_TO_SIGMA * np.median(np.abs(resid[keep] - np.median(resid[keep]))) + 1e-7
+        keep &= np.abs(resid) <= config.numSigmaClip * scatter
+        while keep.sum() - (order + 1) * (order + 2) // 2 < config.minDegreesOfFreedom:
+            if order == 0:
+                return None, keep, (f"only {int(keep.sum())} stars, need at least "
+                                    f"{config.minDegreesOfFreedom + 1}")
+            order -= 1
+        field_ = ChebyshevBoundedField.fit(bbox, x[keep], y[keep], z[keep], order_x=order)
+        fit_values = field_(x, y)
+    assert field_ is not None
+    if config.doFinalMedianShift:
+        coefficients = field_.coefficients.copy()
+        coefficients[0, 0] -= np.median(fit_values[keep] - z[keep])
+        field_ = ChebyshevBoundedField(bbox, coefficients)
+        fit_values = field_(x, y)
+    resid = fit_values[keep] - z[keep]
+    err = MAD_TO_SIGMA * np.median(np.abs(resid - np.median(resid))) / np.sqrt(keep.sum())
+    return ApCorr(field_, float(err), int(keep.sum())), keep, ""
 
 
-def _clipped_fit(x: np.ndarray, y: np.ndarray, ratio: np.ndarray, err: np.ndarray, width: int,
-                 height: int, order: int) -> tuple[ApCorr, np.ndarray] | None:
-    """The field of this polynomial order fitted with 3σ clipping, and the stars it kept;
-    None when fewer than ``APCORR_MIN_STARS`` remain."""
-    bbox = (0, 0, width - 1, height - 1)
-    err = np.maximum(err, MIN_RATIO_ERR)
-    wts = 1.0 / err**2
-    keep = np.ones(len(ratio), dtype=bool)
-    field = ChebyshevBoundedField.constant(bbox, 1.0)
-    for _ in range(3):
-        field = ChebyshevBoundedField.fit(bbox, x[keep], y[keep], ratio[keep],
-                                          np.sqrt(wts[keep]), order_x=order)
-        resid = (ratio - field(x, y)) / err
-        keep = np.abs(resid) < 3 * max(1.4826 * np.median(np.abs(resid[keep])), 1.0)
-        if keep.sum() < APCORR_MIN_STARS:
-            return None
-    err_mean = float(1.0 / np.sqrt(wts[keep].sum()))
-    return ApCorr(field, err_mean, int(keep.sum())), keep
+def _out_of_range(ap: ApCorr, config: ApCorrConfig) -> str:
+    """Why the field is implausible over the image, or ''."""
+    x0, y0, x1, y1 = ap.field.bbox
+    gx, gy = np.meshgrid(np.linspace(x0, x1, GRID), np.linspace(y0, y1, GRID))
+    values = ap(gx, gy)
+    lo, hi = config.validRange
+    if np.isfinite(values).all() and values.min() >= lo and values.max() <= hi:
+        return ""
+    return (f"the fitted correction spans {values.min():.3f}..{values.max():.3f} over the "
+            f"image, outside the plausible {lo:g}..{hi:g}: not applied")
 
 
-def measure_ap_corr(ctx: MeasurementContext, out: dict[str, np.ndarray], candidates: np.ndarray,
-                    radius: float) -> dict[str, ApCorr]:
-    """Correction fields from the ``candidates`` that are clean, bright point sources.
+def measure_ap_corr(ctx: MeasurementContext | None, out: dict[str, np.ndarray],
+                    config: ApCorrConfig, shape: tuple[int, int],
+                    use: np.ndarray | None = None) -> ApCorrResult:
+    """Correction fields from the sources of ``ctx`` (all of them, or ``use``).
 
-    For each flux in ``APCORR_FLUXES`` present in ``out``: the ratio of the reference
-    aperture flux (``radius``, local sky) to that flux, fitted over the image.
+    ``out`` holds their measurements: the reference aperture flux and each flux to correct.
     """
-    ref, ref_err = reference_flux(ctx, radius)
-    n = ctx.n_sources
-    clean = candidates & ~ctx.mask_in_footprints(ctx.exposure.planes.bitmask(CLEAN))
-    psf = out.get("base_PsfFlux_instFlux")
-    gauss = out.get("base_GaussianFlux_instFlux")
-    pointlike = np.ones(n, dtype=bool)
-    if psf is not None and gauss is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = psf / gauss
-            pointlike = np.abs(r - np.nanmedian(r[clean])) < 0.05
-    h, w = ctx.exposure.shape
-    fields: dict[str, ApCorr] = {}
-    for stem in APCORR_FLUXES:
-        if f"{stem}_instFlux" not in out:
-            continue
+    h, w = shape
+    bbox = (0, 0, w - 1, h - 1)
+    ref_name = reference_name(config)
+    result = ApCorrResult(reference=f"{ref_name} (slot_CalibFlux)")
+    stems = [s for s in APCORR_FLUXES if f"{s}_instFlux" in out]
+    if ctx is None or ctx.n_sources == 0 or f"{ref_name}_instFlux" not in out:
+        for stem in stems or APCORR_FLUXES:
+            result.failures[stem] = "no PSF stars to measure it on"
+        return result
+    ref = out[f"{ref_name}_instFlux"]
+    candidates = np.ones(ctx.n_sources, bool) if use is None else use.copy()
+    candidates &= ~ctx.mask_in_footprints(ctx.exposure.planes.bitmask(CLEAN))
+    candidates &= np.isfinite(ref) & ~out[f"{ref_name}_flag"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = out["base_PsfFlux_instFlux"] / out["base_PsfFlux_instFluxErr"] if (
+            "base_PsfFlux_instFlux" in out) else np.full(ctx.n_sources, np.inf)
+    bright = candidates & (snr >= config.minSignalToNoise)
+    if bright.sum() < 2:
+        bright = candidates & (snr >= config.fallbackSignalToNoise)
+    for stem in stems:
         flux = out[f"{stem}_instFlux"]
+        good = bright & ~out[f"{stem}_flag"] & np.isfinite(flux) & (flux > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = ref / flux
-            snr = flux / out[f"{stem}_instFluxErr"]
-        use = clean & pointlike & np.isfinite(ratio) & (snr > APCORR_MIN_SNR) & ~out[
-            f"{stem}_flag"]
-        field = fit_apcorr(ctx.x[use], ctx.y[use], ratio[use], ref_err[use] / flux[use], w, h)
-        if field is not None:
-            fields[stem] = field
-    return fields
-
-
-def reference_flux(ctx: MeasurementContext, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Aperture flux within ``radius`` about a local sky from the annulus 1.5r–2r.
-
-    Measured with the other sources replaced by noise (the star's wings outside every
-    footprint stay), so neighbours do not count. The local sky removes a residual
-    background, which a large aperture would otherwise multiply by πr².
-    """
-    (flux, outer, inner), (var, outer_var, inner_var) = naive_aperture_sums(
-        ctx, [radius, 2.0 * radius, 1.5 * radius])
-    area = np.pi * radius**2
-    ann_area = np.pi * (4.0 - 2.25) * radius**2
-    sky = (outer - inner) / ann_area
-    ref = flux - sky * area
-    ref_var = var + (area / ann_area) ** 2 * (outer_var - inner_var)
-    return ref, np.sqrt(np.maximum(ref_var, 0))
+            z = ref[good] / flux[good]
+        ap, _, why = fit_apcorr(ctx.x[good], ctx.y[good], z, bbox, config)
+        if ap is not None:
+            why = _out_of_range(ap, config)
+        if why:
+            result.failures[stem] = why
+        elif ap is not None:
+            result.fields[stem] = ap
+    return result

@@ -1,24 +1,49 @@
-"""Background: statistics on a mesh of cells, interpolated smoothly across the image.
+"""Background: statistics on a mesh of cells, approximated or interpolated across the image.
 
-This is LSST's SubtractBackgroundTask: the image is cut into cells of about ``binSize``
-pixels, each cell's clipped mean (MEANCLIP) is taken with masked pixels (detections, bad,
-edge…) left out, and a bicubic spline through the cell centres gives the background at every
-pixel (continued linearly beyond the outermost cell centres). Cells with no usable pixels
-take the value of the nearest cell that has some.
+This is LSST's SubtractBackgroundTask (meas_algorithms subtractBackground.py over afw's
+BackgroundMI): the image is cut into cells of about ``binSize`` pixels, each cell's clipped
+mean (MEANCLIP) is taken with masked pixels (detections, bad, edge…) left out, and the cell
+values become a smooth image in one of two ways, as afw does:
+
+- ``useApprox`` (LSST's default): a Chebyshev series of order ``approxOrderX`` fitted to
+  the cell values, weighted by the inverse variance of each cell's mean (``weighting``);
+- otherwise: interpolation through the cell centres, separably (columns, then rows), with
+  ``algorithm`` AKIMA_SPLINE, NATURAL_SPLINE, LINEAR or CONSTANT, continued linearly beyond
+  the outermost centres.
+
+With too few cells for the order asked (a 256-px image at binSize 128 has two per axis),
+``undersampleStyle`` REDUCE_INTERP_ORDER lowers the order to what the cells support, so any
+image of at least one cell works; THROW_EXCEPTION refuses instead. Cells with no usable
+pixels take the value of the nearest cell that has some (and no weight in the fit).
+
+The same mesh gives the sky noise: each cell's clipped standard deviation, smoothed the same
+way, is SExtractor's background rms map, from which a plain image's variance plane is made.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import Akima1DInterpolator, CubicSpline
+from scipy.special import erf
 
 from app.engine.config import BackgroundConfig
 from app.engine.cutouts import gather_windows
+from app.engine.fields import ChebyshevBoundedField, chebyshev_basis
 from app.engine.masks import MaskPlanes
 from app.engine.stats import clipped_stats
 
-SPLINE_ROWS = 256  # rows of the background evaluated per spline call
+EVAL_ROWS = 256  # rows of the background evaluated per block (float64 only per block)
+MIN_POINTS = {"AKIMA_SPLINE": 5, "NATURAL_SPLINE": 3, "LINEAR": 2, "CONSTANT": 1}
+LOWER_STYLE = {"AKIMA_SPLINE": "NATURAL_SPLINE", "NATURAL_SPLINE": "LINEAR",
+               "LINEAR": "CONSTANT"}
+
+
+class BackgroundError(ValueError):
+    """The background cannot be estimated as configured (no usable pixels, too few cells)."""
 
 
 def _cell_edges(n: int, bin_size: int) -> np.ndarray:
@@ -27,10 +52,19 @@ def _cell_edges(n: int, bin_size: int) -> np.ndarray:
     return np.linspace(0, n, ncell + 1).round().astype(int)
 
 
-def mesh_statistics(
-    image: np.ndarray, ignore: np.ndarray, config: BackgroundConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-cell background values and the cell centres (yc, xc) in pixels.
+@dataclass
+class Mesh:
+    """Per-cell statistics and where the cells are."""
+
+    values: np.ndarray  # (ny, nx) background statistic; NaN where a cell had no pixels
+    rms: np.ndarray  # (ny, nx) clipped standard deviation of the cell's pixels
+    counts: np.ndarray  # (ny, nx) pixels used
+    yc: np.ndarray  # cell centres, pixels
+    xc: np.ndarray
+
+
+def mesh_statistics(image: np.ndarray, ignore: np.ndarray, config: BackgroundConfig) -> Mesh:
+    """Per-cell background values, their rms and pixel counts, and the cell centres.
 
     Cells are made equal in size by padding the shorter ones (cells differ by at most one
     pixel) with NaN, so one gather lays every cell out as a row and one vectorized call
@@ -48,17 +82,31 @@ def mesh_statistics(
     drop = gather_windows(ignore, y0, x0, window).reshape(ny, nx, *window) | pad
     np.copyto(cells, np.float32(np.nan), where=drop.reshape(cells.shape))
     cells = cells.reshape(ny, nx, -1)
+    counts = np.isfinite(cells).sum(axis=-1)
+    mean, _, rms = clipped_stats(cells, nsigma=config.nSigmaClip, niter=config.nIterClip,
+                                      axis=-1, overwrite_input=True)
     if config.statisticsProperty == "MEANCLIP":
-        values = clipped_stats(cells, nsigma=config.nSigmaClip, niter=config.nIterClip,
-                               axis=-1, overwrite_input=True)[0]
+        values = mean
     elif config.statisticsProperty == "MEDIAN":
-        values = np.nanmedian(cells, axis=-1) if np.isfinite(cells).any() else np.full(
-            (ny, nx), np.nan)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an empty cell is NaN, as wanted
+            values = np.nanmedian(cells, axis=-1)
     else:
-        values = np.nanmean(cells, axis=-1)
+        with np.errstate(invalid="ignore"):
+            values = np.where(counts > 0, np.nansum(np.nan_to_num(cells, nan=0.0), axis=-1)
+                              / np.maximum(counts, 1), np.nan)
     yc = 0.5 * (ye[:-1] + ye[1:]) - 0.5
     xc = 0.5 * (xe[:-1] + xe[1:]) - 0.5
-    return np.asarray(values, dtype=np.float64), yc, xc
+    rms = np.asarray(rms, np.float64) / clipped_sigma_factor(config.nSigmaClip)
+    return Mesh(np.asarray(values, np.float64), rms, counts, yc, xc)
+
+
+def clipped_sigma_factor(nsigma: float) -> float:
+    """The standard deviation of a Gaussian clipped at ±``nsigma`` σ, in units of σ
+    (0.987 at 3σ): the clipped rms is divided by it so the sky noise is not underestimated."""
+    k = float(nsigma)
+    return float(np.sqrt(1.0 - 2.0 * k * np.exp(-0.5 * k * k) / np.sqrt(2 * np.pi)
+                         / erf(k / np.sqrt(2.0))))
 
 
 def _fill_empty_cells(values: np.ndarray) -> np.ndarray:
@@ -67,48 +115,158 @@ def _fill_empty_cells(values: np.ndarray) -> np.ndarray:
     if not bad.any():
         return values
     if bad.all():
-        raise ValueError("no usable pixels to estimate the background from")
+        raise BackgroundError(
+            "no usable pixels to estimate the background from: every pixel is masked "
+            "(see background.ignoredPixelMask) or not finite")
     _, (iy, ix) = ndimage.distance_transform_edt(bad, return_indices=True)
     return values[iy, ix]
 
 
-def interpolate_mesh(values: np.ndarray, yc: np.ndarray, xc: np.ndarray,
-                     shape: tuple[int, int]) -> np.ndarray:
-    """Smooth spline through the cell values, evaluated on every pixel (float32)."""
-    values = _fill_empty_cells(values)
-    ky = min(3, len(yc) - 1)
-    kx = min(3, len(xc) - 1)
-    if kx == 0 or ky == 0:
-        # one row or column of cells: interpolate along the other axis only
-        line = np.interp(
-            np.arange(shape[1] if ky == 0 else shape[0]),
-            xc if ky == 0 else yc,
-            values.ravel(),
-        )
-        out = np.broadcast_to(line[None, :] if ky == 0 else line[:, None], shape)
-        return np.ascontiguousarray(out, dtype=np.float32)
-    spline = RectBivariateSpline(yc, xc, values, kx=kx, ky=ky, s=0)
-    # inside the outermost cell centres the spline; beyond them a linear continuation along
-    # its slope at the edge (a cubic extrapolated over half a cell amplifies the cells' noise)
-    y = np.arange(shape[0], dtype=float)
-    x = np.arange(shape[1], dtype=float)
-    yi, xi = np.clip(y, yc[0], yc[-1]), np.clip(x, xc[0], xc[-1])
-    out = np.empty(shape, dtype=np.float32)
-    for start in range(0, shape[0], SPLINE_ROWS):  # float64 in blocks, not a full-size copy
-        rows = slice(start, start + SPLINE_ROWS)
-        out[rows] = spline(yi[rows], xi)
-    # the slopes are only needed on the rows and columns beyond the outermost centres
-    rows, cols = y != yi, x != xi
-    if rows.any():
-        out[rows] += spline(yi[rows], xi, dx=1) * (y - yi)[rows, None]
-    if cols.any():
-        out[:, cols] += spline(yi, xi[cols], dy=1) * (x - xi)[None, cols]
+def _reduced(wanted: int, cells: int, config: BackgroundConfig, what: str) -> int:
+    """The order a fit over ``cells`` points can have: ``wanted``, or lower when allowed."""
+    if wanted < cells:
+        return wanted
+    if config.undersampleStyle == "THROW_EXCEPTION":
+        raise BackgroundError(
+            f"{cells} background cells along {what} cannot support a Chebyshev order of "
+            f"{wanted}; use a smaller background.binSize, a lower approxOrder, or "
+            "undersampleStyle REDUCE_INTERP_ORDER")
+    return cells - 1
+
+
+def approximate(values: np.ndarray, weights: np.ndarray | None, yc: np.ndarray,
+                xc: np.ndarray, shape: tuple[int, int], config: BackgroundConfig
+                ) -> np.ndarray:
+    """afw's ApproximateChebyshev: a weighted Chebyshev fit to the cell values, evaluated
+    at every pixel (float32). Empty cells carry no weight."""
+    order_x = _reduced(config.approxOrderX, len(xc), config, "x")
+    order_y_wanted = config.approxOrderY if config.approxOrderY >= 0 else config.approxOrderX
+    order_y = _reduced(order_y_wanted, len(yc), config, "y")
+    finite = np.isfinite(values)
+    if not finite.any():
+        _fill_empty_cells(values)  # raises
+    gx, gy = np.meshgrid(xc, yc)
+    w = np.ones_like(values) if weights is None else np.where(np.isfinite(weights), weights, 0)
+    use = finite & (w > 0)
+    if not use.any():
+        use = finite
+        w = np.ones_like(values)
+    h, wd = shape
+    bbox = (0, 0, wd - 1, h - 1)
+    field = ChebyshevBoundedField.fit(bbox, gx[use], gy[use], values[use], np.sqrt(w[use]),
+                                      order_x=order_x, order_y=order_y)
+    return evaluate_field(field, shape)
+
+
+def evaluate_field(field: ChebyshevBoundedField, shape: tuple[int, int]) -> np.ndarray:
+    """A Chebyshev field at every pixel of an image with its box, separably: T(y) C T(x)ᵀ,
+    a block of rows at a time (float32 out)."""
+    h, w = shape
+    x0, y0, x1, y1 = field.bbox
+    sx = (2.0 * np.arange(w) - (x0 + x1)) / (x1 - x0 + 1)
+    sy = (2.0 * np.arange(h) - (y0 + y1)) / (y1 - y0 + 1)
+    tx = chebyshev_basis(sx, field.order_x)  # (w, ox + 1)
+    ty = chebyshev_basis(sy, field.order_y)  # (h, oy + 1)
+    right = field.coefficients @ tx.T  # (oy + 1, w)
+    out = np.empty(shape, np.float32)
+    for start in range(0, h, EVAL_ROWS):
+        rows = slice(start, start + EVAL_ROWS)
+        out[rows] = ty[rows] @ right
     return out
+
+
+def _interpolator(style: str, nodes: np.ndarray, values: np.ndarray):
+    """A 1-d interpolant along axis 0 of ``values`` (nodes × columns), continued linearly
+    beyond the outermost nodes (a cubic extrapolated over half a cell amplifies noise)."""
+    if style == "CONSTANT" or len(nodes) == 1:
+        mean = values.mean(axis=0, keepdims=True)
+        return lambda t: np.broadcast_to(mean, (len(t), values.shape[1]))
+    if style == "LINEAR":
+        def linear(t: np.ndarray) -> np.ndarray:
+            idx = np.clip(np.searchsorted(nodes, t) - 1, 0, len(nodes) - 2)
+            f = ((t - nodes[idx]) / (nodes[idx + 1] - nodes[idx]))[:, None]
+            return values[idx] * (1 - f) + values[idx + 1] * f
+        return linear
+    spline = (Akima1DInterpolator(nodes, values, axis=0) if style == "AKIMA_SPLINE"
+              else CubicSpline(nodes, values, axis=0, bc_type="natural"))
+    slope = spline.derivative()
+
+    def evaluate(t: np.ndarray) -> np.ndarray:
+        inside = np.clip(t, nodes[0], nodes[-1])
+        out = spline(inside)
+        beyond = t != inside
+        if beyond.any():
+            out[beyond] += slope(inside[beyond]) * (t - inside)[beyond, None]
+        return out
+    return evaluate
+
+
+def interpolate(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tuple[int, int],
+                config: BackgroundConfig) -> np.ndarray:
+    """afw's interpolated background: through the cell centres along y for each cell
+    column, then along x for each row (float32)."""
+    values = _fill_empty_cells(values)
+    style_y = _style_for(len(yc), config)
+    style_x = _style_for(len(xc), config)
+    columns = _interpolator(style_y, yc, values)(np.arange(shape[0], dtype=float))  # (h, nx)
+    x = np.arange(shape[1], dtype=float)
+    out = np.empty(shape, np.float32)
+    for start in range(0, shape[0], EVAL_ROWS):  # float64 per block, not a full-size copy
+        rows = slice(start, start + EVAL_ROWS)
+        out[rows] = _interpolator(style_x, xc, columns[rows].T)(x).T
+    return out
+
+
+def _style_for(points: int, config: BackgroundConfig) -> str:
+    """The interpolation style ``points`` cell centres support (REDUCE_INTERP_ORDER)."""
+    style = config.algorithm
+    while MIN_POINTS[style] > points:
+        if config.undersampleStyle == "THROW_EXCEPTION":
+            raise BackgroundError(
+                f"{points} background cells along an axis are too few for {style} "
+                "interpolation; use a smaller background.binSize or undersampleStyle "
+                "REDUCE_INTERP_ORDER")
+        style = LOWER_STYLE[style]
+    return style
+
+
+def smooth_mesh(values: np.ndarray, weights: np.ndarray | None, mesh: Mesh,
+                shape: tuple[int, int], config: BackgroundConfig) -> np.ndarray:
+    """Cell values made into a full-resolution image as ``config`` says (float32)."""
+    if config.useApprox:
+        return approximate(values, weights, mesh.yc, mesh.xc, shape, config)
+    return interpolate(values, mesh.yc, mesh.xc, shape, config)
+
+
+def _ignored(image: np.ndarray, mask: np.ndarray, planes: MaskPlanes,
+             config: BackgroundConfig) -> np.ndarray:
+    return planes.any(mask, config.ignoredPixelMask) | ~np.isfinite(image)
+
+
+def _weights(mesh: Mesh, config: BackgroundConfig) -> np.ndarray | None:
+    """Inverse variance of each cell's mean (afw's ``weighting``), or None."""
+    if not config.weighting:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((mesh.counts > 1) & (mesh.rms > 0), mesh.counts / mesh.rms**2, 0.0)
+
 
 def estimate_background(
     image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig
 ) -> np.ndarray:
-    """The background image: mesh statistics of unmasked pixels, interpolated."""
-    ignore = planes.any(mask, config.ignoredPixelMask) | ~np.isfinite(image)
-    values, yc, xc = mesh_statistics(image, ignore, config)
-    return interpolate_mesh(values, yc, xc, image.shape)
+    """The background image: mesh statistics of unmasked pixels, made smooth."""
+    mesh = mesh_statistics(image, _ignored(image, mask, planes, config), config)
+    return smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config)
+
+
+def estimate_background_and_rms(
+    image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The background image and the sky's rms image (SExtractor's BACKGROUND_RMS), from one
+    mesh. The rms of a cell with too few pixels for a spread takes its neighbours'."""
+    mesh = mesh_statistics(image, _ignored(image, mask, planes, config), config)
+    background = smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config)
+    rms = np.where(mesh.counts > 1, mesh.rms, np.nan)
+    rms_image = smooth_mesh(rms, np.where(mesh.counts > 1, mesh.counts, 0.0), mesh,
+                            image.shape, config)
+    return background, rms_image

@@ -1,179 +1,310 @@
-"""Image characterization, LSST's CharacterizeImageTask: background and PSF.
+"""Image characterization, LSST's CharacterizeImageTask: background, PSF, aperture corrections.
 
-Starting from a Gaussian guess, each of ``psfIterations`` rounds:
+In LSST's order (pipe_tasks characterizeImage.py):
 
-1. detects at 5σ, keeping footprints that reach ``psfCandidateThreshold`` σ (LSST's
-   ``includeThresholdMultiplier`` of 10), on a copy so the exposure's mask is untouched;
-2. measures their centroids and adaptive moments;
-3. selects PSF stars: single-peak, no saturated, bad, interpolated, edge or cosmic-ray pixel,
-   in the cluster of smallest sizes (objectSize star selector), brightest first;
-4. fits a :class:`~app.engine.psf_model.PixelPsf` to their stamps, with other detections'
-   pixels given no weight, re-normalizing each star by its PSF flux and rejecting stars that
-   fit badly.
+1. an initial background is measured and subtracted (``doSubtractBackground``, on by
+   default as in LSST: a frame with its sky still in is the normal case);
+2. each of ``psfIterations`` rounds installs a Gaussian of the current PSF's size
+   (``useSimplePsf``), detects at 5σ keeping footprints that reach
+   ``psfCandidateThreshold`` σ (LSST's ``includeThresholdMultiplier`` of 10), with the
+   background re-estimated around the detections; measures centroids and adaptive moments;
+   selects PSF stars (:mod:`app.engine.star_selector`), holds back ``psfReserveFraction``
+   of them (``calib_psf_reserved``), and fits a :class:`~app.engine.psf_model.PixelPsf` to
+   the rest (``calib_psf_used``);
+3. aperture corrections are measured on the stars the PSF used, as MeasureApCorrTask does
+   (:mod:`app.engine.apcorr`): every corrected flux tied to ``slot_CalibFlux``.
 
-Then, as LSST's MeasureApCorrTask in CharacterizeImageTask, it measures the aperture
-corrections of PSF and Gaussian fluxes on the clean point sources and stores them on the
-exposure (``ap_corr``), so every later measurement on it, forced ones included, is tied to
-the same large aperture.
+With too few stars for a PSF model, the exposure's own PSF is kept when it has one (an
+archived PSF); otherwise a Gaussian of the measured size is installed (LSST's
+installSimplePsf), and the result says so, so a shallow frame still gets a catalog.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from app.engine.apcorr import APCORR_MIN_SNR, ApCorr, measure_ap_corr
+from app.engine.apcorr import ApCorrResult, measure_ap_corr
 from app.engine.background import estimate_background
 from app.engine.config import CharacterizeConfig, DetectionConfig
-from app.engine.detection import detect
+from app.engine.detection import NoNoiseError, detect
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint, FootprintSet
 from app.engine.measure.context import MeasurementContext, shift_cube
 from app.engine.measure.plugins.centroid import SdssCentroid
-from app.engine.measure.plugins.flux import GaussianFlux, PsfFlux
+from app.engine.measure.plugins.flux import CircularApertureFlux, GaussianFlux, PsfFlux
 from app.engine.measure.plugins.shape import SdssShape
 from app.engine.measure.registry import run_plugins
-from app.engine.psf import GaussianPsf, PsfModel, psf_fwhm
+from app.engine.psf import SIGMA_TO_FWHM, GaussianPsf, PsfModel, psf_fwhm
 from app.engine.psf_model import PixelPsf, fit_pixel_psf, one_blas_thread
+from app.engine.star_selector import select_stars
 
 log = logging.getLogger(__name__)
 
-APCORR_MAX_STARS = 400  # the brightest candidates used for the aperture corrections
-
 STAR_REJECT = ["SAT", "BAD", "INTRP", "CR", "EDGE", "NO_DATA", "SUSPECT"]
+MAX_CANDIDATE_FOOTPRINTS = 2000  # brightest footprints measured as PSF candidates
 
 
 class CharacterizeError(ValueError):
-    """The image cannot be characterized (e.g. too few stars for a PSF)."""
+    """The image cannot be characterized as configured; the message says what to try."""
+
+
+@dataclass
+class PsfStars:
+    """The characterization's PSF candidates (array frame) and what became of them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    used: np.ndarray  # calib_psf_used
+    reserved: np.ndarray  # calib_psf_reserved
+
+    @classmethod
+    def empty(cls) -> PsfStars:
+        nothing = np.zeros(0)
+        return cls(nothing, nothing, nothing.astype(bool), nothing.astype(bool))
 
 
 @dataclass
 class CharacterizeResult:
+    """What characterization found and decided, for the catalog and the job summary."""
+
     psf: PsfModel
-    n_candidates: int
-    n_psf_stars: int
-    psf_x: np.ndarray  # positions of the stars used (array frame)
-    psf_y: np.ndarray
+    psf_source: str  # "measured", "simple" (installSimplePsf fallback), "exposure", or
+    # "none" (no star at all: the caller uses the exposure's own PSF or refuses)
+    stars: PsfStars
     background: np.ndarray | None
+    ap_corr: ApCorrResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_psf_stars(self) -> int:
+        return int(self.stars.used.sum())
 
 
 def characterize(exposure: Exposure, config: CharacterizeConfig) -> CharacterizeResult:
-    """Measure the PSF of ``exposure`` (set as ``exposure.psf``), subtracting a background first
-    if configured."""
+    """Characterize ``exposure`` in place: background subtracted, ``psf`` and ``ap_corr`` set,
+    and ``info.provenance`` saying where each came from."""
     background = None
     if config.doSubtractBackground:
         background = estimate_background(exposure.image, exposure.mask, exposure.planes,
                                          config.background)
-        exposure.image -= background
-        exposure.background = background if exposure.background is None else (
-            exposure.background + background)
-    psf: PsfModel = GaussianPsf(config.initialPsfFwhm / 2.3548)
-    result = None
+        _subtract(exposure, background)
+    prior, prior_ap_corr = exposure.psf, dict(exposure.ap_corr)
     with one_blas_thread():  # every matrix here is small: extra threads only spin
-        for it in range(config.psfIterations):
-            work, every, stdev = _detect_candidates(exposure, psf)
-            result = _determine_psf(work, every, stdev, config)
-            psf = result.psf
-            log.info("psf iteration", extra={"iteration": it + 1, "stars": result.n_psf_stars,
-                                             "fwhm_px": psf_fwhm(psf, exposure.width / 2,
-                                                                 exposure.height / 2)})
-        assert result is not None
-        exposure.psf = work.psf = psf
-        exposure.ap_corr = measure_aperture_corrections(work, every, stdev, config.apCorrRadius)
-    result.background = background
+        if not config.doMeasurePsf:
+            if prior is None:
+                raise CharacterizeError(
+                    "characterize.doMeasurePsf is false but the exposure carries no PSF "
+                    "model; set doMeasurePsf to true to measure one")
+            result = CharacterizeResult(prior, "exposure", PsfStars.empty(), background)
+            exposure.info.provenance.setdefault("psf", "the exposure's own (not measured)")
+            if prior_ap_corr or not config.doApCorr:
+                return result
+            # no archived corrections: measured on the stars with the exposure's PSF (LSST's
+            # characterization would have none, its stars being those the PSF fit used)
+            work, every, stdev = _detect_candidates(exposure, prior, config)
+            result.stars, _ = _candidates(work, every, stdev, config)
+            result.stars.used[:] = ~result.stars.reserved
+        else:
+            psf: PsfModel = GaussianPsf(config.initialPsfFwhm / SIGMA_TO_FWHM)
+            for it in range(config.psfIterations):
+                work, every, stdev = _detect_candidates(exposure, psf, config)
+                result = _determine_psf(work, every, stdev, config, psf)
+                psf = result.psf
+                log.info("psf iteration", extra={
+                    "iteration": it + 1, "stars": result.n_psf_stars,
+                    "source": result.psf_source,
+                    "fwhm_px": psf_fwhm(psf, exposure.width / 2, exposure.height / 2)})
+                if result.psf_source != "measured":
+                    break
+            result.background = background
+            if result.psf_source == "none" and prior is None:
+                raise CharacterizeError(
+                    f"{result.notes[-1]}, so the PSF cannot be measured nor its size guessed; "
+                    "lower characterize.psfCandidateThreshold (e.g. 10) for fainter stars, or "
+                    "give an exposure that carries its PSF with characterize.doMeasurePsf=false")
+            if result.psf_source in ("simple", "none") and prior is not None:
+                # the exposure's own (archived) PSF is better than a Gaussian guess, and its
+                # aperture corrections belong with it
+                result = replace(result, psf=prior, psf_source="exposure")
+                result.notes.append("too few stars to measure the PSF: the exposure's own "
+                                    "PSF is used")
+                exposure.psf = prior
+                exposure.ap_corr = prior_ap_corr
+                exposure.info.provenance["psf"] = (
+                    exposure.info.provenance.get("psf", "the exposure's own")
+                    + " (too few stars to measure one)")
+                return result
+            exposure.psf = psf
+            exposure.info.provenance["psf"] = (
+                f"measured from {result.n_psf_stars} stars "
+                f"({int(result.stars.reserved.sum())} more reserved)"
+                if result.psf_source == "measured" else result.notes[-1])
+        if config.doApCorr:
+            work.psf = exposure.psf
+            result.ap_corr = measure_aperture_corrections(work, every, result.stars, config)
+            exposure.ap_corr = result.ap_corr.fields
+            exposure.info.provenance["ap_corr"] = result.ap_corr.describe()
     return result
 
 
-def _detect_candidates(exposure: Exposure, psf: PsfModel) -> tuple[Exposure, FootprintSet,
-                                                                    float]:
-    """5σ footprints found with the current PSF's sigma, on a view of the exposure whose
-    mask is a copy (detection writes DETECTED and EDGE there, not on the caller's mask)."""
-    work = replace(exposure, mask=exposure.mask.copy(), psf=psf)
+def _subtract(exposure: Exposure, background: np.ndarray) -> None:
+    exposure.image -= background
+    exposure.background = background if exposure.background is None else (
+        exposure.background + background)
+
+
+def _detect_candidates(exposure: Exposure, psf: PsfModel, config: CharacterizeConfig
+                       ) -> tuple[Exposure, FootprintSet, float]:
+    """5σ footprints found with the current PSF's sigma, the background re-estimated around
+    them (subtracted from the exposure, as LSST's characterization detection does), on a
+    view whose mask is a copy (DETECTED and EDGE are written there, not on the caller's
+    mask)."""
+    work = replace(exposure, mask=exposure.mask.copy(), psf=psf, background=None)
     sigma = psf.sigma(work.width / 2, work.height / 2)
-    found = detect(work, sigma, DetectionConfig(thresholdValue=5.0, thresholdType="stdev",
-                                                reEstimateBackground=False))
+    try:
+        found = detect(work, sigma, DetectionConfig(
+            thresholdValue=5.0, thresholdType="stdev", reEstimateBackground=True,
+            background=config.background, minPeakContrast=0.0))
+    except NoNoiseError:  # a noiseless image has no 5σ: no candidates to measure anything on
+        return work, FootprintSet([], work.shape, labels=np.zeros(work.shape, np.int32)), 1.0
+    if found.background is not None:
+        exposure.background = found.background if exposure.background is None else (
+            exposure.background + found.background)
     assert found.positive is not None
     return work, found.positive, found.threshold / 5.0
 
 
 def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool,
-             covered: np.ndarray | None = None) -> MeasurementContext:
+             covered: np.ndarray | None = None, radii: list[float] | None = None
+             ) -> MeasurementContext:
     heavy = [fp.make_heavy(work.image, work.mask, work.variance) for fp in fps]
     return MeasurementContext(
         exposure=work, ids=np.arange(1, len(fps) + 1), parents=np.zeros(len(fps), np.int64),
         footprints=heavy, peak_x=np.array([fp.peaks[0]["x"] for fp in fps], dtype=np.int64),
         peak_y=np.array([fp.peaks[0]["y"] for fp in fps], dtype=np.int64),
         replace_with_noise=replace_with_noise, covered=covered,
+        aperture_radii=radii or [],
     )
 
 
-def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
-                   config: CharacterizeConfig) -> CharacterizeResult:
-    # candidates: single-peak footprints whose peak reaches psfCandidateThreshold σ (LSST's
-    # includeThresholdMultiplier); all 5σ footprints are kept to leave their pixels out
+def _candidates(work: Exposure, every: FootprintSet, stdev: float, config: CharacterizeConfig
+                ) -> tuple[PsfStars, np.ndarray]:
+    """The PSF star candidates among the bright single-peak footprints (brightest first,
+    ``psfReserveFraction`` of them reserved), and their sizes."""
     fps = [fp for fp in every if len(fp.peaks) == 1
            and fp.peaks[0]["value"] >= config.psfCandidateThreshold * stdev]
+    fps = sorted(fps, key=lambda fp: -fp.peaks[0]["value"])[:MAX_CANDIDATE_FOOTPRINTS]
     if not fps:
-        raise CharacterizeError("no bright isolated source to measure the PSF from")
+        return PsfStars.empty(), np.zeros(0)
     ctx = _context(work, fps, replace_with_noise=False)
     out: dict[str, np.ndarray] = {}
     run_plugins([SdssCentroid(), SdssShape()], ctx, out, {})
     flux = out["base_SdssShape_instFlux"]
-    snr = flux / out["base_SdssShape_instFluxErr"]
-    radius = (ctx.shape_xx * ctx.shape_yy - ctx.shape_xy**2) ** 0.25
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = flux / out["base_SdssShape_instFluxErr"]
+        radius = (ctx.shape_xx * ctx.shape_yy - ctx.shape_xy**2) ** 0.25
     clean = ~ctx.mask_in_footprints(work.planes.bitmask(STAR_REJECT))
     ok = (clean & np.isfinite(radius) & ~out["base_SdssShape_flag"]
           & ~out["base_SdssCentroid_flag"] & (snr > config.psfCandidateThreshold / 2))
-    stars = select_stars(radius, ok)
-    order = np.argsort(-flux[stars])[: config.psfMaxCandidates]
-    stars = stars[order]
-    if len(stars) < 5:
-        raise CharacterizeError(
-            f"only {len(stars)} usable PSF stars found (need at least 5); the image may be "
-            "too shallow, too crowded or mostly saturated")
-    model, used = fit_psf_stamps(work, every.to_labels(), ctx.x[stars], ctx.y[stars], config)
-    return CharacterizeResult(model, int(ok.sum()), int(used.sum()), ctx.x[stars][used],
-                              ctx.y[stars][used], None)
+    chosen = select_stars(radius, ctx.x, ctx.y, snr, ok, work.width, work.height)
+    chosen = chosen[np.argsort(-flux[chosen])][: config.psfMaxCandidates]
+    stars = PsfStars(ctx.x[chosen], ctx.y[chosen], np.zeros(len(chosen), bool),
+                     _reserved(len(chosen), config))
+    return stars, radius[chosen]
 
 
-def measure_aperture_corrections(work: Exposure, every: FootprintSet, stdev: float,
-                                 radius: float) -> dict[str, ApCorr]:
-    """LSST's MeasureApCorrTask: PSF and Gaussian fluxes against a large aperture, on the
-    single-peak detections bright enough to count, all detections replaced by noise."""
-    threshold = APCORR_MIN_SNR * stdev
-    fps = [fp for fp in every if len(fp.peaks) == 1 and fp.peaks[0]["value"] >= threshold]
-    # the brightest few hundred pin the correction down to a few 1e-4
-    fps = sorted(fps, key=lambda fp: -fp.peaks[0]["value"])[:APCORR_MAX_STARS]
+def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
+                   config: CharacterizeConfig, current: PsfModel) -> CharacterizeResult:
+    """Fit the PSF to the selected stars, or fall back to a Gaussian of their size when
+    there are too few."""
+    stars, radius = _candidates(work, every, stdev, config)
+    fit = ~stars.reserved
+    if fit.sum() < config.psfMinStars:
+        why = (f"only {int(fit.sum())} usable PSF stars (need {config.psfMinStars})"
+               if len(stars.x) else "no bright isolated star")
+        return _simple_psf(work, current, stars, radius, why)
+    model, kept = fit_psf_stamps(work, every.to_labels(), stars.x[fit], stars.y[fit], config)
+    stars.used[np.flatnonzero(fit)[kept]] = True
+    return CharacterizeResult(model, "measured", stars, None)
+
+
+def _reserved(n: int, config: CharacterizeConfig) -> np.ndarray:
+    """Which of ``n`` stars (brightest first) are held back from the PSF fit: a seeded,
+    evenly spread fraction (LSST's ReserveSourcesTask), none when stars are scarce."""
+    reserved = np.zeros(n, bool)
+    k = int(config.psfReserveFraction * n)
+    if k == 0 or n - k < config.psfMinStars:
+        return reserved
+    rng = np.random.default_rng(config.psfReserveSeed)
+    reserved[rng.choice(n, size=k, replace=False)] = True
+    return reserved
+
+
+def _simple_psf(work: Exposure, current: PsfModel, stars: PsfStars, radius: np.ndarray,
+                why: str) -> CharacterizeResult:
+    """LSST's installSimplePsf: a Gaussian of the stars' median size; the stars found are
+    all flagged used, for the aperture corrections."""
+    if not (len(radius) and np.isfinite(radius).any()):
+        # nothing to size a Gaussian on: "none", for the caller to use the exposure's own
+        # PSF or refuse
+        return CharacterizeResult(current, "none", stars, None, notes=[why])
+    sigma = float(np.nanmedian(radius))
+    psf = GaussianPsf(sigma)
+    stars.used[:] = True
+    stars.reserved[:] = False
+    note = (f"{why}: a Gaussian PSF of FWHM {sigma * SIGMA_TO_FWHM:.2f} px (the stars' "
+            "measured size) is used; PSF fluxes are approximate (lower "
+            "characterize.psfCandidateThreshold, or give a deeper image, for a measured PSF)")
+    return CharacterizeResult(psf, "simple", stars, None, notes=[note])
+
+
+def measure_aperture_corrections(work: Exposure, every: FootprintSet, stars: PsfStars,
+                                 config: CharacterizeConfig) -> ApCorrResult:
+    """MeasureApCorrTask in characterization: PSF and Gaussian fluxes against slot_CalibFlux
+    on the stars the PSF model used (``calib_psf_used``), every detection replaced by noise
+    while each is measured."""
+    labels = every.to_labels()
+    use = np.flatnonzero(stars.used)
+    on = labels[np.round(stars.y[use]).astype(int), np.round(stars.x[use]).astype(int)]
+    by_label = {i + 1: fp for i, fp in enumerate(every)}
+    fps = [by_label[label] for label in on if label > 0]
     if not fps:
-        return {}
-    ctx = _context(work, fps, replace_with_noise=True, covered=every.to_labels() > 0)
+        return measure_ap_corr(None, {}, config.apCorr, work.shape)
+    ctx = _context(work, fps, replace_with_noise=True, covered=labels > 0,
+                   radii=[config.apCorr.calibFluxRadius])
     out: dict[str, np.ndarray] = {}
-    run_plugins([SdssCentroid(), SdssShape(), PsfFlux(), GaussianFlux()], ctx, out, {})
-    return measure_ap_corr(ctx, out, np.ones(len(fps), dtype=bool), radius)
+    run_plugins([SdssCentroid(), SdssShape(), PsfFlux(), GaussianFlux(),
+                 CircularApertureFlux()], ctx, out, {})
+    return measure_ap_corr(ctx, out, config.apCorr, work.shape)
 
 
-def select_stars(radius: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    """Indices of sources in the densest cluster of sizes at the small end (the stars).
+def psf_star_flags(x: np.ndarray, y: np.ndarray, stars: PsfStars, radius: float = 3.0
+                   ) -> dict[str, np.ndarray]:
+    """``calib_psf_candidate``/``_used``/``_reserved`` for catalog positions (array frame):
+    each characterization star marks the nearest catalog source within ``radius`` pixels,
+    as LSST copies icSrc flags to src by a position match."""
+    n = len(x)
+    flags = {name: np.zeros(n, bool) for name in
+             ("calib_psf_candidate", "calib_psf_used", "calib_psf_reserved")}
+    if n == 0 or len(stars.x) == 0:
+        return flags
+    from scipy.spatial import cKDTree
 
-    Point sources all share the PSF's size while galaxies spread above it: the size with
-    the most neighbours within ±4 % marks the stellar locus, and sources within 3 robust
-    sigmas (at least 3 %) of that locus are kept.
-    """
-    idx = np.nonzero(ok)[0]
-    if len(idx) == 0:
-        return idx
-    r = radius[idx]
-    logr = np.log(r)
-    counts = (np.abs(logr[:, None] - logr[None, :]) < 0.04).sum(axis=1)
-    # ties broken towards smaller sizes: stars are the smallest objects
-    best = np.lexsort((r, -counts))[0]
-    centre = r[best]
-    near = np.abs(r - centre) < 0.04 * centre
-    spread = max(1.4826 * np.median(np.abs(r[near] - np.median(r[near]))), 0.01 * centre)
-    locus = np.median(r[near])
-    return idx[np.abs(r - locus) < max(3 * spread, 0.03 * locus)]
+    finite = np.isfinite(x) & np.isfinite(y)
+    index = np.flatnonzero(finite)
+    if len(index) == 0:
+        return flags
+    dist, nearest = cKDTree(np.column_stack([x[index], y[index]])).query(
+        np.column_stack([stars.x, stars.y]), distance_upper_bound=radius)
+    hit = np.isfinite(dist)
+    target = index[nearest[hit]]
+    flags["calib_psf_candidate"][target] = True
+    flags["calib_psf_used"][target[stars.used[hit]]] = True
+    flags["calib_psf_reserved"][target[stars.reserved[hit]]] = True
+    return flags
 
 
 def fit_psf_stamps(exposure: Exposure, labels: np.ndarray, x: np.ndarray, y: np.ndarray,

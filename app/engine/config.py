@@ -58,35 +58,75 @@ class BackgroundConfig(_Config):
         default_factory=lambda: ["BAD", "EDGE", "DETECTED", "DETECTED_NEGATIVE", "NO_DATA", "SAT"],
         description="Mask planes whose pixels are left out of the statistics.",
     )
+    useApprox: bool = Field(
+        True, description="Approximate the cell values with a Chebyshev series (LSST's "
+        "default) rather than interpolating through them.")
+    approxOrderX: int = Field(6, ge=0, description="Chebyshev order of the approximation in x.")
+    approxOrderY: int = Field(-1, ge=-1, description="Order in y; -1: the same as in x.")
+    weighting: bool = Field(
+        True, description="Weight each cell by the inverse variance of its mean in the "
+        "approximation.")
+    algorithm: Literal["AKIMA_SPLINE", "NATURAL_SPLINE", "LINEAR", "CONSTANT"] = Field(
+        "AKIMA_SPLINE", description="Interpolation through the cell centres when useApprox "
+        "is false.")
+    undersampleStyle: Literal["REDUCE_INTERP_ORDER", "THROW_EXCEPTION"] = Field(
+        "REDUCE_INTERP_ORDER", description="With too few cells for the order or algorithm: "
+        "lower it (any image of one cell or more works), or refuse.")
+
+
+class ApCorrConfig(_Config):
+    """MeasureApCorrTask: the fit of each flux's ratio to slot_CalibFlux."""
+
+    calibFluxRadius: float = Field(
+        12.0, gt=0, le=100.0,
+        description="Radius (pixels) of slot_CalibFlux, the circular aperture every corrected "
+        "flux is tied to (LSST: base_CircularApertureFlux_12_0).")
+    order: int = Field(2, ge=0, le=6, description="Chebyshev order of the correction field.")
+    minDegreesOfFreedom: int = Field(
+        1, ge=1, description="Fewest stars beyond the field's terms; the order is lowered "
+        "until this holds.")
+    numIter: int = Field(4, ge=1, description="Rounds of robust clipping.")
+    numSigmaClip: float = Field(4.0, gt=0, description="Clip at this many robust sigmas.")
+    doFinalMedianShift: bool = Field(True, description="Shift the field so the stars' "
+                                     "median residual is zero.")
+    minSignalToNoise: float = Field(200.0, gt=0, description="PSF S/N a star needs.")
+    fallbackSignalToNoise: float = Field(
+        50.0, gt=0, description="When fewer than two stars reach minSignalToNoise, the stars "
+        "down to this S/N are used (not an LSST option).")
+    validRange: tuple[float, float] = Field(
+        (0.5, 2.0), description="A field outside this range anywhere on the image is refused "
+        "(not applied, flagged).")
 
 
 class CharacterizeConfig(_Config):
-    """CharacterizeImageTask: background and PSF."""
+    """CharacterizeImageTask: background, PSF and aperture corrections."""
 
     psfIterations: int = Field(1, ge=1, le=10, description="Rounds of PSF determination.")
     doMeasurePsf: bool = Field(
-        True, description="Measure the PSF; if False, use the exposure's own PSF model."
-    )
+        True, description="Measure the PSF; if False, use the exposure's own PSF model.")
     doSubtractBackground: bool = Field(
-        False, description="Subtract a background first (a calexp has had its own subtracted)."
-    )
+        True, description="Subtract an initial background first, as LSST always does (a no-op "
+        "in effect on a calexp whose background was subtracted already).")
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     initialPsfFwhm: float = Field(
-        1.5 * 2.3548, gt=0, description="FWHM in pixels of the Gaussian first-guess PSF."
-    )
+        1.5 * 2.3548, gt=0, description="FWHM in pixels of the Gaussian first-guess PSF.")
     psfCandidateThreshold: float = Field(
         20.0, gt=0,
         description="PSF star candidates must peak this many stdevs above the background "
         "(LSST uses 50; stars are weighted by their S/N, so fainter ones add information).",
     )
     psfMaxCandidates: int = Field(300, ge=5, description="Most PSF stars used.")
+    psfMinStars: int = Field(
+        5, ge=1, description="Fewest stars for a measured PSF; with fewer, a Gaussian of their "
+        "size is used (LSST's installSimplePsf), or the exposure's own PSF if it has one.")
+    psfReserveFraction: float = Field(
+        0.2, ge=0, lt=1, description="Share of the PSF stars held back from the fit "
+        "(calib_psf_reserved), to check the model on stars it did not use.")
+    psfReserveSeed: int = Field(0, description="Seed of the choice of reserved stars.")
     psfStampSize: int = Field(41, ge=11, description="Side of the PSF model stamp (odd).")
     psfSpatialOrder: int = Field(2, ge=0, le=4, description="Polynomial order of PSF variation.")
-    apCorrRadius: float = Field(
-        35.0, gt=0,
-        description="Aperture radius (pixels) that PSF and Gaussian fluxes are tied to; large, "
-        "so that a point source's corrected flux is its total flux.",
-    )
+    doApCorr: bool = Field(True, description="Measure aperture corrections.")
+    apCorr: ApCorrConfig = Field(default_factory=ApCorrConfig)
 
 
 class DetectionConfig(_Config):
@@ -163,12 +203,7 @@ class MeasurementConfig(_Config):
         default_factory=lambda: [3.0, 4.5, 6.0, 9.0, 12.0, 17.0, 25.0, 35.0, 50.0, 70.0],
         description="base_CircularApertureFlux radii in pixels.",
     )
-    doApCorr: bool = Field(True, description="Measure and apply aperture corrections.")
-    apCorrRadius: float = Field(
-        35.0, gt=0,
-        description="Aperture radius for aperture corrections measured here, when the "
-        "exposure carries none from characterization.",
-    )
+    doApCorr: bool = Field(True, description="Apply the exposure's aperture corrections.")
     noiseSeed: int = Field(0, description="Seed of the noise replacing other sources.")
 
 

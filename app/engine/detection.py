@@ -33,6 +33,10 @@ from app.engine.stats import clipped_stats
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+class NoNoiseError(ValueError):
+    """The image's noise cannot be measured (every pixel masked, or a constant image)."""
+
+
 def kernel_width(sigma: float, n_sigma: float = 7.0) -> int:
     """LSST's calculateKernelSize: odd width covering ``n_sigma`` × sigma in all."""
     return (int(sigma * n_sigma + 0.5) // 2) * 2 + 1
@@ -330,7 +334,7 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
                            half)
     if not np.isfinite(stdev) or stdev <= 0:
         if config.thresholdType == "stdev":
-            raise ValueError("no usable pixels to measure the image's noise: every pixel is "
+            raise NoNoiseError("no usable pixels to measure the image's noise: every pixel is "
                              "masked (BAD, SAT, EDGE or NO_DATA) or the image is constant; "
                              "use thresholdType 'value' for a noiseless image")
         stdev = 0.0

@@ -140,7 +140,17 @@ def fits_text(text: str) -> str:
 
 
 def _write_fits(table: Table, f: BinaryIO) -> None:
-    hdu = fits.table_to_hdu(table)
+    meta = dict(table.meta)
+    plain = table.copy(copy_data=False)
+    plain.meta.clear()
+    hdu = fits.table_to_hdu(plain)
+    for key, value in meta.items():
+        # names longer than a FITS keyword (slot_CalibFlux) as explicit HIERARCH cards, which
+        # astropy writes without complaint and reads back under the same name
+        card_key = key if len(key) <= 8 and key.isupper() else f"HIERARCH {key}"
+        if not isinstance(value, str | int | float | bool):
+            value = str(value)
+        hdu.header[card_key] = fits_text(value) if isinstance(value, str) else value
     for i, column in enumerate(table.columns.values(), start=1):
         if column.description:
             # the full text as afw writes it (TDOCn, CONTINUE cards if long); the TTYPEn

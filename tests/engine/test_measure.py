@@ -53,6 +53,7 @@ def _config(noiseless: bool = False, **measurement) -> DetectConfig:
         cfg.detection.thresholdValue = 1.0
     for key, value in measurement.items():
         setattr(cfg.measurement, key, value)
+    cfg.characterize.doApCorr = cfg.measurement.doApCorr
     return cfg
 
 

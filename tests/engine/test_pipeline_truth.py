@@ -42,13 +42,17 @@ def test_purity(survey):
     assert p >= 0.99
 
 
-def test_psf_flux_is_total_flux_for_bright_stars(bright_stars):
+def test_psf_flux_is_the_calib_aperture_flux_for_bright_stars(bright_stars):
     sim, result = bright_stars
     cat, m = _matched(sim, result)
     sel = _isolated_stars(sim.truth) & (m.det_index >= 0) & (np.asarray(sim.truth["psf_sn"]) > 50)
     assert sel.sum() >= 300
     flux = np.asarray(cat["base_PsfFlux_instFlux"])[m.det_index[sel]]
-    ratio = flux / np.asarray(sim.truth["flux"])[sel]
+    # fluxes are tied to slot_CalibFlux, the 12-px aperture: a star's is its light within it
+    x, y = np.asarray(sim.truth["x"])[sel], np.asarray(sim.truth["y"])[sel]
+    ee12 = np.array([sim.psf.encircled_energy(a, b, 12.0) for a, b in zip(x, y, strict=True)])
+    assert 0.97 < ee12.min() and ee12.max() < 0.995
+    ratio = flux / (np.asarray(sim.truth["flux"])[sel] * ee12)
     assert abs(np.median(ratio) - 1) < 0.005
     # calibrated flux follows the calibration exactly
     njy = np.asarray(cat["base_PsfFlux_flux"])[m.det_index[sel]]

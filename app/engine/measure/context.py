@@ -62,7 +62,6 @@ class MeasurementContext:
     covered: np.ndarray | None = None
     noise_seed: int = 0
     aperture_radii: list[float] = field(default_factory=list)
-    apcorr_radius: float = 17.0
     # slots, set by the centroid and shape plugins (array frame)
     x: np.ndarray = field(init=False)
     y: np.ndarray = field(init=False)

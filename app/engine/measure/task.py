@@ -1,11 +1,9 @@
 """SingleFrameMeasurementTask: run the plugins over deblended sources, apply aperture
 corrections, add calibrated fluxes, and return an astropy Table with units.
 
-Aperture corrections follow LSST (MeasureApCorrTask + ApplyApCorrTask): on bright,
-unblended, unflagged point sources the ratio of the aperture flux at ``apCorrRadius`` to each
-corrected flux (PSF, Gaussian) is fitted as a linear function of position, and every source's
-flux is multiplied by that field. The aperture flux is taken about a local sky from a wide
-annulus, so a residual background does not leak into the correction.
+Aperture corrections are LSST's ApplyApCorrTask: the exposure's fields (measured in
+characterization, :mod:`app.engine.apcorr`, or read from its archive) multiply each corrected
+flux; a flux without a field is left as measured and its ``_flag_apCorr`` set.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Table
 
-from app.engine.apcorr import APCORR_FLUXES, ApCorr, measure_ap_corr
+from app.engine.apcorr import APCORR_FLUXES, ApCorr
 from app.engine.config import MeasurementConfig
 from app.engine.deblend import DEBLEND_FLAGS, SourceRecord
 from app.engine.exposure import Exposure
@@ -67,7 +65,7 @@ def measure_sources(
         peak_x=np.array([r.peak_x for r in records], dtype=np.int64),
         peak_y=np.array([r.peak_y for r in records], dtype=np.int64),
         replace_with_noise=config.doReplaceWithNoise, noise_seed=config.noiseSeed,
-        aperture_radii=list(config.apertureRadii), apcorr_radius=config.apCorrRadius,
+        aperture_radii=list(config.apertureRadii),
     )
     plugins = resolve(config.plugins)
     first = [p for p in plugins if p.order < APCORR_ORDER]
@@ -81,23 +79,16 @@ def measure_sources(
     run_plugins(first, ctx, out, columns, report(0.0, 0.7))
     apcorrs: dict[str, ApCorr] = {}
     if config.doApCorr and n:
-        apcorrs = aperture_corrections(ctx, out, columns, config.apCorrRadius)
+        apcorrs = aperture_corrections(ctx, out, columns)
     run_plugins(later, ctx, out, columns, report(0.75, 0.25))
     add_calibrated_fluxes(exposure, out, columns)
     return make_table(out, columns), apcorrs
 
 
 def aperture_corrections(ctx: MeasurementContext, out: dict[str, np.ndarray],
-                         columns: dict[str, Column], radius: float) -> dict[str, ApCorr]:
-    """Apply the exposure's aperture corrections; measure them here if it has none.
-
-    CharacterizeImage measures them on the PSF stars (as LSST does); measuring them on this
-    catalog's bright point sources is the fallback for an exposure characterized elsewhere.
-    """
+                         columns: dict[str, Column]) -> dict[str, ApCorr]:
+    """Apply the exposure's aperture corrections (ApplyApCorrTask)."""
     fields = dict(ctx.exposure.ap_corr)
-    if not fields:
-        single = (out["parent"] == 0) & (out["deblend_nPeaks"] <= 1)
-        fields = measure_ap_corr(ctx, out, single, radius)
     n = ctx.n_sources
     for stem in APCORR_FLUXES:
         if f"{stem}_instFlux" not in out:

@@ -33,8 +33,11 @@ def _epoch(k: int, flux: float | None, ra0: float = 62.0):
 
 
 def star_njy(sim: SimulatedExposure) -> float:
-    """The variable star's true flux on that epoch, nJy."""
-    return float(sim.truth["flux"][0]) * sim.exposure.photo_calib.njy_per_count
+    """The variable star's true flux on that epoch within slot_CalibFlux (the 12-px
+    aperture every PSF flux is tied to), nJy."""
+    star = sim.truth[0]
+    ee12 = sim.psf.encircled_energy(float(star["x"]), float(star["y"]), 12.0)
+    return float(star["flux"]) * ee12 * sim.exposure.photo_calib.njy_per_count
 
 
 @pytest.fixture(scope="module")
