@@ -259,14 +259,30 @@ def estimate_background(
     return smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config)
 
 
+HIGH_PASS = 5  # box (pixels) whose mean is taken off each pixel before its noise is measured
+
+
 def estimate_background_and_rms(
     image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The background image and the sky's rms image (SExtractor's BACKGROUND_RMS), from one
-    mesh. The rms of a cell with too few pixels for a spread takes its neighbours'."""
-    mesh = mesh_statistics(image, _ignored(image, mask, planes, config), config)
+    """The background image and the per-pixel noise (rms) image, for an image that has no
+    variance plane (SExtractor's BACKGROUND and BACKGROUND_RMS).
+
+    A cell's clipped spread counts any structure larger than a star (a galaxy that fills the
+    frame, a gradient) as noise. So the noise is measured on the image less its running mean
+    over ``HIGH_PASS``² pixels, which keeps the pixel-to-pixel noise and takes away what
+    varies more slowly; for white noise that leaves a known fraction, √(1 − 1/25), divided
+    out. (Noise correlated over a few pixels, as in a resampled image, is underestimated a
+    little; a variance or weight plane given with the image is then the better source.) The
+    cells' rms is interpolated (Akima), not approximated: the noise may change from cell to
+    cell.
+    """
+    ignore = _ignored(image, mask, planes, config)
+    mesh = mesh_statistics(image, ignore, config)
     background = smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config)
-    rms = np.where(mesh.counts > 1, mesh.rms, np.nan)
-    rms_image = smooth_mesh(rms, np.where(mesh.counts > 1, mesh.counts, 0.0), mesh,
-                            image.shape, config)
-    return background, rms_image
+    filled = np.where(ignore, background, image).astype(np.float32)
+    filled -= ndimage.uniform_filter(filled, HIGH_PASS, mode="nearest")
+    steps = mesh_statistics(filled, ignore, config)
+    rms = np.where(steps.counts > 1, steps.rms / np.sqrt(1.0 - 1.0 / HIGH_PASS**2), np.nan)
+    interpolated = config.model_copy(update={"useApprox": False})
+    return background, interpolate(rms, mesh.yc, mesh.xc, image.shape, interpolated)

@@ -134,7 +134,13 @@ class DetectionConfig(_Config):
 
     thresholdValue: float = Field(5.0, gt=0, description="Threshold in units of thresholdType.")
     thresholdType: Literal["stdev", "pixel_stdev", "variance", "value"] = Field(
-        "stdev", description="How thresholdValue is turned into a pixel threshold."
+        "pixel_stdev", description="How thresholdValue is turned into a pixel threshold "
+        "(LSST's default: per pixel, from the variance plane)."
+    )
+    doRescaleToSkyNoise: bool = Field(
+        True, description="pixel_stdev: scale the variance plane's noise to the blank sky's "
+        "real spread when they differ by more than 10 % (LSST's DynamicDetection; correlated "
+        "noise)."
     )
     thresholdPolarity: Literal["positive", "negative", "both"] = Field(
         "positive", description="Detect positive sources, negative ones, or both."

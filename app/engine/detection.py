@@ -90,6 +90,7 @@ class DetectionResult:
     threshold: float  # the pixel threshold applied to the smoothed image (value types)
     sigma: float  # smoothing sigma, pixels
     background: np.ndarray | None  # the re-estimated background that was subtracted
+    noise_scale: float = 1.0  # pixel_stdev: how much the variance plane's noise was scaled
 
     @property
     def num_pos_peaks(self) -> int:
@@ -134,6 +135,38 @@ def smoothed_stdev(smoothed: np.ndarray, mask: np.ndarray, excluded: int, half: 
     sub = smoothed[::step, ::step][inside & ((mask[::step, ::step] & excluded) == 0)]
     _, _, sd = clipped_stats(sub)
     return float(sd)
+
+
+RESCALE_TOLERANCE = 0.1  # a variance plane within 10 % of the sky's real noise is kept
+
+
+def sky_noise_scale(smoothed: np.ndarray, sd: np.ndarray, mask: np.ndarray, excluded: int,
+                    half: int, grow: int, config: DetectionConfig) -> float:
+    """The factor by which the variance plane's prediction of the smoothed image's noise
+    must be scaled to match the blank sky's real spread.
+
+    LSST's DynamicDetectionTask measures this on sky objects placed away from a first
+    detection; here it is the clipped spread of the significance (smoothed image over its
+    predicted noise) at a regular sample of pixels outside the first pass's grown
+    footprints. A variance plane that describes each pixel but not their correlation (a
+    coadd or a resampled image) predicts too little noise once the image is smoothed, and a
+    threshold on it would find noise. Departures: LSST runs this on coadds only, and
+    scales both ways; skyphot runs it on every image and only raises the threshold, by the
+    factor returned here when it exceeds 1.1 (a variance plane that overstates the noise in
+    part of an image must not lower the threshold everywhere else).
+    """
+    above = smoothed >= config.thresholdValue * sd
+    _set_border(above, half, False)
+    covered = grow_mask(above, grow, config.isotropicGrow)
+    h, w = smoothed.shape
+    step = max(1, int(np.sqrt(smoothed.size / STATS_SAMPLES)))
+    sub = (slice(half, h - half, step), slice(half, w - half, step))
+    blank = ~covered[sub] & ((mask[sub] & excluded) == 0) & (sd[sub] > 0)
+    if blank.sum() < 100:
+        return 1.0
+    significance = smoothed[sub][blank] / sd[sub][blank]
+    _, _, spread = clipped_stats(significance)
+    return float(spread) if np.isfinite(spread) and spread > 0 else 1.0
 
 
 def _widen_rows(m: np.ndarray) -> None:
@@ -341,6 +374,16 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
     threshold = _threshold(smoothed, exposure.variance, kernel, float(stdev), config)
     grow = int(config.nSigmaToGrow * sigma + 0.5)
     shape = dict(min_pixels=config.minPixels, grow=grow, isotropic=config.isotropicGrow)
+    scale = 1.0
+    if config.thresholdType == "pixel_stdev" and config.doRescaleToSkyNoise:
+        assert isinstance(threshold, np.ndarray)
+        scale = sky_noise_scale(smoothed, threshold / config.thresholdValue, mask,
+                                np.int32(planes.bitmask(config.excludeMaskPlanes)), half,
+                                grow, config)
+        if scale > 1.0 + RESCALE_TOLERANCE:
+            threshold *= np.float32(scale)
+        else:
+            scale = 1.0
     mult = config.includeThresholdMultiplier
 
     def above(sign: int, factor: float = 1.0) -> np.ndarray:
@@ -366,7 +409,7 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
                 fp.peaks["value"] *= -1
         return fps
 
-    result = DetectionResult(None, None, float(np.mean(threshold)), sigma, None)
+    result = DetectionResult(None, None, float(np.mean(threshold)), sigma, None, scale)
     if config.thresholdPolarity in ("positive", "both") or config.reEstimateBackground:
         result.positive = polarity(1, "DETECTED")
     if config.thresholdPolarity in ("negative", "both") or config.reEstimateBackground:

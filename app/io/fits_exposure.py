@@ -28,10 +28,11 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 from astropy.io import fits
-from astropy.stats import sigma_clipped_stats
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
+from app.engine.background import estimate_background_and_rms
+from app.engine.config import BackgroundConfig
 from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoCalib
 from app.engine.masks import MAX_PLANES, MaskPlanes
 from app.engine.psf import PsfModel
@@ -482,8 +483,9 @@ def _band_from_filter(physical_filter: str | None) -> str | None:
     return None
 
 
-def _read_info(layout: _Layout) -> ExposureInfo:
-    """Observation metadata, plus the primary-header cards not otherwise interpreted."""
+def _read_info(layout: _Layout, **provenance: str) -> ExposureInfo:
+    """Observation metadata, plus the primary-header cards not otherwise interpreted, and
+    ``provenance`` (plane → where it came from) as the reader found it."""
     headers = layout.meta_headers
     visit, visit_key = _first(headers, VISIT_KEYS, _as_int)
     detector, detector_key = _first(headers, DETECTOR_KEYS, _as_int)
@@ -509,6 +511,7 @@ def _read_info(layout: _Layout) -> ExposureInfo:
         mjd=mjd,
         exptime=exptime,
         extra={"header": extra},
+        provenance=dict(provenance),
     )
 
 
@@ -615,10 +618,10 @@ def read_exposure(source: Source) -> Exposure:
         else:
             mask = _pixels(layout.mask, "MASK", np.int32, shape)
         if layout.variance is None:
-            variance, typical = _estimate_variance(image, finite, layout)
+            variance, typical, variance_source = _estimate_variance(image, finite, layout)
         else:
             variance = _pixels(layout.variance, "VARIANCE", np.float32, shape)
-            typical = None
+            typical, variance_source = None, "the file's VARIANCE plane"
         background = (
             None if layout.background is None
             else _pixels(layout.background, "BACKGROUND", np.float32, shape)
@@ -631,7 +634,7 @@ def read_exposure(source: Source) -> Exposure:
             planes=planes,
             wcs=wcs,
             photo_calib=_read_calib(hdul, layout),
-            info=_read_info(layout),
+            info=_read_info(layout, variance=variance_source),
             background=background,
             xy0=_read_xy0(layout.image.header),
             psf=_read_psf(hdul),
@@ -647,30 +650,41 @@ def _read_psf(hdul: fits.HDUList) -> PsfModel | None:
 
 def _estimate_variance(
     image: np.ndarray, finite: np.ndarray, layout: _Layout
-) -> tuple[np.ndarray, float]:
-    """Per-pixel variance for an image that has none, and the sky variance.
+) -> tuple[np.ndarray, float, str]:
+    """Per-pixel variance for an image that has none, a typical sky variance, and how it
+    was made (for the exposure's provenance).
 
-    The sky variance is the square of a sigma-clipped MAD-based standard deviation of up to
-    a million evenly spread pixels (robust to sources, fast on 4k×4k). With a positive
-    ``GAIN`` (e-/count), each pixel adds the Poisson variance of its signal above the sky,
-    ``max(image - sky, 0) / GAIN`` in counts², since the sky's own shot noise is already
-    in the measured sky variance.
+    SExtractor's noise model: the background's rms map (each mesh cell's clipped standard
+    deviation, smoothed over the image as the background is), squared, so the noise follows
+    the image into every corner, whatever a large galaxy does to the global spread. With a
+    positive ``GAIN`` (e-/count) each pixel adds the Poisson variance of its signal above the
+    background, ``max(image - background, 0) / GAIN`` in counts²; the sky's own shot noise
+    is in the measured rms already.
     """
-    step = max(1, image.size // SKY_SAMPLE)
-    sample = image.ravel()[::step]
-    sample = sample[np.isfinite(sample)]
-    _, sky, sigma = sigma_clipped_stats(sample, sigma=3.0, maxiters=5, stdfunc="mad_std")
-    sky_var = float(sigma) ** 2
-    if not sky_var > 0:
+    background, rms = estimate_background_and_rms(
+        image, np.zeros(image.shape, np.int32), MaskPlanes(), BackgroundConfig())
+    good = np.isfinite(rms) & (rms > 0)
+    typical = float(np.median(rms[good])) if good.any() else 0.0
+    if not typical > 0:
         # A flat image has no noise to measure: unit variance keeps S/N finite and the
         # caller can see the estimate is nominal.
-        sky_var = float(np.var(sample)) or 1.0
-    variance = np.full(image.shape, sky_var, dtype=np.float32)
+        sample = image[finite]
+        typical = float(np.std(sample)) if sample.size else 1.0
+        typical = typical or 1.0
+    # an approximation's wiggle may dip below zero where the rms is poorly measured: never
+    # below a tenth of the typical noise
+    np.maximum(rms, np.float32(0.1 * typical), out=rms, where=np.isfinite(rms))
+    rms[~np.isfinite(rms)] = typical
+    variance = np.square(rms, out=rms)
     gain, _ = _first(layout.meta_headers, ("GAIN",), _as_positive)
+    how = "estimated: the background's rms map squared"
     if gain is not None:
-        signal = np.where(finite, image - np.float32(sky), 0).astype(np.float32)
+        signal = np.where(finite, image - background, np.float32(0))
         variance += np.maximum(signal, 0) / np.float32(gain)
-    return variance, sky_var
+        how += f", plus the sources' Poisson noise (GAIN {gain:g} e-/count)"
+    else:
+        how += " (no GAIN in the header: the sources' own Poisson noise is not included)"
+    return variance, typical**2, how
 
 
 def _flag_no_data(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from app.engine.config import DetectionConfig
@@ -111,14 +112,38 @@ def test_negative_detections():
     assert (ex.mask & ex.planes.bitmask("DETECTED_NEGATIVE")).any()
 
 
-def test_pixel_stdev_threshold_follows_the_variance_plane():
+@pytest.mark.parametrize("rescale", [True, False])
+def test_pixel_stdev_threshold_follows_the_variance_plane(rescale):
+    """A variance plane that overstates the noise in part of the image raises the threshold
+    there and nowhere else (the sky-noise rescaling only ever raises it)."""
+    config = _config(thresholdType="pixel_stdev", doRescaleToSkyNoise=rescale)
     ex = _exposure([(90.0, 150.0, 3000.0)])
     ex.variance[:, :150] *= 400  # left half claims 20x the noise: the source drops to S/N 2.6
-    result = detect(ex, SIGMA, _config(thresholdType="pixel_stdev"))
+    result = detect(ex, SIGMA, config)
     assert len(result.positive) == 0  # the source sits on the high-variance side
+    assert result.noise_scale == 1.0
     ex2 = _exposure([(220.0, 150.0, 3000.0)])
     ex2.variance[:, :150] *= 400
-    assert len(detect(ex2, SIGMA, _config(thresholdType="pixel_stdev")).positive) == 1
+    assert len(detect(ex2, SIGMA, config).positive) == 1
+
+
+def test_pixel_stdev_threshold_is_raised_for_correlated_noise():
+    """Noise correlated between neighbours (a resampled image) with a variance plane that
+    describes each pixel alone: smoothing leaves more noise than the plane predicts, and a
+    threshold on the plane finds dozens of noise peaks. Scaled to the blank sky's real
+    spread, 5σ finds almost none, and the one real source stays."""
+    rng = np.random.default_rng(12)
+    white = rng.normal(0, 1, (320, 320))
+    correlated = ndimage.uniform_filter(white, 3)[10:-10, 10:-10]
+    correlated *= NOISE / correlated.std()
+    ex = _exposure([(150.0, 150.0, 20000.0)])
+    ex.image = (ex.image - _exposure().image + correlated).astype(np.float32)
+    raw = detect(ex.copy(), SIGMA, _config(thresholdType="pixel_stdev",
+                                           doRescaleToSkyNoise=False))
+    scaled = detect(ex, SIGMA, _config(thresholdType="pixel_stdev"))
+    assert len(raw.positive) > 20
+    assert 1.8 < scaled.noise_scale < 3.5
+    assert 1 <= len(scaled.positive) <= 3
 
 
 def test_value_threshold_and_noise_only_image():
