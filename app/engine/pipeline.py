@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from astropy.table import Table
@@ -53,6 +53,9 @@ def characterized(exposure: Exposure, config: CharacterizeConfig) -> Exposure:
     ex.mask &= ~np.int32(ex.planes.bitmask(["DETECTED", "DETECTED_NEGATIVE"]))
     if config.doMeasurePsf or ex.psf is None:
         characterize(ex, config)
+        # a new ExposureInfo: the copy shares the caller's
+        ex.info = replace(ex.info, provenance={**ex.info.provenance, "psf": "measured",
+                                               "ap_corr": "measured"})
     return ex
 
 
