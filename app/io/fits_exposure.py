@@ -82,7 +82,6 @@ DATE_KEYS = ("DATE-AVG", "MJD-OBS", "DATE-OBS")  # the middle of the exposure fi
 UNSET_DATE = Time("1970-01-01T00:00:00", scale="tai")  # afw DateTime of 0 ns
 EXPTIME_KEYS = ("EXPTIME",)
 CALIB_KEYS = ("FLUXMAG0", "FLUXMAG0ERR", "MAGZERO")
-LSST_BANDS = "ugrizy"
 
 # Primary-header cards not kept in ``info.extra["header"]``: FITS structure, WCS (written
 # from ``exposure.wcs`` into each extension), and keys written from typed fields.
@@ -707,9 +706,11 @@ def read_exposure(source: Source) -> Exposure:
         planes, metadata and background from the file. A plain image gets an empty mask and
         a variance estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the
         header gives a positive ``GAIN``). Non-finite pixels are flagged ``NO_DATA``.
-        ``exposure.psf`` is read from skyphot's PSF extension when present; an LSST
-        calexp's archived PSF (PSFEx/Piff tables) is not decoded, so such a file needs
-        characterizing for PSF photometry.
+        ``exposure.psf`` is read from skyphot's PSF extension when present, else from an
+        LSST archive (GaussianPsf, DoubleGaussianPsf, PsfexPsf; other kinds such as PiffPsf
+        are named in ``info.notes`` and left for characterization to measure), with the
+        archived PhotoCalib, ApCorrMap and FilterLabel; ``info.provenance`` says where each
+        came from.
 
     Raises
     ------
@@ -892,13 +893,16 @@ def write_exposure(
     Notes
     -----
     Primary HDU: ``VISIT``, ``DETECTOR``, ``BAND``, ``FILTER`` (physical filter),
-    ``MJD-OBS`` (UTC, with ``TIMESYS``), ``EXPTIME``, ``MAGZERO``/``FLUXMAG0``/``FLUXMAG0ERR``
-    when calibrated, then the kept cards of ``info.extra["header"]``. Extensions IMAGE
-    (float32), MASK (int32, ``MP_<NAME>`` for every plane), VARIANCE (float32), each with
-    ``EXTTYPE``, ``INHERIT``, the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's
-    ``A`` WCS; then BACKGROUND (float32) when ``exposure.background`` is set, and PSF when
-    the exposure's PSF model can be persisted (see :mod:`app.io.psf_fits`). The output is
-    byte-for-byte reproducible (gzip without timestamp or name), so content hashes are stable.
+    ``DATE-AVG`` (TAI, with ``TIMESYS = 'TAI'``, as afw's VisitInfo), ``EXPTIME``,
+    ``MAGZERO``/``FLUXMAG0``/``FLUXMAG0ERR`` when calibrated, afw's archive pointers, then the
+    kept cards of ``info.extra["header"]``. Extensions IMAGE (float32), MASK (int32,
+    ``MP_<NAME>`` for every plane), VARIANCE (float32), each with ``EXTTYPE``, ``INHERIT``,
+    the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's ``A`` WCS; then afw's archive
+    (:mod:`app.io.afw_archive`: PSF in afw form, PhotoCalib, ApCorrMap, FilterLabel) from HDU
+    5, so LSST's readers find them; then BACKGROUND (float32) when ``exposure.background`` is
+    set, and skyphot's PSF extension for a measured or integrated-Gaussian PSF (see
+    :mod:`app.io.psf_fits`). The output is byte-for-byte reproducible (gzip without
+    timestamp or name), so content hashes are stable.
     """
     hdul = _to_hdulist(exposure)
     if compress is None:
