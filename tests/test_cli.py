@@ -107,3 +107,22 @@ def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
                  str(tmp_path / "o.fits"), "--set", "doMeasurePsf=false"]) == 2
     err = capsys.readouterr().err
     assert "none could be measured" in err and "set doMeasurePsf to true" in err
+
+
+def test_detect_on_the_obs_base_calexp_uses_its_archive(tmp_path, capsys):
+    """The 64×32 HSC calexp is too small to characterize: with doMeasurePsf off it is
+    measured with its archived GaussianPsf (sigma 4, FWHM 9.42 px) and ApCorrMap, and the
+    CLI says where each came from. It holds only sky noise, so the catalog is empty."""
+    from pathlib import Path
+
+    calexp = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real" / (
+        "hsc_obsbase_calexp.fits")
+    out = tmp_path / "cat.fits"
+    assert main(["detect", str(calexp), "-o", str(out), "--set",
+                 "characterize.doMeasurePsf=false", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "0 sources" in text and "PSF FWHM 9.42 px" in text
+    for line in ("psf: archive GaussianPsf", "photo_calib: archive PhotoCalib",
+                 "ap_corr: archive ApCorrMap", "filter: archive FilterLabel"):
+        assert f"  {line}\n" in text
+    assert len(read_catalog(out)) == 0

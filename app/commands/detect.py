@@ -41,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     print(f'{Path(args.input).name}: {s["n_sources"]} sources ({s["n_parents"]} parents, '
           f'{s["n_children"]} children), PSF FWHM {fwhm_text}, {s["seconds"]:.1f} s '
           f"→ {args.output}")
-    for part, source in result.exposure.info.provenance.items():
+    info = result.exposure.info
+    for part, source in info.provenance.items():
         print(f"  {part}: {source}")
-    for note in result.exposure.info.notes:
+    for note in info.notes:
         print(f"  note: {note}")
     return 0

@@ -8,7 +8,7 @@ and from that the FWHM.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from scipy.special import erf
@@ -111,15 +111,31 @@ class GaussianPsf:
 
     LSST installs one of these (InstallGaussianPsfTask) as the first guess before it
     measures the real PSF; detection smooths with a Gaussian of the PSF's sigma.
+
+    ``sampling`` says how the kernel image is made: ``"integrated"`` (skyphot's own: the
+    Gaussian integrated over each pixel, normalized over the infinite plane) or ``"point"``
+    (afw's ``GaussianPsf.doComputeKernelImage``: sampled at pixel centres and normalized to
+    sum 1 over the stamp), so a PSF read from an LSST archive gives the image afw gives.
+    Either way ``sigma`` is the Gaussian's, as afw's ``computeShape`` reports it, not the
+    moments of the pixelized stamp.
     """
 
-    def __init__(self, sigma: float, size: int | None = None) -> None:
+    def __init__(self, sigma: float, size: int | None = None,
+                 sampling: Literal["integrated", "point"] = "integrated") -> None:
         if not sigma > 0:
             raise ValueError(f"PSF sigma must be positive, got {sigma}")
+        if sampling not in ("integrated", "point"):
+            raise ValueError(f"PSF sampling must be 'integrated' or 'point', got {sampling!r}")
         self._sigma = float(sigma)
         self.size = size or 2 * int(np.ceil(5 * sigma)) + 1
+        self.sampling = sampling
 
     def kernel(self, x: float, y: float) -> np.ndarray:
+        if self.sampling == "point":
+            offsets = np.arange(self.size) - self.size // 2
+            row = np.exp(-0.5 * (offsets / self._sigma) ** 2)
+            stamp = np.outer(row, row)
+            return stamp / stamp.sum()
         return pixel_gaussian(self.size, self._sigma)
 
     def sigma(self, x: float, y: float) -> float:

@@ -24,7 +24,7 @@ def poly_terms(u: np.ndarray, v: np.ndarray, order: int) -> np.ndarray:
     """(N, T) monomials u^i v^j with i + j ≤ order, in a fixed order."""
     u = np.atleast_1d(np.asarray(u, float))
     v = np.atleast_1d(np.asarray(v, float))
-    i, j = _exponents(order)
+    i, j = term_exponents(order)
     return _powers(u, order)[:, i] * _powers(v, order)[:, j]
 
 
@@ -39,7 +39,7 @@ def _powers(u: np.ndarray, order: int) -> np.ndarray:
 
 
 @cache
-def _exponents(order: int) -> tuple[np.ndarray, np.ndarray]:
+def term_exponents(order: int) -> tuple[np.ndarray, np.ndarray]:
     """The powers (i, j) of u and v of each term: by total degree, then by j."""
     pairs = [(total - j, j) for total in range(order + 1) for j in range(total + 1)]
     return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])

@@ -23,7 +23,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
@@ -31,13 +31,28 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS, FITSFixedWarning
 
+from app.engine.apcorr import ApCorr
 from app.engine.background import estimate_background_and_rms
 from app.engine.config import BackgroundConfig
 from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoCalib
 from app.engine.masks import MAX_PLANES, MaskPlanes
 from app.engine.psf import PsfModel
+from app.io.afw_archive import (
+    ArchiveError,
+    ArchiveReader,
+    ArchiveWriter,
+    decode_apcorr_map,
+    decode_filter_label,
+    decode_photocalib,
+    header_card,
+    is_band_name,
+    put_apcorr_map,
+    put_filter_label,
+    put_photocalib,
+)
+from app.io.afw_psf import decode_psf, put_psf
 from app.io.errors import ExposureReadError
-from app.io.psf_fits import apcorr_from_hdu, apcorr_to_hdu, psf_from_hdu, psf_to_hdu
+from app.io.psf_fits import apcorr_from_hdu, psf_from_hdu, psf_to_hdu
 
 Source = str | os.PathLike[str] | BinaryIO
 ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
@@ -64,10 +79,10 @@ VISIT_KEYS = ("LSST BUTLER DATAID VISIT", "VISIT", "EXPID")
 DETECTOR_KEYS = ("LSST BUTLER DATAID DETECTOR", "DETECTOR", "CCDNUM")
 BAND_KEYS = ("LSST BUTLER DATAID BAND", "BAND")
 FILTER_KEYS = ("LSST BUTLER DATAID PHYSICAL_FILTER", "FILTER")
-DATE_KEYS = ("MJD-OBS", "DATE-AVG", "DATE-OBS")
+DATE_KEYS = ("DATE-AVG", "MJD-OBS", "DATE-OBS")  # the middle of the exposure first
+UNSET_DATE = Time("1970-01-01T00:00:00", scale="tai")  # afw DateTime of 0 ns
 EXPTIME_KEYS = ("EXPTIME",)
 CALIB_KEYS = ("FLUXMAG0", "FLUXMAG0ERR", "MAGZERO")
-LSST_BANDS = "ugrizy"
 
 # Primary-header cards not kept in ``info.extra["header"]``: FITS structure, WCS (written
 # from ``exposure.wcs`` into each extension), and keys written from typed fields.
@@ -83,7 +98,8 @@ WCS_KEY = re.compile(
 )
 # afw's archive pointers (AR_HDU, PSF_ID, PHOTOCALIB_ID, ...): meaningless once the archive
 # tables are not written, and harmful if a reader followed them into the wrong HDU.
-ARCHIVE_KEY = re.compile(r"^(AR_HDU|[A-Z0-9_]+_ID|ARCHIVE_ID.*)$")
+ARCHIVE_KEY = re.compile(r"^(AR_HDU|EXPINFO_V|[A-Z0-9_]+_ID|ARCHIVE_ID.*|APCORR NSTARS .*)$")
+APCORR_NSTARS = "APCORR NSTARS "  # + flux name: stars an archived aperture correction used
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,24 +490,178 @@ def _time_parser(headers: tuple[fits.Header, ...]) -> Callable[[Any], float]:
     return parse
 
 
+# Physical filter names whose band is the letter they carry: HSC-I, HSC-R2 (obs_subaru),
+# "g DECam SDSS c0001 ..." (obs_decam), r.MP9601 (MegaCam), i_sim_1.4 (LSST simulations).
+BAND_IN_FILTER = re.compile(
+    r"^(?:[A-Za-z]+-(?P<a>[ugrizyUGRIZY])\d?|(?P<b>[ugrizy])(?:[_ .].*)?)$"
+)
+UNKNOWN_FILTER = "_unknown_"  # afw's name for "no filter"
+
+
 def _band_from_filter(physical_filter: str | None) -> str | None:
-    """An LSST band from a physical filter name such as ``i`` or ``i_sim_1.4``."""
-    if physical_filter and physical_filter[0] in LSST_BANDS and (
-        len(physical_filter) == 1 or physical_filter[1] in "_ "
-    ):
-        return physical_filter[0]
+    """An LSST band from a physical filter name: ``i``, ``i_sim_1.4``, ``HSC-I``, ``HSC-R2``,
+    ``g DECam SDSS c0001 4720.0 1520.0``, ``r.MP9601``. Which band a physical filter belongs
+    to is the camera's definition (obs packages), so this covers the common naming only."""
+    match = BAND_IN_FILTER.match(physical_filter or "")
+    if match is None:
+        return None
+    return (match["a"] or match["b"]).lower()
+
+
+@dataclass
+class _Components:
+    """What a file holds besides pixels and header metadata (PSF, calibration, aperture
+    corrections, filter label), where each came from, and what could not be used."""
+
+    psf: PsfModel | None = None
+    photo_calib: PhotoCalib | None = None
+    ap_corr: dict[str, ApCorr] = field(default_factory=dict)
+    band: str | None = None
+    physical_filter: str | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_components(hdul: fits.HDUList, layout: _Layout) -> _Components:
+    """The PSF, calibration, aperture corrections and filter of a file: skyphot's own
+    extensions first (exact float64 copies of what it measured), then afw's archive, then
+    the header keys; a part that cannot be decoded is named in ``notes`` and left out."""
+    found = _Components()
+    archive = None
+    try:
+        archive = ArchiveReader.of(hdul, layout.primary)
+    except ArchiveError as exc:
+        found.notes.append(f"the afw archive cannot be read ({exc}); its PSF, calibration and "
+                           "aperture corrections are not used")
+    xy0 = _read_xy0(layout.image.header)
+    found.psf = _read_psf(hdul, archive, layout.shape, xy0, found)
+    found.photo_calib = _read_calib(layout, archive, found)
+    found.ap_corr = _read_apcorr(hdul, archive, xy0, layout.primary, found)
+    if archive is not None and "FILTER" in archive.ids:
+        try:
+            band, physical = decode_filter_label(archive, archive.ids["FILTER"])
+        except ArchiveError as exc:
+            found.notes.append(f"the archived FilterLabel cannot be read ({exc})")
+        else:
+            found.provenance["filter"] = "archive FilterLabel"
+            found.physical_filter = physical
+            if band is not None and not is_band_name(band):
+                derived = _band_from_filter(physical)
+                found.notes.append(
+                    f"the archived FilterLabel's band {band!r} is not a band name; "
+                    + (f"band {derived!r} is taken from physical filter {physical!r}"
+                       if derived else "the band is left unknown"))
+                band = derived
+            found.band = band
+    return found
+
+
+def _read_psf(hdul: fits.HDUList, archive: ArchiveReader | None, shape: tuple[int, int],
+              xy0: tuple[int, int], found: _Components) -> PsfModel | None:
+    """skyphot's PSF extension (marked by PSFTYPE; other HDUs named PSF are not ours), else
+    the archived PSF decoded (:mod:`app.io.afw_psf`)."""
+    hdu = next((h for h in hdul[1:] if "PSFTYPE" in h.header), None)
+    if hdu is not None:
+        found.provenance["psf"] = f"skyphot PSF extension ({hdu.header['PSFTYPE']})"
+        return psf_from_hdu(hdu)
+    if archive is None or "PSF" not in archive.ids:
+        return None
+    try:
+        psf = decode_psf(archive, archive.ids["PSF"], shape, xy0)
+    except ArchiveError as exc:
+        found.notes.append(f"{exc}; the PSF is measured")
+        return None
+    found.provenance["psf"] = f"archive {archive.name_of(archive.ids['PSF'])}"
+    return psf
+
+
+def _read_calib(layout: _Layout, archive: ArchiveReader | None,
+                found: _Components) -> PhotoCalib | None:
+    """Calibration from afw's archived PhotoCalib, else ``FLUXMAG0``, else ``MAGZERO``."""
+    if archive is not None and "PHOTOCALIB" in archive.ids:
+        try:
+            calib, note = decode_photocalib(archive, archive.ids["PHOTOCALIB"])
+        except ArchiveError as exc:
+            found.notes.append(f"the archived PhotoCalib is not used ({exc})")
+        else:
+            found.provenance["photo_calib"] = "archive PhotoCalib"
+            if note:
+                found.notes.append(note)
+            return calib
+    headers = layout.meta_headers
+    fluxmag0, key = _first(headers, ("FLUXMAG0",), _as_finite)
+    if fluxmag0 is not None and fluxmag0 > 0:
+        err, _ = _first(headers, ("FLUXMAG0ERR",), _as_finite)
+        found.provenance["photo_calib"] = "header FLUXMAG0"
+        return PhotoCalib.from_fluxmag0(fluxmag0, abs(err or 0.0))
+    magzero, _ = _first(headers, ("MAGZERO",), _as_finite)
+    if magzero is not None:
+        found.provenance["photo_calib"] = "header MAGZERO"
+        return PhotoCalib.from_magzero(magzero)
+    if key is not None:  # afw's Calib wrote FLUXMAG0 = 0 for "not calibrated"
+        found.notes.append(f"FLUXMAG0 = {fluxmag0:g} in the header: the exposure is not "
+                           "calibrated, so fluxes are given in counts only")
+    found.provenance["photo_calib"] = "none"
     return None
 
 
-def _read_info(layout: _Layout, **provenance: str) -> ExposureInfo:
-    """Observation metadata, plus the primary-header cards not otherwise interpreted, and
-    ``provenance`` (plane → where it came from) as the reader found it."""
+def _read_apcorr(hdul: fits.HDUList, archive: ArchiveReader | None, xy0: tuple[int, int],
+                 primary: fits.Header, found: _Components) -> dict[str, ApCorr]:
+    """afw's archived ApCorrMap (moved to the array frame), else skyphot's APCORR table of
+    files written before the archive was."""
+    if archive is not None and "AP_CORR_MAP" in archive.ids:
+        try:
+            ap_corr, notes = decode_apcorr_map(archive, archive.ids["AP_CORR_MAP"], xy0)
+        except ArchiveError as exc:
+            found.notes.append(f"the archived ApCorrMap is not used ({exc})")
+        else:
+            found.notes.extend(notes)
+            found.provenance["ap_corr"] = "archive ApCorrMap"
+            for stem, corr in ap_corr.items():
+                n_stars, _ = _first((primary,), (f"{APCORR_NSTARS}{stem}",), _as_int)
+                corr.n_stars = n_stars or 0
+            return ap_corr
+    if "APCORR" in hdul:
+        found.provenance["ap_corr"] = "skyphot APCORR table"
+        return apcorr_from_hdu(hdul["APCORR"])
+    return {}
+
+
+def _read_date(headers: tuple[fits.Header, ...], found: _Components
+               ) -> tuple[float | None, str | None]:
+    """MJD (UTC) of the middle of the exposure: ``DATE-AVG`` (afw's VisitInfo, TAI with
+    ``TIMESYS``), ``MJD-OBS``, ``DATE-OBS``, else old afw's ``TIME-MID`` (UTC whatever
+    TIMESYS says, as afw reads it). afw's unset date (0 ns TAI, the Unix epoch) is no date."""
+    mjd, key = _first(headers, DATE_KEYS, _time_parser(headers))
+    if mjd is None:
+        value, _ = _first(headers, ("TIME-MID",), _as_str)
+        if value is not None:
+            try:
+                time = Time(value.rstrip("Z"), scale="utc")
+            except ValueError:
+                return None, None
+            if abs((time.tai - UNSET_DATE).sec) < 1e-3:
+                found.notes.append(f"TIME-MID = {value!r} is afw's unset date (0 ns TAI): the "
+                                   "observation date is unknown")
+                return None, None
+            mjd, key = float(time.mjd), "TIME-MID"
+    if key is not None:
+        found.provenance["mjd"] = f"header {key}"
+    return mjd, key
+
+
+def _read_info(layout: _Layout, found: _Components) -> ExposureInfo:
+    """Observation metadata (the archived FilterLabel over the header's filter keys), plus
+    the primary-header cards not otherwise interpreted, with ``found``'s provenance and
+    notes."""
     headers = layout.meta_headers
     visit, visit_key = _first(headers, VISIT_KEYS, _as_int)
     detector, detector_key = _first(headers, DETECTOR_KEYS, _as_int)
     band, band_key = _first(headers, BAND_KEYS, _as_str)
     physical_filter, filter_key = _first(headers, FILTER_KEYS, _as_str)
-    mjd, date_key = _first(headers, DATE_KEYS, _time_parser(headers))
+    if physical_filter == UNKNOWN_FILTER:
+        physical_filter = None
+    mjd, date_key = _read_date(headers, found)
     exptime, exptime_key = _first(headers, EXPTIME_KEYS, _as_finite)
     used = {visit_key, detector_key, band_key, filter_key, date_key, exptime_key}
     has_archive = "AR_HDU" in layout.primary
@@ -503,72 +673,18 @@ def _read_info(layout: _Layout, **provenance: str) -> ExposureInfo:
         and not WCS_KEY.match(card.keyword)
         and not (has_archive and ARCHIVE_KEY.match(card.keyword))
     ]
+    physical_filter = found.physical_filter or physical_filter
     return ExposureInfo(
         visit=visit,
         detector=detector,
-        band=band or _band_from_filter(physical_filter),
+        band=found.band or band or _band_from_filter(physical_filter),
         physical_filter=physical_filter,
         mjd=mjd,
         exptime=exptime,
         extra={"header": extra},
-        provenance=dict(provenance),
+        provenance=dict(found.provenance),
+        notes=list(found.notes),
     )
-
-
-def _read_calib(hdul: fits.HDUList, layout: _Layout) -> PhotoCalib | None:
-    """Calibration from afw's archived PhotoCalib, else ``FLUXMAG0``, else ``MAGZERO``."""
-    archived = _archived_photocalib(hdul, layout.primary)
-    if archived is not None:
-        return archived
-    headers = layout.meta_headers
-    fluxmag0, _ = _first(headers, ("FLUXMAG0",), _as_positive)
-    if fluxmag0 is not None:
-        err, _ = _first(headers, ("FLUXMAG0ERR",), _as_finite)
-        return PhotoCalib.from_fluxmag0(fluxmag0, abs(err or 0.0))
-    magzero, _ = _first(headers, ("MAGZERO",), _as_finite)
-    return None if magzero is None else PhotoCalib.from_magzero(magzero)
-
-
-def _archived_photocalib(hdul: fits.HDUList, primary: fits.Header) -> PhotoCalib | None:
-    """The PhotoCalib afw persists in its archive (``calibrationMean`` is nJy per count).
-
-    Followed as afw does: ``AR_HDU`` (1-based) is the ARCHIVE_INDEX table, whose row with
-    ``id == PHOTOCALIB_ID`` gives the catalog (``cat.archive``, relative to the index) and
-    rows (``row0``, ``nrows``). Without those pointers, a lone one-row table named
-    PhotoCalib (``AR_NAME``/``EXTNAME``) is used. A spatially varying PhotoCalib is reduced
-    to its mean. Anything malformed falls back to the header keys.
-    """
-    try:
-        rows = None
-        ar_hdu, pc_id = primary.get("AR_HDU"), primary.get("PHOTOCALIB_ID")
-        if isinstance(ar_hdu, int) and isinstance(pc_id, int) and 1 <= ar_hdu <= len(hdul):
-            index = hdul[ar_hdu - 1].data
-            entry = index[index["id"] == pc_id]
-            if len(entry) == 1:
-                table = hdul[ar_hdu - 1 + int(entry["cat.archive"][0])].data
-                row0 = int(entry["row0"][0])
-                rows = table[row0 : row0 + int(entry["nrows"][0])]
-        if rows is None:
-            tables = [
-                hdu.data
-                for hdu in hdul
-                if isinstance(hdu, fits.BinTableHDU)
-                and "PhotoCalib" in [c.value for c in hdu.header.cards if c.keyword == "AR_NAME"]
-                + [hdu.header.get("EXTNAME")]
-            ]
-            if len(tables) == 1:
-                rows = tables[0]
-        if rows is None or len(rows) != 1:
-            return None
-        if "version" in rows.names and int(rows["version"][0]) < 1:
-            return None  # version 0 was in maggies, not nJy
-        mean = float(rows["calibrationMean"][0])
-        err = float(rows["calibrationErr"][0]) if "calibrationErr" in rows.names else 0.0
-    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
-        return None
-    if not (mean > 0 and np.isfinite(mean)):
-        return None
-    return PhotoCalib(mean, err if np.isfinite(err) else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -591,9 +707,11 @@ def read_exposure(source: Source) -> Exposure:
         planes, metadata and background from the file. A plain image gets an empty mask and
         a variance estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the
         header gives a positive ``GAIN``). Non-finite pixels are flagged ``NO_DATA``.
-        ``exposure.psf`` is read from skyphot's PSF extension when present; an LSST
-        calexp's archived PSF (PSFEx/Piff tables) is not decoded, so such a file needs
-        characterizing for PSF photometry.
+        ``exposure.psf`` is read from skyphot's PSF extension when present, else from an
+        LSST archive (GaussianPsf, DoubleGaussianPsf, PsfexPsf; other kinds such as PiffPsf
+        are named in ``info.notes`` and left for characterization to measure), with the
+        archived PhotoCalib, ApCorrMap and FilterLabel; ``info.provenance`` says where each
+        came from.
 
     Raises
     ------
@@ -618,41 +736,36 @@ def read_exposure(source: Source) -> Exposure:
         else:
             mask = _pixels(layout.mask, "MASK", np.int32, shape)
         if layout.variance is None:
-            variance, typical, variance_source = _estimate_variance(image, finite, layout)
+            variance, typical = _estimate_variance(image, finite, layout)
         else:
             variance = _pixels(layout.variance, "VARIANCE", np.float32, shape)
-            typical, variance_source = None, "the file's VARIANCE plane"
+            typical = None
         background = (
             None if layout.background is None
             else _pixels(layout.background, "BACKGROUND", np.float32, shape)
         )
         _flag_no_data(image, mask, variance, finite, planes, typical)
+        found = _read_components(hdul, layout)
+        found.provenance["variance"] = _variance_source(layout)
         return Exposure(
             image=image,
             mask=mask,
             variance=variance,
             planes=planes,
             wcs=wcs,
-            photo_calib=_read_calib(hdul, layout),
-            info=_read_info(layout, variance=variance_source),
+            photo_calib=found.photo_calib,
+            info=_read_info(layout, found),
             background=background,
             xy0=_read_xy0(layout.image.header),
-            psf=_read_psf(hdul),
-            ap_corr=apcorr_from_hdu(hdul["APCORR"]) if "APCORR" in hdul else {},
+            psf=found.psf,
+            ap_corr=found.ap_corr,
         )
-
-
-def _read_psf(hdul: fits.HDUList) -> PsfModel | None:
-    """skyphot's PSF extension (marked by PSFTYPE); other HDUs named PSF are not ours."""
-    hdu = next((h for h in hdul[1:] if "PSFTYPE" in h.header), None)
-    return None if hdu is None else psf_from_hdu(hdu)
 
 
 def _estimate_variance(
     image: np.ndarray, finite: np.ndarray, layout: _Layout
-) -> tuple[np.ndarray, float, str]:
-    """Per-pixel variance for an image that has none, a typical sky variance, and how it
-    was made (for the exposure's provenance).
+) -> tuple[np.ndarray, float]:
+    """Per-pixel variance for an image that has none, and a typical sky variance.
 
     SExtractor's noise model: the background's rms map (each mesh cell's clipped standard
     deviation, smoothed over the image as the background is), squared, so the noise follows
@@ -677,14 +790,21 @@ def _estimate_variance(
     rms[~np.isfinite(rms)] = typical
     variance = np.square(rms, out=rms)
     gain, _ = _first(layout.meta_headers, ("GAIN",), _as_positive)
-    how = "estimated: the background's rms map squared"
     if gain is not None:
         signal = np.where(finite, image - background, np.float32(0))
         variance += np.maximum(signal, 0) / np.float32(gain)
-        how += f", plus the sources' Poisson noise (GAIN {gain:g} e-/count)"
-    else:
-        how += " (no GAIN in the header: the sources' own Poisson noise is not included)"
-    return variance, typical**2, how
+    return variance, typical**2
+
+
+def _variance_source(layout: _Layout) -> str:
+    """Where the variance plane comes from, in words (the exposure's provenance)."""
+    if layout.variance is not None:
+        return "the file's VARIANCE plane"
+    gain, _ = _first(layout.meta_headers, ("GAIN",), _as_positive)
+    how = "estimated: the background's rms map squared"
+    if gain is None:
+        return how + " (no GAIN in the header: the sources' own Poisson noise is not included)"
+    return how + f", plus the sources' Poisson noise (GAIN {gain:g} e-/count)"
 
 
 def _flag_no_data(
@@ -724,8 +844,10 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
         ``detector``, ``band``, ``physical_filter``, ``mjd``, ``exptime``, ``wcs`` (the WCS
         header as a dict, or None), ``corners`` (RA, Dec in degrees of the outer corners of
         the pixel grid, counter-clockwise from pixel (0, 0), or None), ``njy_per_count`` and
-        ``njy_per_count_err`` (None when uncalibrated), ``mask_planes`` (name → bit) and
-        ``has_background``.
+        ``njy_per_count_err`` (None when uncalibrated), ``mask_planes`` (name → bit),
+        ``has_background``, ``provenance`` (where the PSF, calibration, aperture corrections,
+        filter and date come from, e.g. ``{"psf": "archive GaussianPsf"}``) and ``notes``
+        (what could not be decoded or was repaired).
 
     Raises
     ------
@@ -735,8 +857,10 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
     with _open_fits(source) as hdul:
         layout = _locate(hdul)
         wcs = _read_wcs(layout.image.header, layout.image_name)
-        info = _read_info(layout)
-        calib = _read_calib(hdul, layout)
+        found = _read_components(hdul, layout)
+        found.provenance["variance"] = _variance_source(layout)
+        info = _read_info(layout, found)
+        calib = found.photo_calib
         height, width = layout.shape
         corners = None
         if wcs is not None:
@@ -762,6 +886,8 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
                 None if layout.mask is None else layout.mask.header
             ).as_dict(),
             "has_background": layout.background is not None,
+            "provenance": info.provenance,
+            "notes": info.notes,
         }
 
 
@@ -787,13 +913,16 @@ def write_exposure(
     Notes
     -----
     Primary HDU: ``VISIT``, ``DETECTOR``, ``BAND``, ``FILTER`` (physical filter),
-    ``MJD-OBS`` (UTC, with ``TIMESYS``), ``EXPTIME``, ``MAGZERO``/``FLUXMAG0``/``FLUXMAG0ERR``
-    when calibrated, then the kept cards of ``info.extra["header"]``. Extensions IMAGE
-    (float32), MASK (int32, ``MP_<NAME>`` for every plane), VARIANCE (float32), each with
-    ``EXTTYPE``, ``INHERIT``, the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's
-    ``A`` WCS; then BACKGROUND (float32) when ``exposure.background`` is set, and PSF when
-    the exposure's PSF model can be persisted (see :mod:`app.io.psf_fits`). The output is
-    byte-for-byte reproducible (gzip without timestamp or name), so content hashes are stable.
+    ``DATE-AVG`` (TAI, with ``TIMESYS = 'TAI'``, as afw's VisitInfo), ``EXPTIME``,
+    ``MAGZERO``/``FLUXMAG0``/``FLUXMAG0ERR`` when calibrated, afw's archive pointers, then the
+    kept cards of ``info.extra["header"]``. Extensions IMAGE (float32), MASK (int32,
+    ``MP_<NAME>`` for every plane), VARIANCE (float32), each with ``EXTTYPE``, ``INHERIT``,
+    the WCS (SIP kept) and ``xy0`` as ``LTV1/LTV2`` and as afw's ``A`` WCS; then afw's archive
+    (:mod:`app.io.afw_archive`: PSF in afw form, PhotoCalib, ApCorrMap, FilterLabel) from HDU
+    5, so LSST's readers find them; then BACKGROUND (float32) when ``exposure.background`` is
+    set, and skyphot's PSF extension for a measured or integrated-Gaussian PSF (see
+    :mod:`app.io.psf_fits`). The output is byte-for-byte reproducible (gzip without
+    timestamp or name), so content hashes are stable.
     """
     hdul = _to_hdulist(exposure)
     if compress is None:
@@ -814,45 +943,42 @@ def _write(hdul: fits.HDUList, f: BinaryIO, compress: bool) -> None:
         hdul.writeto(f)
 
 
-def _card(key: str, value: Any, comment: str = "") -> fits.Card:
-    """A card, as HIERARCH when the key is longer than 8 characters or has spaces."""
-    if len(key) > 8 or " " in key:
-        key = f"HIERARCH {key}"
-    return fits.Card(key, value, comment)
-
-
 def _to_hdulist(exposure: Exposure) -> fits.HDUList:
     info = exposure.info
     primary = fits.PrimaryHDU()
     written = set()
+    # afw's VisitInfo: the middle of the exposure as TAI (DATE-AVG with TIMESYS = 'TAI')
+    date = (None if info.mjd is None
+            else Time(info.mjd, format="mjd", scale="utc", precision=9).tai.isot)
     for key, value, comment in (
         ("VISIT", info.visit, "visit id"),
         ("DETECTOR", info.detector, "detector id"),
         ("BAND", info.band, "abstract filter (band)"),
         ("FILTER", info.physical_filter, "physical filter"),
-        ("TIMESYS", None if info.mjd is None else "UTC", "time scale of MJD-OBS"),
-        ("MJD-OBS", info.mjd, "MJD of the observation"),
+        ("DATE-AVG", date, "TAI date at middle of observation"),
+        ("TIMESYS", None if date is None else "TAI", "time scale of DATE-AVG"),
         ("EXPTIME", info.exptime, "exposure time (s)"),
     ):
         if value is not None:
-            primary.header.append(_card(key, value, comment))
+            primary.header.append(header_card(key, value, comment))
             written.add(key)
     calib = exposure.photo_calib
     if calib is not None:
         fluxmag0 = 3631e9 / calib.njy_per_count
         # MAGZERO = 31.4 - 2.5 log10(nJy per count), the inverse of PhotoCalib.from_magzero.
         magzero = AB_NJY_ZEROPOINT - 2.5 * np.log10(calib.njy_per_count)
-        primary.header.append(_card("MAGZERO", magzero, "AB magnitude of 1 count"))
-        primary.header.append(_card("FLUXMAG0", fluxmag0, "counts of a 0-mag AB source"))
-        primary.header.append(_card(
+        primary.header.append(header_card("MAGZERO", magzero, "AB magnitude of 1 count"))
+        primary.header.append(header_card("FLUXMAG0", fluxmag0, "counts of a 0-mag AB source"))
+        primary.header.append(header_card(
             "FLUXMAG0ERR", fluxmag0 * calib.njy_per_count_err / calib.njy_per_count,
             "1-sigma error on FLUXMAG0",
         ))
+    archive = _archive_of(exposure, primary.header, written)
     for key, value, comment in info.extra.get("header", []):  # type: ignore[union-attr]
         if key in written or key in STRUCTURAL_KEYS:
             continue
         try:
-            primary.header.append(_card(key, value, comment))
+            primary.header.append(header_card(key, value, comment))
         except ValueError:
             continue  # a value FITS cannot hold (NaN, non-ASCII text): the card is dropped
 
@@ -873,19 +999,57 @@ def _to_hdulist(exposure: Exposure) -> fits.HDUList:
         header.extend(extra)
         return fits.ImageHDU(data=data, header=header, name=name)
 
-    mask_keys = [_card(f"MP_{name}", bit, "mask plane bit") for name, bit in
+    mask_keys = [header_card(f"MP_{name}", bit, "mask plane bit") for name, bit in
                  exposure.planes.as_dict().items()]
     hdus: list[fits.hdu.base._BaseHDU] = [
         primary,
         plane("IMAGE", exposure.image.astype(np.float32, copy=False)),
         plane("MASK", exposure.mask.astype(np.int32, copy=False), mask_keys),
         plane("VARIANCE", exposure.variance.astype(np.float32, copy=False)),
+        *archive,  # HDU 5, where afw's AR_HDU says it is
     ]
     if exposure.background is not None:
         hdus.append(fits.ImageHDU(
             data=exposure.background.astype(np.float32, copy=False), name="BACKGROUND"
         ))
-    for extra in (psf_to_hdu(exposure.psf), apcorr_to_hdu(exposure.ap_corr)):
-        if extra is not None:
-            hdus.append(extra)
+    psf_hdu = psf_to_hdu(exposure.psf)
+    if psf_hdu is not None:
+        hdus.append(psf_hdu)
     return fits.HDUList(hdus)
+
+
+def _archive_of(exposure: Exposure, primary: fits.Header, written: set[str]
+                ) -> list[fits.BinTableHDU]:
+    """afw's archive of what the exposure holds (PSF in afw form, PhotoCalib, ApCorrMap,
+    FilterLabel), its pointers added to ``primary`` as afw's ExposureInfo writes them
+    (``EXPINFO_V = 2``, ``AR_HDU = 5``, ``<NAME>_ID`` and ``ARCHIVE_ID_<NAME>``).
+
+    ApCorrMap holds no star counts, so those go in ``APCORR NSTARS <flux>`` cards.
+    """
+    writer = ArchiveWriter()
+    ids = {}
+    if exposure.psf is not None:
+        psf_id = put_psf(writer, exposure.psf, exposure.xy0)
+        if psf_id is not None:
+            ids["PSF"] = psf_id
+    if exposure.photo_calib is not None:
+        ids["PHOTOCALIB"] = put_photocalib(writer, exposure.photo_calib)
+    if exposure.ap_corr:
+        ids["AP_CORR_MAP"] = put_apcorr_map(writer, exposure.ap_corr, exposure.xy0)
+    if exposure.info.band is not None or exposure.info.physical_filter is not None:
+        ids["FILTER"] = put_filter_label(writer, exposure.info.band,
+                                         exposure.info.physical_filter)
+    if not ids:
+        return []
+    cards = [("EXPINFO_V", 2, "ExposureInfo FITS serialization version"),
+             ("AR_HDU", 5, "HDU (1-indexed) containing the archive used to store ancillary "
+              "objects")]
+    for name, archive_id in ids.items():
+        comment = f"archive ID for generic component '{name}'"
+        cards += [(f"{name}_ID", archive_id, comment), (f"ARCHIVE_ID_{name}", archive_id, comment)]
+    cards += [(f"{APCORR_NSTARS}{stem}", corr.n_stars, "stars the aperture correction is "
+               "fitted to") for stem, corr in sorted(exposure.ap_corr.items())]
+    for key, value, comment in cards:
+        primary.append(header_card(key, value, comment))
+        written.add(key)
+    return writer.hdus()

@@ -1,9 +1,12 @@
-"""PSF models and aperture corrections to and from FITS, so a stored exposure keeps them.
+"""skyphot's own PSF extension, and the APCORR tables of files written before the afw archive.
 
 ``PSFTYPE`` says which model: ``PIXEL`` (the measured :class:`~app.engine.psf_model.PixelPsf`:
-its basis cube as the data, spatial order and image size in the header) or ``GAUSSIAN``
-(sigma and kernel size in the header). Models of other kinds (e.g. a simulation's exact
-PSF) are not written. Aperture corrections go to a small APCORR table.
+its basis cube as float64 data, spatial order and image size in the header) or ``GAUSSIAN``
+(skyphot's pixel-integrated Gaussian: sigma and kernel size in the header). The archive's
+PsfexPsf holds a PixelPsf too, but in float32 (PSFEx's ``_comp``), and afw's GaussianPsf is
+point-sampled, so these two stay here, where they read back exactly. Models of other kinds
+(e.g. a simulation's exact PSF) are not written. Aperture corrections are written to the
+archive's ApCorrMap now; earlier files' APCORR tables still read.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ def psf_to_hdu(psf: PsfModel | None) -> fits.ImageHDU | None:
         hdu.header["PSFWIDTH"] = (psf.width, "image width the positions are scaled by")
         hdu.header["PSFHGHT"] = (psf.height, "image height the positions are scaled by")
         return hdu
-    if isinstance(psf, GaussianPsf):
+    if isinstance(psf, GaussianPsf) and psf.sampling == "integrated":
         hdu = fits.ImageHDU(name="PSF")
         hdu.header["PSFTYPE"] = ("GAUSSIAN", "circular Gaussian")
         hdu.header["PSFSIGMA"] = (psf.sigma(0.0, 0.0), "sigma in pixels")
@@ -50,32 +53,6 @@ def psf_from_hdu(hdu: fits.ImageHDU) -> PsfModel:
         raise ExposureReadError("bad_psf", f"the PSF extension is damaged: {exc}") from exc
     raise ExposureReadError(
         "bad_psf", f"the PSF extension has PSFTYPE {kind!r}; expected 'PIXEL' or 'GAUSSIAN'")
-
-
-def apcorr_to_hdu(ap_corr: dict[str, ApCorr]) -> fits.BinTableHDU | None:
-    """The APCORR table: one row per corrected flux, its Chebyshev field (array frame)."""
-    if not ap_corr:
-        return None
-    names = sorted(ap_corr)
-    shapes = [ap_corr[n].field.coefficients.shape for n in names]
-    ny, nx = max(s[0] for s in shapes), max(s[1] for s in shapes)
-    coef = np.zeros((len(names), ny * nx))
-    for i, name in enumerate(names):
-        c = np.zeros((ny, nx))
-        field = ap_corr[name].field
-        c[: field.coefficients.shape[0], : field.coefficients.shape[1]] = field.coefficients
-        coef[i] = c.ravel()
-    boxes = np.array([ap_corr[n].field.bbox for n in names])
-    hdu = fits.BinTableHDU.from_columns([
-        fits.Column("name", "32A", array=np.array(names)),
-        fits.Column("order_x", "J", array=np.full(len(names), nx - 1)),
-        fits.Column("coefficients", f"{ny * nx}D", array=coef),
-        fits.Column("bbox", "4J", array=boxes),
-        fits.Column("err", "D", array=[ap_corr[n].err for n in names]),
-        fits.Column("nstars", "J", array=[ap_corr[n].n_stars for n in names]),
-    ], name="APCORR")
-    hdu.header["APCFORM"] = ("CHEBYSHEV", "afw ChebyshevBoundedField, y then x")
-    return hdu
 
 
 def apcorr_from_hdu(hdu: fits.BinTableHDU) -> dict[str, ApCorr]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
 from app.engine.config import DetectionConfig
 from app.engine.detection import detect, dilate_disk, gaussian_kernel_1d, kernel_width, smooth

@@ -117,11 +117,17 @@ def test_written_layout_is_lsst(tmp_path: Path) -> None:
     path = tmp_path / "calexp.fits"
     write_exposure(make_exposure(), path)
     with fits.open(path) as hdul:
-        assert [h.name for h in hdul] == ["PRIMARY", "IMAGE", "MASK", "VARIANCE", "BACKGROUND"]
+        assert [h.name for h in hdul] == [
+            "PRIMARY", "IMAGE", "MASK", "VARIANCE", "ARCHIVE_INDEX", "ChebyshevBoundedField",
+            "PhotoCalib", "FilterLabel", "BACKGROUND"]
         primary = hdul[0].header
         assert primary["VISIT"] == 1234567 and primary["DETECTOR"] == 42
         assert primary["BAND"] == "i" and primary["FILTER"] == "i_sim_1.4"
-        assert primary["MJD-OBS"] == 60123.25 and primary["EXPTIME"] == 30.0
+        # afw's VisitInfo: the middle of the exposure in TAI, 37 s ahead of UTC in 2023
+        assert (primary["DATE-AVG"], primary["TIMESYS"]) == ("2023-06-28T06:00:37.000000000", "TAI")
+        assert primary["EXPTIME"] == 30.0
+        assert (primary["AR_HDU"], primary["EXPINFO_V"]) == (5, 2)
+        assert primary["PHOTOCALIB_ID"] == primary["ARCHIVE_ID_PHOTOCALIB"] == 1
         assert primary["FLUXMAG0"] == pytest.approx(3631e9 / 0.4321)
         assert primary["MAGZERO"] == pytest.approx(31.4 - 2.5 * np.log10(0.4321))
         assert primary["OBSERVER"] == "skyphot tests"
