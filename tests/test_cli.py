@@ -104,9 +104,9 @@ def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
     assert "unknown config key 'psfOrder'" in capsys.readouterr().err
     # the exposure has no PSF: characterized with the settings given, here ones that fail
     assert main(["forced", str(calexp), "--positions", str(tmp_path / "bad.csv"), "-o",
-                 str(tmp_path / "o.fits"), "--set", "doMeasurePsf=false"]) == 2
+                 str(tmp_path / "o.fits"), "--set", "psfCandidateThreshold=1e9"]) == 2
     err = capsys.readouterr().err
-    assert "none could be measured" in err and "set doMeasurePsf to true" in err
+    assert "none could be measured" in err and "psfCandidateThreshold" in err
 
 
 def test_detect_on_the_obs_base_calexp_uses_its_archive(tmp_path, capsys):

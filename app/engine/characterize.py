@@ -94,17 +94,22 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
     prior, prior_ap_corr = exposure.psf, dict(exposure.ap_corr)
     with one_blas_thread():  # every matrix here is small: extra threads only spin
         if not config.doMeasurePsf:
+            # LSST: the exposure's own PSF, else the initial Gaussian (installSimplePsf)
             if prior is None:
-                raise CharacterizeError(
-                    "characterize.doMeasurePsf is false but the exposure carries no PSF "
-                    "model; set doMeasurePsf to true to measure one")
-            result = CharacterizeResult(prior, "exposure", PsfStars.empty(), background)
-            exposure.info.provenance.setdefault("psf", "the exposure's own (not measured)")
+                exposure.psf = GaussianPsf(config.initialPsfFwhm / SIGMA_TO_FWHM)
+                result = CharacterizeResult(exposure.psf, "simple", PsfStars.empty(),
+                                            background)
+                exposure.info.provenance["psf"] = (
+                    f"the initial Gaussian of FWHM {config.initialPsfFwhm:.2f} px "
+                    "(characterize.initialPsfFwhm; doMeasurePsf is false)")
+            else:
+                result = CharacterizeResult(prior, "exposure", PsfStars.empty(), background)
+                exposure.info.provenance.setdefault("psf", "the exposure's own (not measured)")
             if prior_ap_corr or not config.doApCorr:
                 return result
             # no archived corrections: measured on the stars with the exposure's PSF (LSST's
             # characterization would have none, its stars being those the PSF fit used)
-            work, every, stdev = _detect_candidates(exposure, prior, config)
+            work, every, stdev = _detect_candidates(exposure, exposure.psf, config)
             result.stars, _ = _candidates(work, every, stdev, config)
             result.stars.used[:] = ~result.stars.reserved
         else:

@@ -118,3 +118,18 @@ def test_an_implausible_aperture_correction_is_refused_and_flagged(bright_stars)
     assert "base_PsfFlux" not in result.exposure.ap_corr
     assert np.asarray(result.catalog["base_PsfFlux_flag_apCorr"]).all()
     assert "not applied" in result.exposure.info.provenance["ap_corr"]
+
+
+def test_without_psf_measurement_the_initial_gaussian_is_installed():
+    """LSST's doMeasurePsf=False on an exposure without a PSF: installSimplePsf."""
+    sim = simulate_exposure(SimulationConfig(
+        width=400, height=400, n_stars=20, star_mag_range=(18.0, 20.0), n_galaxies=0,
+        n_pairs=0, n_saturated=0, min_separation_px=30.0, seed=4))
+    config = DetectConfig()
+    config.characterize.doMeasurePsf = False
+    config.characterize.initialPsfFwhm = 4.0
+    result = run_detect(sim.exposure, config)
+    assert result.summary["psf_source"] == "simple"
+    assert result.summary["psf_fwhm_pixels"] == pytest.approx(4.0, rel=1e-3)
+    assert "initialPsfFwhm" in result.exposure.info.provenance["psf"]
+    assert len(result.catalog) >= 18
