@@ -160,6 +160,8 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     summary["columns"] = column_descriptions(result.catalog)
     summary["flags"] = catalog_flags(result.catalog)
     summary["mask_planes"] = after.planes.as_dict()
+    summary["provenance"] = dict(after.info.provenance)  # where the PSF, corrections... came from
+    summary["notes"] = list(after.info.notes)
     progress(1.0, "storing sources")
     return JobOutput(summary=summary, artifacts=artifacts, sources=rows, flags=flags)
 

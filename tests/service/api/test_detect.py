@@ -35,6 +35,10 @@ def test_detect_job_stores_its_catalog(client: TestClient, job: dict) -> None:
     summary = job["summary"]
     assert summary["n_sources"] > 20 and summary["n_children"] > 0
     assert summary["psf_fwhm_pixels"] > 0
+    # where the PSF and its aperture corrections came from, for the user
+    assert summary["psf_source"] == "measured" and summary["psf_n_stars"] >= 5
+    assert summary["provenance"]["psf"].startswith("measured from")
+    assert "base_CircularApertureFlux_12_0" in summary["provenance"]["ap_corr"]
     sources = list(all_sources(client, job["id"]))
     assert len(sources) == summary["n_sources"]
     assert len({s["id"] for s in sources}) == len(sources)
