@@ -7,7 +7,9 @@ columns carry ``.unit`` and ``.description``, as the engine's catalogs do.
 - FITS: binary table, units in ``TUNITn``, descriptions in ``TDOCn`` (as afw writes them)
   and, as far as they fit, as the ``TTYPEn`` comments,
   booleans as ``L``.
-- VOTable: units and descriptions in the FIELD elements. Null floats read back as NaN.
+- VOTable: units and descriptions in the FIELD elements, the ``ALIAS`` metadata (the slot
+  aliases, as afw's FITS cards) as ``<INFO name="ALIAS">`` elements. Null floats read
+  back as NaN.
 - CSV: ECSV with a ``,`` delimiter: units, descriptions and types in the ``#`` header, so
   astropy restores them and any CSV reader that skips ``#`` lines reads the values.
 - Parquet: astropy's layout (the ECSV-style header in the schema metadata
@@ -30,6 +32,9 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 from astropy.io import fits
+from astropy.io.votable import from_table as votable_from_table
+from astropy.io.votable import parse as parse_votable
+from astropy.io.votable.tree import Info
 from astropy.table import Column, MaskedColumn, Table
 from astropy.table.meta import get_header_from_yaml
 from astropy.units import Unit
@@ -153,8 +158,18 @@ def _write_fits(table: Table, f: BinaryIO) -> None:
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(f)
 
 
+ALIAS_KEY = "ALIAS"
+"""Metadata key of a catalog's aliases, ``"alias:target"`` strings (afw's FITS cards)."""
+
+
 def _write_votable(table: Table, f: BinaryIO) -> None:
-    table.write(f, format="votable")
+    votable = votable_from_table(table)
+    entries = table.meta.get(ALIAS_KEY, [])
+    for entry in [entries] if isinstance(entries, str) else entries:
+        info = Info(name=ALIAS_KEY, value=str(entry))
+        info.ID = None  # several INFO share the name; an XML ID must be unique
+        votable.get_first_table().infos.append(info)
+    votable.to_xml(f)
 
 
 def _write_csv(table: Table, f: BinaryIO) -> None:
@@ -340,7 +355,12 @@ def _fits_table(hdu: fits.BinTableHDU) -> Table:
 
 
 def _read_votable(f: BinaryIO) -> Table:
-    return _unmask_floats(Table.read(f, format="votable"))
+    votable = parse_votable(f).get_first_table()
+    table = _unmask_floats(votable.to_table())
+    aliases = [info.value for info in votable.infos if info.name == ALIAS_KEY]
+    if aliases:
+        table.meta[ALIAS_KEY] = aliases
+    return table
 
 
 def _read_csv(f: BinaryIO) -> Table:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine.config import ClassificationConfig, SourceSlotConfig
 from app.engine.cutouts import gather_windows
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
@@ -63,12 +64,17 @@ class MeasurementContext:
     noise_seed: int = 0
     aperture_radii: list[float] = field(default_factory=list)
     apcorr_radius: float = 17.0
-    # slots, set by the centroid and shape plugins (array frame)
+    slots: SourceSlotConfig = field(default_factory=SourceSlotConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    # slots, set by the centroid and shape plugins (array frame), and their flags (None
+    # while no plugin has set them, or when the slot is not defined)
     x: np.ndarray = field(init=False)
     y: np.ndarray = field(init=False)
     shape_xx: np.ndarray = field(init=False)
     shape_yy: np.ndarray = field(init=False)
     shape_xy: np.ndarray = field(init=False)
+    centroid_flag: np.ndarray | None = field(init=False, default=None)
+    shape_flag: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.x = self.peak_x.astype(np.float64)

@@ -220,6 +220,8 @@ class SdssCentroid(Plugin):
         out[f"{NAME}_flag_badError"][:] = bad_error
         out[f"{NAME}_flag"][:] = ~measured | near_edge | reset | bad_error
         ctx.x, ctx.y = x.astype(float), y.astype(float)
+        if ctx.slots.centroid == NAME:
+            ctx.centroid_flag = out[f"{NAME}_flag"].copy()
         ctx.clear_stamps()
 
     @staticmethod
