@@ -163,6 +163,80 @@ def peak_fit(sm: np.ndarray, smv: np.ndarray, sigma: np.ndarray) -> dict[str, np
     }
 
 
+def one_pass(ctx: MeasurementContext, rows: np.ndarray, px: np.ndarray, py: np.ndarray,
+             bx: int, by: int, kernels: np.ndarray, sigma: np.ndarray
+             ) -> dict[str, np.ndarray]:
+    """One binning of ``rows``: the fit in image pixels (array frame), its failure code,
+    whether the fallback kernel was used, and which axes are too wide for this bin."""
+    cx, cy = px[rows], py[rows]
+    sm, smv, inside = smoothed_peak(ctx, rows, cx, cy, bx, by, kernels, sigma)
+    near_edge = ~inside
+    sig = sigma.astype(float).copy()
+    if near_edge.any():
+        e = np.flatnonzero(near_edge)
+        fallback = np.broadcast_to(edge_kernel(), (len(e), EDGE_KERNEL_SIZE, EDGE_KERNEL_SIZE))
+        sig[e] = EDGE_KERNEL_SIGMA
+        sm[e], smv[e], inside_e = smoothed_peak(ctx, rows[e], cx[e], cy[e], bx, by,
+                                                fallback, sig[e])
+        near_edge[e[~inside_e]] = False  # not near the edge: over it
+        edge = np.zeros(len(rows), dtype=bool)
+        edge[e[~inside_e]] = True
+    else:
+        edge = np.zeros(len(rows), dtype=bool)
+    fit = peak_fit(sm, smv, sig)
+    code = np.where(edge, EDGE, fit["code"])
+    # dilate from the lower left corner of the central binned pixel
+    xo = (fit["x"] + 0.5) * bx - 0.5
+    yo = (fit["y"] + 0.5) * by - 0.5
+    fac = WFAC * (1 + sig**2)
+    fac_x2, fac_y2 = fac * bx * bx, fac * by * by
+    return {
+        "x": cx + xo, "y": cy + yo, "x_err": fit["x_err"] * bx, "y_err": fit["y_err"] * by,
+        "code": code, "near_edge": near_edge,
+        "wide_x": (fit["size_x2"] * bx * bx >= fac_x2) | (xo * xo >= fac_x2),
+        "wide_y": (fit["size_y2"] * by * by >= fac_y2) | (yo * yo >= fac_y2),
+    }
+
+
+def binned_fits(ctx: MeasurementContext, px: np.ndarray, py: np.ndarray
+                ) -> dict[str, np.ndarray]:
+    """meas_base's binning loop, for all sources at once: each pass measures the sources
+    still active, grouped by their binning, and bins again the axes found too wide.
+    Returns the positions and errors (array frame), the failure code, whether the fallback
+    kernel was used, and the final (x, y) binning of each source."""
+    n = ctx.n_sources
+    h, w = ctx.exposure.shape
+    kernels = psf_kernels(ctx.psf, px.astype(float), py.astype(float))
+    sigma = ctx.psf_sigma()
+    res = {key: np.full(n, np.nan) for key in ("x", "y", "x_err", "y_err")}
+    code = np.zeros(n, dtype=np.int64)
+    code[~((px >= 0) & (px < w) & (py >= 0) & (py < h))] = EDGE
+    near_edge = np.zeros(n, dtype=bool)
+    bins = np.ones((n, 2), dtype=np.int64)  # (x, y) binning of each source's next pass
+    used = bins.copy()  # and of its last
+    active = code == 0
+    binsize = 1
+    while binsize <= BINMAX and active.any():
+        rows = np.flatnonzero(active)
+        for bx, by in np.unique(bins[rows], axis=0):
+            group = rows[(bins[rows, 0] == bx) & (bins[rows, 1] == by)]
+            step = one_pass(ctx, group, px, py, int(bx), int(by), kernels[group],
+                            sigma[group])
+            used[group] = (bx, by)
+            near_edge[group] |= step["near_edge"]
+            code[group] = step["code"]
+            ok = step["code"] == 0
+            for key in res:
+                res[key][group[ok]] = step[key][ok]
+            # the fallback kernel ends the binning; failures end everything
+            wide_x, wide_y = step["wide_x"], step["wide_y"]
+            active[group] = ok & ~step["near_edge"] & (wide_x | wide_y)
+            bins[group[ok & wide_x], 0] *= 2
+            bins[group[ok & wide_y], 1] *= 2
+        binsize *= 2
+    return {**res, "code": code, "near_edge": near_edge, "bins": used}
+
+
 @register
 class SdssCentroid(Plugin):
     name = NAME
@@ -196,7 +270,7 @@ class SdssCentroid(Plugin):
         px, py = ctx.peak_x.astype(np.int64), ctx.peak_y.astype(np.int64)
         ctx.x, ctx.y = px.astype(float), py.astype(float)
         ctx.clear_stamps()
-        fit = self._binned_fits(ctx, px, py)
+        fit = binned_fits(ctx, px, py)
         code, near_edge = fit["code"], fit["near_edge"]
         measured = code == 0
         x = np.where(measured, fit["x"], px)
@@ -223,73 +297,3 @@ class SdssCentroid(Plugin):
         if ctx.slots.centroid == NAME:
             ctx.centroid_flag = out[f"{NAME}_flag"].copy()
         ctx.clear_stamps()
-
-    @staticmethod
-    def _binned_fits(ctx: MeasurementContext, px: np.ndarray, py: np.ndarray
-                     ) -> dict[str, np.ndarray]:
-        """meas_base's binning loop, for all sources at once: each pass measures the sources
-        still active, grouped by their binning, and bins again the axes found too wide."""
-        n = ctx.n_sources
-        h, w = ctx.exposure.shape
-        kernels = psf_kernels(ctx.psf, px.astype(float), py.astype(float))
-        sigma = ctx.psf_sigma()
-        res = {key: np.full(n, np.nan) for key in ("x", "y", "x_err", "y_err")}
-        code = np.zeros(n, dtype=np.int64)
-        code[~((px >= 0) & (px < w) & (py >= 0) & (py < h))] = EDGE
-        near_edge = np.zeros(n, dtype=bool)
-        bins = np.ones((n, 2), dtype=np.int64)  # (x, y) binning of each source
-        active = code == 0
-        binsize = 1
-        while binsize <= BINMAX and active.any():
-            rows = np.flatnonzero(active)
-            for bx, by in np.unique(bins[rows], axis=0):
-                group = rows[(bins[rows, 0] == bx) & (bins[rows, 1] == by)]
-                step = SdssCentroid._one_pass(ctx, group, px, py, int(bx), int(by),
-                                              kernels[group], sigma[group])
-                near_edge[group] |= step["near_edge"]
-                code[group] = step["code"]
-                ok = step["code"] == 0
-                for key in res:
-                    res[key][group[ok]] = step[key][ok]
-                # the fallback kernel ends the binning; failures end everything
-                wide_x, wide_y = step["wide_x"], step["wide_y"]
-                active[group] = ok & ~step["near_edge"] & (wide_x | wide_y)
-                bins[group[ok & wide_x], 0] *= 2
-                bins[group[ok & wide_y], 1] *= 2
-            binsize *= 2
-        return {**res, "code": code, "near_edge": near_edge}
-
-    @staticmethod
-    def _one_pass(ctx: MeasurementContext, rows: np.ndarray, px: np.ndarray, py: np.ndarray,
-                  bx: int, by: int, kernels: np.ndarray, sigma: np.ndarray
-                  ) -> dict[str, np.ndarray]:
-        """One binning of ``rows``: the fit in image pixels (array frame), its failure code,
-        whether the fallback kernel was used, and which axes are too wide for this bin."""
-        cx, cy = px[rows], py[rows]
-        sm, smv, inside = smoothed_peak(ctx, rows, cx, cy, bx, by, kernels, sigma)
-        near_edge = ~inside
-        sig = sigma.astype(float).copy()
-        if near_edge.any():
-            e = np.flatnonzero(near_edge)
-            fallback = np.broadcast_to(edge_kernel(), (len(e), EDGE_KERNEL_SIZE, EDGE_KERNEL_SIZE))
-            sig[e] = EDGE_KERNEL_SIGMA
-            sm[e], smv[e], inside_e = smoothed_peak(ctx, rows[e], cx[e], cy[e], bx, by,
-                                                    fallback, sig[e])
-            near_edge[e[~inside_e]] = False  # not near the edge: over it
-            edge = np.zeros(len(rows), dtype=bool)
-            edge[e[~inside_e]] = True
-        else:
-            edge = np.zeros(len(rows), dtype=bool)
-        fit = peak_fit(sm, smv, sig)
-        code = np.where(edge, EDGE, fit["code"])
-        # dilate from the lower left corner of the central binned pixel
-        xo = (fit["x"] + 0.5) * bx - 0.5
-        yo = (fit["y"] + 0.5) * by - 0.5
-        fac = WFAC * (1 + sig**2)
-        fac_x2, fac_y2 = fac * bx * bx, fac * by * by
-        return {
-            "x": cx + xo, "y": cy + yo, "x_err": fit["x_err"] * bx, "y_err": fit["y_err"] * by,
-            "code": code, "near_edge": near_edge,
-            "wide_x": (fit["size_x2"] * bx * bx >= fac_x2) | (xo * xo >= fac_x2),
-            "wide_y": (fit["size_y2"] * by * by >= fac_y2) | (yo * yo >= fac_y2),
-        }

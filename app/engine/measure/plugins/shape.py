@@ -222,7 +222,9 @@ def adaptive_moments(
         nxx, nyy = np.clip(nxx, 0.1, 4 * half * half), np.clip(nyy, 0.1, 4 * half * half)
         change = np.abs(nxx - xx[a]) + np.abs(nyy - yy[a]) + np.abs(nxy - xy[a])
         done = (change < TOL_MOMENTS * (xx[a] + yy[a])) & (np.hypot(mx, my) < TOL_SHIFT)
-        bad = ~np.isfinite(nxx + nyy + nxy + mx + my)
+        # meas_base's calcmom fails unless Σw·I, Σw·I·dx² and Σw·I·dy² are all positive
+        bad = ~np.isfinite(nxx + nyy + nxy + mx + my) | ~(
+            (s0 > 0) & (m[:, 2, 0] > 0) & (m[:, 0, 2] > 0))
         xx[a], yy[a], xy[a] = np.where(bad, np.nan, nxx), np.where(bad, np.nan, nyy), np.where(
             bad, np.nan, nxy)
         # a centre step by the weighted first moment, scaled for the weight (C+W)/W ≈ 2
