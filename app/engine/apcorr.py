@@ -83,8 +83,10 @@ def fit_apcorr(x: np.ndarray, y: np.ndarray, z: np.ndarray, bbox: tuple[int, int
     """
     n = len(z)
     keep = np.ones(n, bool)
+    if n - 1 < config.minDegreesOfFreedom:
+        return None, keep, f"only {n} stars, need at least {config.minDegreesOfFreedom + 1}"
     order = config.order
-    fit_values = np.full(n, np.median(z)) if n else np.zeros(0)
+    fit_values = np.full(n, np.median(z))
     field_ = None
     for _ in range(config.numIter):
         resid = z - fit_values

@@ -4,13 +4,14 @@ An astropy Table costs tens of microseconds per column to build, more than measu
 positions does, so the forced engine and the synchronous request work on this plain
 container and make a Table only for the file formats that need one. Columns are numpy
 arrays; a column with missing entries (a client's tag left out in some rows) is a masked
-array. Names keep the order they were added in.
+array. Names keep the order they were added in. ``meta`` is the table's metadata (its
+slot aliases among it), carried to the Table and the files made from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table
@@ -33,6 +34,7 @@ class ColumnSet:
         self._length = length
         self._data: dict[str, np.ndarray] = {}
         self._info: dict[str, ColumnInfo] = {}
+        self.meta: dict[str, Any] = {}
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, np.ndarray],
@@ -53,6 +55,7 @@ class ColumnSet:
                       if isinstance(column, MaskedColumn) else np.asarray(column))
             unit = None if column.unit is None else column.unit.to_string()
             out.add(name, values, ColumnInfo(unit, column.description or None))
+        out.meta = dict(table.meta)
         return out
 
     def add(self, name: str, values: np.ndarray, info: ColumnInfo | None = None) -> None:
@@ -87,6 +90,7 @@ class ColumnSet:
         """A new set of the same columns (the arrays shared), to add columns to."""
         out = ColumnSet(self._length)
         out._data, out._info = dict(self._data), dict(self._info)
+        out.meta = dict(self.meta)
         return out
 
     def joined(self, other: ColumnSet, names: list[str], start: int) -> ColumnSet:
@@ -108,11 +112,14 @@ class ColumnSet:
         out = ColumnSet(length)
         for name, values in self._data.items():
             out.add(name, values[rows], self._info[name])
+        out.meta = dict(self.meta)
         return out
 
     def concat(self, other: ColumnSet) -> ColumnSet:
-        """These rows, then ``other``'s; a column one side lacks is masked on that side."""
+        """These rows, then ``other``'s; a column one side lacks is masked on that side.
+        The metadata is both sides', this side's where they differ."""
         out = ColumnSet(len(self) + len(other))
+        out.meta = {**other.meta, **self.meta}
         for name in dict.fromkeys([*self.names, *other.names]):
             parts = [part._data.get(name) for part in (self, other)]
             kinds = [p for p in parts if p is not None]
@@ -140,4 +147,4 @@ class ColumnSet:
                 column = Column(values, name=name, unit=info.unit,
                                 description=info.description, copy=False)
             columns.append(column)
-        return Table(columns, copy=False)
+        return Table(columns, copy=False, meta=dict(self.meta))

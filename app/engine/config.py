@@ -198,6 +198,45 @@ DEFAULT_PLUGINS = [
 ]
 
 
+class SourceSlotConfig(_Config):
+    """SourceSlotConfig: the measurement each ``slot_*`` alias names, LSST's defaults.
+
+    A slot names a catalog's centroid, shape or flux of a kind whatever algorithm gave it:
+    ``slot_PsfFlux_instFlux`` is ``base_PsfFlux_instFlux``. Null leaves a slot undefined.
+    skyphot has one centroider and one shape algorithm, so those slots name them or none.
+    """
+
+    centroid: Literal["base_SdssCentroid"] | None = Field(
+        "base_SdssCentroid", description="The centroid (slot_Centroid).")
+    shape: Literal["base_SdssShape"] | None = Field(
+        "base_SdssShape", description="The shape (slot_Shape).")
+    psfShape: Literal["base_SdssShape_psf"] | None = Field(
+        "base_SdssShape_psf", description="The PSF model's shape at the source (slot_PsfShape).")
+    apFlux: str | None = Field(
+        "base_CircularApertureFlux_12_0", description="The aperture flux (slot_ApFlux).")
+    modelFlux: str | None = Field(
+        "base_GaussianFlux",
+        description="The model flux (slot_ModelFlux), which extendedness compares the PSF flux "
+        "with. LSST's data-release pipeline sets modelfit_CModel, which skyphot lacks; "
+        "base_GaussianFlux is SingleFrameMeasurementTask's own default.")
+    psfFlux: str | None = Field("base_PsfFlux", description="The PSF flux (slot_PsfFlux).")
+    gaussianFlux: str | None = Field(
+        "base_GaussianFlux", description="The Gaussian flux (slot_GaussianFlux).")
+    calibFlux: str | None = Field(
+        "base_CircularApertureFlux_12_0",
+        description="The flux for calibration (slot_CalibFlux): what aperture corrections "
+        "and photometric calibration take as total.")
+
+
+class ClassificationConfig(_Config):
+    """base_ClassificationExtendedness (meas_base classification.py): extended when
+    fluxRatio·model + modelErrFactor·σ_model ≥ psf + psfErrFactor·σ_psf."""
+
+    fluxRatio: float = Field(0.95, gt=0, description="Critical ratio of PSF to model flux.")
+    modelErrFactor: float = Field(0.0, description="Correction factor for the model flux error.")
+    psfErrFactor: float = Field(0.0, description="Correction factor for the PSF flux error.")
+
+
 class MeasurementConfig(_Config):
     """SingleFrameMeasurementTask."""
 
@@ -211,6 +250,8 @@ class MeasurementConfig(_Config):
     )
     doApCorr: bool = Field(True, description="Apply the exposure's aperture corrections.")
     noiseSeed: int = Field(0, description="Seed of the noise replacing other sources.")
+    slots: SourceSlotConfig = Field(default_factory=SourceSlotConfig)
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
 
 
 FORCED_DEFAULT_PLUGINS = [

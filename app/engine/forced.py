@@ -2,11 +2,12 @@
 
 Plugins (LSST names): ``base_TransformedCentroid`` (RA/Dec through the WCS, or pixels as
 given), ``base_PsfFlux`` (a linear fit of the PSF at that fixed position,
-F = ΣP·D / ΣP², σ² = ΣP²V / (ΣP²)², pixels with ``badMaskPlanes`` left out and flagged,
-times the exposure's aperture correction so it matches the detection catalog's PSF flux),
-``base_TransformedShape`` (the caller's shape when given, else the PSF's adaptive moments),
-``base_PixelFlags``, and optionally ``base_CircularApertureFlux`` and
-``base_LocalBackground``.
+F = ΣP·D / ΣP², σ² = ΣP²V / (ΣP²)², pixels with ``badMaskPlanes`` left out, the same fit
+and flags as single-frame measurement, then the exposure's aperture correction applied as
+ApplyApCorrTask does), ``base_TransformedShape`` (the caller's shape when given, else the
+PSF's adaptive moments), ``base_PixelFlags``, and optionally ``base_CircularApertureFlux``
+and ``base_LocalBackground``. The slots are ForcedMeasurementTask's: ``slot_Centroid`` is
+base_TransformedCentroid and ``slot_Shape`` base_TransformedShape (`forced_aliases`).
 
 Every input row comes back, in input order, with the caller's columns unchanged beside the
 measurements; a position off the image or on NO_DATA keeps its row with a flag and NaN
@@ -28,9 +29,16 @@ from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig
 from app.engine.exposure import Exposure
 from app.engine.measure.cubes import circle_overlap
-from app.engine.measure.plugins.flux import fixed_psf_photometry, psf_fit_radius, radius_name
+from app.engine.measure.plugins.flux import (
+    LocalBackground,
+    fixed_psf_photometry,
+    psf_fit_radius,
+    psf_flux_failed,
+    radius_name,
+)
 from app.engine.measure.plugins.shape import psf_moments_at
 from app.engine.measure.registry import Column
+from app.engine.measure.slots import META_KEY, meta_entries
 from app.engine.psf import SIGMA_TO_FWHM, psf_fwhm
 from app.engine.psf_sampling import PsfSampler
 from app.engine.stats import clipped_stats
@@ -107,8 +115,6 @@ def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrat
         cols += [
             Column("base_TransformedCentroid_x", "f8", "pix", "Forced position x (parent frame)."),
             Column("base_TransformedCentroid_y", "f8", "pix", "Forced position y (parent frame)."),
-            Column("slot_Centroid_x", "f8", "pix", "Alias of base_TransformedCentroid_x."),
-            Column("slot_Centroid_y", "f8", "pix", "Alias of base_TransformedCentroid_y."),
             Column("coord_ra", "f8", "deg", "Right ascension (ICRS) of the forced position."),
             Column("coord_dec", "f8", "deg", "Declination (ICRS) of the forced position."),
             Column("base_TransformedCentroid_flag", "bool", None,
@@ -121,12 +127,18 @@ def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrat
             Column("base_PsfFlux_area", "f4", "pix", "Effective area of the PSF, (ΣP)²/ΣP²."),
             Column("base_PsfFlux_apCorr", "f8", None,
                    "Aperture correction applied (the exposure's; 1 when it has none; "
-                   "NaN off the image)."),
-            Column("base_PsfFlux_flag", "bool", None, "No PSF flux could be measured."),
+                   "NaN where it could not be applied)."),
+            Column("base_PsfFlux_apCorrErr", "f8", None,
+                   "Standard deviation of the aperture correction applied."),
+            Column("base_PsfFlux_flag", "bool", None,
+                   "General failure flag: set with any other base_PsfFlux flag."),
             Column("base_PsfFlux_flag_noGoodPixels", "bool", None,
                    "No usable pixel under the PSF (off the image, or all masked)."),
             Column("base_PsfFlux_flag_edge", "bool", None,
-                   "Part of the PSF fell off the image or on masked pixels, left out."),
+                   "Object was too close to the edge of the image to use the full PSF model "
+                   "(part of it off the image or on NO_DATA pixels)."),
+            Column("base_PsfFlux_flag_apCorr", "bool", None,
+                   "The exposure has aperture corrections but none could be applied here."),
         ]
         if calibrated:
             cols += [Column("base_PsfFlux_flux", "f8", "nJy", "Calibrated PSF flux."),
@@ -136,9 +148,6 @@ def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrat
             Column("base_TransformedShape_xx", "f8", "pix2", "Shape moment Ixx used here."),
             Column("base_TransformedShape_yy", "f8", "pix2", "Shape moment Iyy used here."),
             Column("base_TransformedShape_xy", "f8", "pix2", "Shape moment Ixy used here."),
-            Column("slot_Shape_xx", "f8", "pix2", "Alias of base_TransformedShape_xx."),
-            Column("slot_Shape_yy", "f8", "pix2", "Alias of base_TransformedShape_yy."),
-            Column("slot_Shape_xy", "f8", "pix2", "Alias of base_TransformedShape_xy."),
             Column("base_TransformedShape_flag", "bool", None,
                    "No shape: the input gave none and the PSF's could not be computed."),
         ]
@@ -165,7 +174,10 @@ def _forced_columns(plugins: tuple[str, ...], radii: tuple[float, ...], calibrat
         cols += [
             Column("base_LocalBackground_instFlux", "f8", "ct", "Local background per pixel."),
             Column("base_LocalBackground_instFluxErr", "f8", "ct", "Clipped stdev in the annulus."),
-            Column("base_LocalBackground_flag", "bool", None, "No usable pixel in the annulus."),
+            Column("base_LocalBackground_flag", "bool", None,
+                   "General failure flag: set with any other base_LocalBackground flag."),
+            Column("base_LocalBackground_flag_noGoodPixels", "bool", None,
+                   "No good pixels in the annulus."),
         ]
     return tuple(cols)
 
@@ -219,17 +231,12 @@ def run_forced(
     out: dict[str, np.ndarray] = {}
     if "base_TransformedCentroid" in plugins:
         out.update(base_TransformedCentroid_x=x, base_TransformedCentroid_y=y,
-                   slot_Centroid_x=x, slot_Centroid_y=y, coord_ra=ra, coord_dec=dec,
-                   base_TransformedCentroid_flag=~finite)
+                   coord_ra=ra, coord_dec=dec, base_TransformedCentroid_flag=~finite)
     out.update(_measure_chunks(exposure, config, ax, ay, progress))
     if "base_PsfFlux" in plugins:
-        field = exposure.ap_corr.get("base_PsfFlux")
-        # a field over the image (1 without one): off the image, not defined
-        corr = np.where(exposure.on_pixels(ax, ay),
-                        field(ax, ay) if field is not None else 1.0, np.nan)
-        out["base_PsfFlux_apCorr"] = corr
-        out["base_PsfFlux_instFlux"] = out["base_PsfFlux_instFlux"] * corr
-        out["base_PsfFlux_instFluxErr"] = out["base_PsfFlux_instFluxErr"] * corr
+        if "base_TransformedCentroid" in plugins:  # the slot centroid's flag (badCentroid)
+            out["base_PsfFlux_flag"] = out["base_PsfFlux_flag"] | ~finite
+        out.update(_apply_ap_corr(exposure, ax, ay, out))
     if "base_TransformedShape" in plugins:
         out.update(_shapes(exposure, positions, ax, ay))
     if cal is not None:
@@ -239,7 +246,22 @@ def run_forced(
     result = positions.copy()
     for c, info in zip(layout.columns, layout.infos, strict=True):
         result.add(c.name, out[c.name].astype(c.dtype, copy=False), info)
+    result.meta = {META_KEY: meta_entries(forced_aliases(config))}
     return result
+
+
+def forced_aliases(config: ForcedConfig) -> dict[str, str]:
+    """ForcedMeasurementTask's slots (centroid and shape: the transformed ones; no flux
+    slots), and base_PsfFlux's ``flag_badCentroid``, for the plugins ``config`` runs."""
+    plugins = set(config.plugins)
+    aliases = {}
+    if "base_TransformedCentroid" in plugins:
+        aliases["slot_Centroid"] = "base_TransformedCentroid"
+        if "base_PsfFlux" in plugins:
+            aliases["base_PsfFlux_flag_badCentroid"] = "base_TransformedCentroid_flag"
+    if "base_TransformedShape" in plugins:
+        aliases["slot_Shape"] = "base_TransformedShape"
+    return aliases
 
 
 def _psf_scale(exposure: Exposure) -> _PsfScale:
@@ -333,15 +355,15 @@ def _measure_chunk(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay:
     image, variance, mask, on = _gather(exposure, ax, ay, sampler.dx, sampler.dy)
     if "base_PsfFlux" in config.plugins:
         centre_nodata = planes.any(mask[:, sampler.centre], "NO_DATA") | offimage
-        flux, err, area, none, partial = fixed_psf_photometry(
+        flux, err, area, none, edge = fixed_psf_photometry(
             image, variance, mask, on, ax, ay, sampler, planes, config.badMaskPlanes)
         none |= centre_nodata
         out["base_PsfFlux_instFlux"] = np.where(none, np.nan, flux)
         out["base_PsfFlux_instFluxErr"] = np.where(none, np.nan, err)
         out["base_PsfFlux_area"] = area
         out["base_PsfFlux_flag_noGoodPixels"] = none
-        out["base_PsfFlux_flag_edge"] = partial
-        out["base_PsfFlux_flag"] = none
+        out["base_PsfFlux_flag_edge"] = edge
+        out["base_PsfFlux_flag"] = psf_flux_failed(flux, err, none, edge)
     if "base_PixelFlags" in config.plugins:
         d2 = sampler.dx**2 + sampler.dy**2
         # OR of the mask bits near each position, once; then every flag in one test
@@ -390,21 +412,56 @@ def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.
     return out
 
 
+def _apply_ap_corr(exposure: Exposure, ax: np.ndarray, ay: np.ndarray,
+                   out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The PSF flux aperture-corrected as meas_base's ApplyApCorrTask does it: flux and
+    error times the exposure's field (the naive error, as LSST's default), ``apCorrErr``
+    its uncertainty; where the field is missing or not finite and positive (off the
+    image, it is not defined), the flux is left as measured with ``flag_apCorr`` and the
+    general flag (``doFlagApCorrFailures``). An exposure with no aperture corrections at
+    all is measured uncorrected and unflagged (a correction of 1 on its pixels), as
+    ForcedPhotCcdTask skips them."""
+    n = len(ax)
+    flux, err = out["base_PsfFlux_instFlux"], out["base_PsfFlux_instFluxErr"]
+    on = exposure.on_pixels(ax, ay)
+    if not exposure.ap_corr:
+        return {"base_PsfFlux_apCorr": np.where(on, 1.0, np.nan),
+                "base_PsfFlux_apCorrErr": np.where(on, 0.0, np.nan),
+                "base_PsfFlux_flag_apCorr": np.zeros(n, dtype=bool)}
+    field = exposure.ap_corr.get("base_PsfFlux")
+    corr = np.full(n, np.nan)
+    corr_err = np.full(n, np.nan)
+    if field is not None:
+        corr[on] = field(ax[on], ay[on])
+        corr_err[on] = field.err
+    good = np.isfinite(corr) & (corr > 0) & (corr_err >= 0)
+    return {
+        "base_PsfFlux_instFlux": np.where(good, flux * corr, flux),
+        "base_PsfFlux_instFluxErr": np.where(good, err * corr, err),
+        "base_PsfFlux_apCorr": corr, "base_PsfFlux_apCorrErr": corr_err,
+        "base_PsfFlux_flag_apCorr": ~good, "base_PsfFlux_flag": out["base_PsfFlux_flag"] | ~good,
+    }
+
+
 def _local_background(exposure: Exposure, ax: np.ndarray, ay: np.ndarray, fwhm: float
                       ) -> dict[str, np.ndarray]:
-    """Clipped mean in an annulus of 7σ–15σ of the PSF, detected and bad pixels left out."""
+    """Clipped mean in an annulus of 7σ–15σ of the PSF, single-frame's base_LocalBackground:
+    BAD, SAT and NO_DATA pixels left out, detections kept. Departure: σ is the PSF's at the
+    image centre (meas_base takes it at each position), so a request of many positions
+    evaluates the PSF model once."""
     sigma = fwhm / SIGMA_TO_FWHM
-    r_in, r_out = 7 * sigma, 15 * sigma
+    r_in, r_out = LocalBackground.inner * sigma, LocalBackground.outer * sigma
     dx, dy = square_offsets(int(np.ceil(r_out)) + 1)
     image, _, mask, on = _gather(exposure, ax, ay, dx, dy)
     ddx, ddy = _offsets_from_position(ax, ay, dx, dy)
     d2 = ddx * ddx + ddy * ddy
-    excluded = exposure.planes.any(mask, ["BAD", "SAT", "NO_DATA", "DETECTED",
-                                          "DETECTED_NEGATIVE"])
-    use = (d2 >= r_in**2) & (d2 <= r_out**2) & on & ~excluded
+    excluded = exposure.planes.any(mask, LocalBackground.bad_planes)
+    use = (d2 > r_in**2) & (d2 <= r_out**2) & on & ~excluded
     mean, _, std = clipped_stats(np.where(use, image, np.nan), axis=-1)
+    none = ~use.any(axis=1)
     return {"base_LocalBackground_instFlux": mean, "base_LocalBackground_instFluxErr": std,
-            "base_LocalBackground_flag": ~np.isfinite(mean)}
+            "base_LocalBackground_flag": none | ~np.isfinite(mean),
+            "base_LocalBackground_flag_noGoodPixels": none}
 
 
 def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.ndarray
@@ -427,6 +484,6 @@ def _shapes(exposure: Exposure, positions: ColumnSet, ax: np.ndarray, ay: np.nda
                                                                ay[missing])
     out = {}
     for axis, values in (("xx", xx), ("yy", yy), ("xy", xy)):
-        out[f"base_TransformedShape_{axis}"] = out[f"slot_Shape_{axis}"] = values
+        out[f"base_TransformedShape_{axis}"] = values
     out["base_TransformedShape_flag"] = ~np.isfinite(xx + yy + xy)
     return out

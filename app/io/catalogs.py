@@ -7,7 +7,9 @@ columns carry ``.unit`` and ``.description``, as the engine's catalogs do.
 - FITS: binary table, units in ``TUNITn``, descriptions in ``TDOCn`` (as afw writes them)
   and, as far as they fit, as the ``TTYPEn`` comments,
   booleans as ``L``.
-- VOTable: units and descriptions in the FIELD elements. Null floats read back as NaN.
+- VOTable: units and descriptions in the FIELD elements, the ``ALIAS`` metadata (the slot
+  aliases, as afw's FITS cards) as ``<INFO name="ALIAS">`` elements. Null floats read
+  back as NaN.
 - CSV: ECSV with a ``,`` delimiter: units, descriptions and types in the ``#`` header, so
   astropy restores them and any CSV reader that skips ``#`` lines reads the values.
 - Parquet: astropy's layout (the ECSV-style header in the schema metadata
@@ -30,6 +32,9 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 from astropy.io import fits
+from astropy.io.votable import from_table as votable_from_table
+from astropy.io.votable import parse as parse_votable
+from astropy.io.votable.tree import Info
 from astropy.table import Column, MaskedColumn, Table
 from astropy.table.meta import get_header_from_yaml
 from astropy.units import Unit
@@ -148,9 +153,11 @@ def _write_fits(table: Table, f: BinaryIO) -> None:
         # names longer than a FITS keyword (slot_CalibFlux) as explicit HIERARCH cards, which
         # astropy writes without complaint and reads back under the same name
         card_key = key if len(key) <= 8 and key.isupper() else f"HIERARCH {key}"
-        if not isinstance(value, str | int | float | bool):
-            value = str(value)
-        hdu.header[card_key] = fits_text(value) if isinstance(value, str) else value
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:  # a list is one card per item, as afw writes its ALIAS entries
+            if not isinstance(item, str | int | float | bool):
+                item = str(item)
+            hdu.header.append((card_key, fits_text(item) if isinstance(item, str) else item))
     for i, column in enumerate(table.columns.values(), start=1):
         if column.description:
             # the full text as afw writes it (TDOCn, CONTINUE cards if long); the TTYPEn
@@ -163,8 +170,18 @@ def _write_fits(table: Table, f: BinaryIO) -> None:
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(f)
 
 
+ALIAS_KEY = "ALIAS"
+"""Metadata key of a catalog's aliases, ``"alias:target"`` strings (afw's FITS cards)."""
+
+
 def _write_votable(table: Table, f: BinaryIO) -> None:
-    table.write(f, format="votable")
+    votable = votable_from_table(table)
+    entries = table.meta.get(ALIAS_KEY, [])
+    for entry in [entries] if isinstance(entries, str) else entries:
+        info = Info(name=ALIAS_KEY, value=str(entry))
+        info.ID = None  # several INFO share the name; an XML ID must be unique
+        votable.get_first_table().infos.append(info)
+    votable.to_xml(f)
 
 
 def _write_csv(table: Table, f: BinaryIO) -> None:
@@ -350,7 +367,12 @@ def _fits_table(hdu: fits.BinTableHDU) -> Table:
 
 
 def _read_votable(f: BinaryIO) -> Table:
-    return _unmask_floats(Table.read(f, format="votable"))
+    votable = parse_votable(f).get_first_table()
+    table = _unmask_floats(votable.to_table())
+    aliases = [info.value for info in votable.infos if info.name == ALIAS_KEY]
+    if aliases:
+        table.meta[ALIAS_KEY] = aliases
+    return table
 
 
 def _read_csv(f: BinaryIO) -> Table:

@@ -22,6 +22,7 @@ from app.db.filters import unit_vector
 from app.db.models import JobRecord
 from app.db.sources import SourceRepository
 from app.engine.config import DetectConfig
+from app.engine.measure.slots import from_meta, resolve
 from app.jobs.errors import unusable_input
 from app.jobs.kinds import Artifact, JobContext, JobKind, JobOutput, Progress, register_kind
 from app.storage import footprints as footprint_store
@@ -31,21 +32,22 @@ CORE_COLUMNS = {
     "id": "id",
     "parent": "parent",
     "deblend_nChild": "deblend_nchild",
-    "base_SdssCentroid_x": "x",
-    "base_SdssCentroid_y": "y",
+    "slot_Centroid_x": "x",
+    "slot_Centroid_y": "y",
     "coord_ra": "coord_ra",
     "coord_dec": "coord_dec",
-    "base_PsfFlux_instFlux": "psf_inst_flux",
-    "base_PsfFlux_instFluxErr": "psf_inst_flux_err",
-    "base_PsfFlux_flux": "psf_flux",
-    "base_PsfFlux_fluxErr": "psf_flux_err",
+    "slot_PsfFlux_instFlux": "psf_inst_flux",
+    "slot_PsfFlux_instFluxErr": "psf_inst_flux_err",
+    "slot_PsfFlux_flux": "psf_flux",
+    "slot_PsfFlux_fluxErr": "psf_flux_err",
     "base_CircularApertureFlux_12_0_instFlux": "ap12_inst_flux",
     "base_CircularApertureFlux_12_0_instFluxErr": "ap12_inst_flux_err",
-    "base_SdssShape_xx": "shape_xx",
-    "base_SdssShape_yy": "shape_yy",
-    "base_SdssShape_xy": "shape_xy",
+    "slot_Shape_xx": "shape_xx",
+    "slot_Shape_yy": "shape_yy",
+    "slot_Shape_xy": "shape_xy",
 }
-"""Catalog column → typed ``sources`` column."""
+"""Catalog column (a slot alias resolved through the catalog's aliases: the S/N filter is
+the PSF-flux slot's) → typed ``sources`` column."""
 
 MASK_MEDIA_TYPE = "application/fits"
 
@@ -64,12 +66,14 @@ def catalog_flags(table: Table) -> list[str]:
 def source_rows(table: Table) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     """``sources`` rows and the (id, flag) pairs of set flags, from a catalog table."""
     columns = {name: table[name].tolist() for name in table.colnames}
+    aliases = from_meta(table.meta)
+    core = {resolve(name, aliases): target for name, target in CORE_COLUMNS.items()}
     flag_names = catalog_flags(table)
     rows: list[dict[str, Any]] = []
     flags: list[tuple[int, str]] = []
     for i in range(len(table)):
         full = {name: jsonable(values[i]) for name, values in columns.items()}
-        row: dict[str, Any] = {target: full.get(name) for name, target in CORE_COLUMNS.items()}
+        row: dict[str, Any] = {target: full.get(name) for name, target in core.items()}
         row["parent"] = row["parent"] or 0
         row["deblend_nchild"] = row["deblend_nchild"] or 0
         if row["coord_ra"] is not None and row["coord_dec"] is not None:
@@ -159,6 +163,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
     summary = jsonable(dict(result.summary))
     summary["columns"] = column_descriptions(result.catalog)
     summary["flags"] = catalog_flags(result.catalog)
+    summary["aliases"] = from_meta(result.catalog.meta)
     summary["mask_planes"] = after.planes.as_dict()
     summary["provenance"] = dict(after.info.provenance)  # where the PSF, corrections... came from
     summary["notes"] = list(after.info.notes)

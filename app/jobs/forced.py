@@ -48,6 +48,7 @@ from app.engine.config import FORCED_DEFAULT_PLUGINS, CharacterizeConfig, Forced
 from app.engine.exposure import Exposure
 from app.engine.forced import positions_kind
 from app.engine.forced_request import Detections, RequestError, measure_request, on_image
+from app.engine.measure.slots import from_meta
 from app.io.positions import SKY, PositionsError, coordinate_names, positions_columns
 from app.io.positions_file import (
     FILE_FORMATS,
@@ -313,6 +314,7 @@ def compute(context: JobContext, progress: Progress) -> JobOutput:
             {"exposure_id": e, "reason": r} for e, r in skipped],
         "columns": column_descriptions(result),
         "flags": flag_names(result),
+        "aliases": from_meta(result.meta),
     }
     if context.exposure_id is not None:
         summary["detect_job_id"] = params.job_id
@@ -422,6 +424,7 @@ def _combine(parts: list[_Part], covering: bool) -> tuple[Table, np.ndarray]:
     if not covering:
         return parts[0].result, parts[0].positions
     result = vstack([p.result for p in parts], join_type="exact", metadata_conflicts="silent")
+    result.meta = dict(parts[0].result.meta)  # one config measured them all: one metadata
     positions = np.concatenate([p.positions for p in parts])
     order = np.lexsort((np.asarray(result["mjd"], float), positions))
     return result[order], positions[order]

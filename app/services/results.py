@@ -9,11 +9,12 @@ gives JSON pages and files the same columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from astropy.table import Table
 from sqlalchemy.orm import Session
 
 from app.db.filters import DETECT_ONLY, FORCED_ONLY, SourceFilter
@@ -22,6 +23,7 @@ from app.db.jobs import JobRepository
 from app.db.models import ArtifactRecord, JobPhase, JobRecord, SourceRecord
 from app.db.sources import SourceRepository
 from app.engine.footprints import Footprint
+from app.engine.measure.slots import resolve
 from app.io.catalogs import (
     CatalogFormat,
     catalog_bytes,
@@ -77,7 +79,13 @@ ROW_KINDS = ("detect", "forced")
 
 class ResultService:
     """Results of one owner's jobs; every read checks the job is COMPLETED and of a kind
-    that has such results."""
+    that has such results.
+
+    Wherever a client names columns (``columns``, ``flag``, ``noflag``), a name may be one
+    of the job's aliases (``slot_PsfFlux_instFlux``, ``slot_Centroid_flag``, …, listed in
+    its summary): it stands for the column it resolves to, and a column asked for by an
+    alias comes back under that name.
+    """
 
     def __init__(self, session: Session, store: BlobStore, owner: str) -> None:
         self._session = session
@@ -99,6 +107,7 @@ class ResultService:
         with self._session.begin():
             job = self._completed(job_id, ROW_KINDS)
             wanted = self._check_columns(job, columns)
+            where = self._resolved_flags(job, where)
             if job.kind == "forced":
                 numbers = self._forced(job, where).page(
                     job_id, where, self._flag_bits(job), after=after, limit=limit + 1)
@@ -111,12 +120,17 @@ class ResultService:
             more = len(numbers) > limit
             numbers = numbers[:limit]
             table = read_fits_rows(self._store.path(artifact.storage_key),
-                                   np.asarray(numbers, dtype=np.int64), wanted)
-            return SourcePage(json_rows(table), encode_cursor(numbers[-1]) if more else None)
+                                   np.asarray(numbers, dtype=np.int64),
+                                   None if wanted is None else list(dict.fromkeys(
+                                       wanted.values())))
+            return SourcePage(json_rows(selected(table, wanted)),
+                              encode_cursor(numbers[-1]) if more else None)
         more = len(records) > limit
         records = records[:limit]
         rows = [
-            r.row if wanted is None else {name: r.row.get(name) for name in wanted} for r in records
+            r.row if wanted is None else {name: r.row.get(column) for name, column in
+                                          wanted.items()}
+            for r in records
         ]
         return SourcePage(rows, encode_cursor(records[-1].id) if more else None)
 
@@ -132,6 +146,7 @@ class ResultService:
         with self._session.begin():
             job = self._completed(job_id, ROW_KINDS)
             wanted = self._check_columns(job, columns)
+            where = self._resolved_flags(job, where)
             if job.kind == "forced":
                 numbers = self._forced(job, where).rows(job_id, where,
                                                         self._flag_bits(job))
@@ -142,13 +157,13 @@ class ResultService:
                 artifact = self._artifact(job_id, "catalog")
         path = self._store.path(artifact.storage_key)
         if job.kind == "forced":
-            return catalog_bytes(read_fits_rows(path, np.asarray(numbers, np.int64), wanted),
-                                 format)
+            table = read_fits_rows(path, np.asarray(numbers, np.int64),
+                                   None if wanted is None else list(dict.fromkeys(
+                                       wanted.values())))
+            return catalog_bytes(selected(table, wanted), format)
         table = read_catalog(path, "fits")
         table = table[np.isin(np.asarray(table["id"]), np.asarray(ids, dtype=np.int64))]
-        if wanted is not None:
-            table = table[list(wanted)]
-        return catalog_bytes(table, format)
+        return catalog_bytes(selected(table, wanted), format)
 
     def _forced(self, job: JobRecord, where: SourceFilter) -> ForcedSourceRepository:
         self._check_options(job, where)
@@ -257,20 +272,49 @@ class ResultService:
         return artifact
 
     @staticmethod
-    def _check_columns(job: JobRecord, columns: Sequence[str] | None) -> list[str] | None:
-        """The columns to give (a detect job's always with ``id``); None for all."""
+    def _check_columns(job: JobRecord, columns: Sequence[str] | None) -> dict[str, str] | None:
+        """The columns to give, each name (a detect job's always with ``id``) with the
+        column it resolves to through the job's aliases; None for all."""
         if not columns:
             return None
-        known = [c["name"] for c in (job.summary or {}).get("columns", [])]
-        unknown = [c for c in columns if c not in known]
+        known = set(c["name"] for c in (job.summary or {}).get("columns", []))
+        aliases = job_aliases(job)
+        names = list(dict.fromkeys(["id", *columns] if job.kind == "detect" else columns))
+        wanted = {name: resolve(name, aliases) for name in names}
+        unknown = [name for name, column in wanted.items() if column not in known]
         if unknown:
             raise InvalidInputError(
                 f"unknown column(s) {', '.join(map(repr, unknown))}; the catalog has "
-                f"{len(known)} columns, listed in the job's summary",
+                f"{len(known)} columns and the aliases {', '.join(aliases) or 'none'}, "
+                "listed in the job's summary",
                 code="unknown_column",
                 detail={"unknown": unknown},
             )
-        return list(dict.fromkeys(["id", *columns] if job.kind == "detect" else columns))
+        return wanted
+
+    @staticmethod
+    def _resolved_flags(job: JobRecord, where: SourceFilter) -> SourceFilter:
+        """``where`` with its flag names resolved through the job's aliases
+        (``slot_Centroid_flag`` → ``base_SdssCentroid_flag``)."""
+        aliases = job_aliases(job)
+        if not aliases:
+            return where
+        return replace(where, flags_set=tuple(resolve(f, aliases) for f in where.flags_set),
+                       flags_unset=tuple(resolve(f, aliases) for f in where.flags_unset))
+
+
+def job_aliases(job: JobRecord) -> dict[str, str]:
+    """The aliases of the job's catalog (alias → target), as its summary lists them."""
+    return dict((job.summary or {}).get("aliases", {}))
+
+
+def selected(table: Table, wanted: Mapping[str, str] | None) -> Table:
+    """The ``wanted`` columns of ``table`` (all when None), each under the name asked for,
+    the table's metadata (its aliases) kept."""
+    if wanted is None:
+        return table
+    return Table([table[column] for column in wanted.values()], names=list(wanted),
+                 meta=table.meta, copy=False)
 
 
 def stored_flags(job: JobRecord) -> list[str]:

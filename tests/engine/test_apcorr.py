@@ -67,3 +67,8 @@ def test_the_final_median_shift_centres_the_residuals():
     ap, keep, _ = fit_apcorr(x, y, z, BOX, ApCorrConfig())
     assert ap is not None
     assert abs(np.median(ap(x[keep], y[keep]) - z[keep])) < 1e-12
+
+
+def test_no_star_is_not_enough_either():
+    ap, _, why = fit_apcorr(np.zeros(0), np.zeros(0), np.zeros(0), BOX, ApCorrConfig())
+    assert ap is None and "only 0 stars" in why

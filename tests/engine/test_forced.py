@@ -216,3 +216,43 @@ def test_aperture_fluxes_at_chosen_radii(faint_field):
     stars = run_forced(ex, Table({"x": truth["x"][bright], "y": truth["y"][bright]}), config)
     ratio = np.asarray(stars["base_CircularApertureFlux_20_0_instFlux"]) / truth["flux"][bright]
     assert abs(np.median(ratio) - 1) < 0.02
+
+
+def test_forced_flags_and_aperture_corrections_as_single_frame(faint_field):
+    """Forced base_PsfFlux flags as single-frame measurement (flag_edge sets the general
+    flag), and the exposure's aperture correction applied as ApplyApCorrTask does."""
+    _, result, _ = faint_field
+    ex = result.exposure
+    field = ex.ap_corr["base_PsfFlux"]
+    positions = Table({"x": [1000.0, 1.5, 700.0], "y": [1000.0, 800.0, 300.0]})
+    out = run_forced(ex, positions)
+    assert out["base_PsfFlux_flag_edge"].tolist() == [False, True, False]
+    assert out["base_PsfFlux_flag"].tolist() == [False, True, False]
+    corr = field(np.array([1000.0, 700.0]), np.array([1000.0, 300.0]))
+    np.testing.assert_allclose(np.asarray(out["base_PsfFlux_apCorr"])[[0, 2]], corr)
+    np.testing.assert_allclose(np.asarray(out["base_PsfFlux_apCorrErr"])[[0, 2]], field.err)
+    assert not out["base_PsfFlux_flag_apCorr"].any()
+    # the slots are aliases, not columns of their own
+    assert "slot_Centroid:base_TransformedCentroid" in out.meta["ALIAS"]
+    assert not [name for name in out.names if name.startswith("slot_")]
+
+    # corrections for other fluxes only: the PSF flux cannot be corrected, and says so
+    other = ex.copy()
+    other.ap_corr = {"base_GaussianFlux": ex.ap_corr["base_GaussianFlux"]}
+    flagged = run_forced(other, positions)
+    assert flagged["base_PsfFlux_flag_apCorr"].all() and flagged["base_PsfFlux_flag"].all()
+    assert np.isnan(np.asarray(flagged["base_PsfFlux_apCorr"])).all()
+    np.testing.assert_allclose(np.asarray(flagged["base_PsfFlux_instFlux"])[[0, 2]],
+                               np.asarray(out["base_PsfFlux_instFlux"])[[0, 2]] / corr)
+
+
+def test_forced_local_background_keeps_detected_pixels(faint_field):
+    _, result, _ = faint_field
+    ex = result.exposure.copy()
+    ex.mask |= np.int32(ex.planes.bitmask("DETECTED"))
+    out = run_forced(ex, Table({"x": [1000.0, 700.0], "y": [1000.0, 300.0]}),
+                     ForcedConfig(plugins=["base_LocalBackground"]))
+    assert not out["base_LocalBackground_flag"].any()
+    assert not out["base_LocalBackground_flag_noGoodPixels"].any()
+    np.testing.assert_allclose(np.asarray(out["base_LocalBackground_instFluxErr"]), SKY_SIGMA,
+                               rtol=0.1)

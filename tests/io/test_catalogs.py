@@ -123,3 +123,17 @@ def test_unknown_format() -> None:
         catalog_bytes(make_table(), "xlsx")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="extension"):
         read_catalog("catalog.txt")
+
+
+@pytest.mark.parametrize("format", ["fits", "votable", "csv", "parquet"])
+def test_slot_aliases_travel_with_the_catalog(format: str) -> None:
+    """afw's ALIAS entries, one card each in FITS, INFO elements in a VOTable."""
+    table = make_table()
+    aliases = ["slot_PsfFlux:base_PsfFlux", "slot_Centroid:base_SdssCentroid"]
+    table.meta["ALIAS"] = aliases
+    got = read_catalog(io.BytesIO(catalog_bytes(table, format)), format)  # type: ignore[arg-type]
+    assert list(got.meta["ALIAS"]) == aliases
+    assert_round_trip(got, make_table())
+    if format == "fits":
+        with fits.open(io.BytesIO(catalog_bytes(table, "fits"))) as hdul:
+            assert [v for k, v in hdul[1].header.items() if k == "ALIAS"] == aliases

@@ -30,9 +30,11 @@ def source_filter(
     deblend_nChild: Annotated[  # noqa: N803 - LSST's name
         int | None, Query(ge=0, description="Detect jobs.")] = None,
     min_psf_snr: Annotated[
-        float | None, Query(description="base_PsfFlux S/N above this (exclusive).")] = None,
+        float | None, Query(description="slot_PsfFlux (base_PsfFlux) S/N above this "
+                                        "(exclusive).")] = None,
     max_psf_snr: Annotated[
-        float | None, Query(description="base_PsfFlux S/N below this (exclusive).")] = None,
+        float | None, Query(description="slot_PsfFlux (base_PsfFlux) S/N below this "
+                                        "(exclusive).")] = None,
     x_min: float | None = None,
     x_max: float | None = None,
     y_min: float | None = None,
@@ -40,8 +42,10 @@ def source_filter(
     ra: Annotated[float | None, Query(ge=0, lt=360, description="Cone centre, deg.")] = None,
     dec: Annotated[float | None, Query(ge=-90, le=90, description="Cone centre, deg.")] = None,
     radius: Annotated[float | None, Query(gt=0, le=180, description="Cone radius, deg.")] = None,
-    flag: Annotated[list[str], Query(description="Flags that must be set.")] = [],  # noqa: B006
-    noflag: Annotated[list[str], Query(description="Flags that must be unset.")] = [],  # noqa: B006
+    flag: Annotated[list[str], Query(
+        description="Flags that must be set (names or aliases: slot_Centroid_flag).")] = [],  # noqa: B006
+    noflag: Annotated[list[str], Query(
+        description="Flags that must be unset (names or aliases).")] = [],  # noqa: B006
     position_kind: Annotated[
         Literal["input", "random"] | None,
         Query(description="Forced jobs: the client's positions or random blank-sky ones.")] = None,
@@ -102,7 +106,9 @@ async def list_sources(
     format: Annotated[str | None, Query(description="json, fits, votable, csv, parquet")] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    columns: Annotated[str | None, Query(description="Comma-separated column names.")] = None,
+    columns: Annotated[str | None, Query(
+        description="Comma-separated column names or aliases (slot_PsfFlux_instFlux, as the "
+        "job's summary lists them); an alias comes back under its own name.")] = None,
 ) -> Response:
     chosen = negotiate(request, format)
     if chosen == "json":

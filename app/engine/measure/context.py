@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from app.engine.config import ClassificationConfig, SourceSlotConfig
 from app.engine.cutouts import gather_windows
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint
@@ -62,12 +63,17 @@ class MeasurementContext:
     covered: np.ndarray | None = None
     noise_seed: int = 0
     aperture_radii: list[float] = field(default_factory=list)
-    # slots, set by the centroid and shape plugins (array frame)
+    slots: SourceSlotConfig = field(default_factory=SourceSlotConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
+    # slots, set by the centroid and shape plugins (array frame), and their flags (None
+    # while no plugin has set them, or when the slot is not defined)
     x: np.ndarray = field(init=False)
     y: np.ndarray = field(init=False)
     shape_xx: np.ndarray = field(init=False)
     shape_yy: np.ndarray = field(init=False)
     shape_xy: np.ndarray = field(init=False)
+    centroid_flag: np.ndarray | None = field(init=False, default=None)
+    shape_flag: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.x = self.peak_x.astype(np.float64)
@@ -132,20 +138,30 @@ class MeasurementContext:
         return self._cache[half]
 
     def _gather_stamps(self, half: int) -> Stamps:
-        """Stamps cut from the images (``gather_windows``), off-image pixels filled."""
-        ex = self.exposure
-        h, w = ex.shape
-        size = 2 * half + 1
+        """Stamps of every source about its rounded slot centroid."""
         cx = np.round(np.where(np.isfinite(self.x), self.x, self.peak_x)).astype(np.int64)
         cy = np.round(np.where(np.isfinite(self.y), self.y, self.peak_y)).astype(np.int64)
-        x0, y0 = cx - half, cy - half
-        off = np.arange(size)
-        yy, xx = y0[:, None] + off, x0[:, None] + off  # (N, S)
+        size = 2 * half + 1
+        return self.cutouts(np.arange(self.n_sources), cx - half, cy - half, (size, size))
+
+    def cutouts(self, rows: np.ndarray, x0: np.ndarray, y0: np.ndarray,
+                shape: tuple[int, int]) -> Stamps:
+        """Windows of ``shape`` (height, width) at array-frame origins (x0, y0) for the
+        sources ``rows``, each with its own footprint inserted (``gather_windows``), pixels
+        off the image filled (0, infinite variance, NO_DATA). Not cached: for the few
+        sources that need a window of their own (SdssCentroid's binning)."""
+        ex = self.exposure
+        h, w = ex.shape
+        rows = np.asarray(rows, dtype=np.int64)
+        x0 = np.asarray(x0, dtype=np.int64)
+        y0 = np.asarray(y0, dtype=np.int64)
+        height, width = shape
+        yy = y0[:, None] + np.arange(height)
+        xx = x0[:, None] + np.arange(width)
         on = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
-        window = (size, size)
-        image = gather_windows(self._base, y0, x0, window).astype(np.float32, copy=False)
-        variance = gather_windows(ex.variance, y0, x0, window).astype(np.float32, copy=False)
-        mask = gather_windows(ex.mask, y0, x0, window).astype(np.int32, copy=False)
+        image = gather_windows(self._base, y0, x0, shape).astype(np.float32, copy=False)
+        variance = gather_windows(ex.variance, y0, x0, shape).astype(np.float32, copy=False)
+        mask = gather_windows(ex.mask, y0, x0, shape).astype(np.int32, copy=False)
         if not on.all():
             off_image = ~on
             image[off_image] = 0
@@ -153,10 +169,27 @@ class MeasurementContext:
             mask[off_image] = np.int32(ex.planes.bitmask("NO_DATA"))
         if self.replace_with_noise:
             src, fy, fx, values = self._fp_cat
-            sy, sx = fy - y0[src], fx - x0[src]
-            inside = (sy >= 0) & (sy < size) & (sx >= 0) & (sx < size)
-            image[src[inside], sy[inside], sx[inside]] = values[inside]
+            where = np.full(self.n_sources, -1, dtype=np.int64)
+            where[rows] = np.arange(len(rows))
+            k = where[src]
+            sy, sx = fy - y0[k], fx - x0[k]
+            inside = (k >= 0) & (sy >= 0) & (sy < height) & (sx >= 0) & (sx < width)
+            image[k[inside], sy[inside], sx[inside]] = values[inside]
         return Stamps(image, variance, mask, x0, y0, on)
+
+    def in_own_footprint(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per source: whether the pixel holding array-frame position (x, y) is in its own
+        footprint (meas_base's CentroidChecker ``doFootprintCheck``)."""
+        src, fy, fx, _ = self._fp_cat
+        h, w = self.exposure.shape
+        ix = np.floor(np.asarray(x, float) + 0.5)
+        iy = np.floor(np.asarray(y, float) + 0.5)
+        ok = np.isfinite(ix) & np.isfinite(iy)
+        ix = np.where(ok, ix, -1).astype(np.int64)
+        iy = np.where(ok, iy, -1).astype(np.int64)
+        area = (h + 1) * (w + 1)
+        query = np.arange(self.n_sources) * area + (iy + 1) * (w + 1) + (ix + 1)
+        return ok & np.isin(query, src * area + (fy + 1) * (w + 1) + (fx + 1))
 
     def clear_stamps(self) -> None:
         """Forget cached stamps (after the slot centroid moved)."""

@@ -3,7 +3,10 @@
 A plugin measures all sources of a catalog at once (vectorized over sources, not over
 pixels). It declares its columns; its general failure flag is ``<name>_flag``. If a plugin
 raises, every row gets that flag set and the catalog goes on, as meas_base's
-``callMeasure`` does for one record.
+``callMeasure`` does for one record. A plugin that measures at the slot centroid (or with
+the slot shape) gets its general flag set where that slot's flag is, as meas_base's
+SafeCentroidExtractor and SafeShapeExtractor set it (``<name>_flag_badCentroid`` and
+``_flag_badShape`` are the aliases of the slot's flag).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Plugin:
 
     name: ClassVar[str]
     order: ClassVar[float]
+    uses_centroid: ClassVar[bool] = False  # measures at the slot centroid
+    uses_shape: ClassVar[bool] = False  # measures with the slot shape
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         """The columns this plugin writes (its ``_flag`` column is added for it)."""
@@ -54,6 +59,14 @@ class Plugin:
 
     def flag_column(self) -> Column:
         return Column(f"{self.name}_flag", "bool", None, f"General failure flag of {self.name}.")
+
+    def results(self, ctx: MeasurementContext) -> list[str]:
+        """The name prefixes of this plugin's results, which slots may name."""
+        return [self.name]
+
+    def failure_flags(self, ctx: MeasurementContext) -> list[str]:
+        """The general failure flags a bad slot centroid or shape sets (one per result)."""
+        return [f"{self.name}_flag"]
 
 
 REGISTRY: dict[str, type[Plugin]] = {}
@@ -98,5 +111,10 @@ def run_plugins(
         except Exception:  # a plugin failure is the plugin's flag, never a lost catalog
             log.exception("measurement plugin failed", extra={"plugin": plugin.name})
             out[f"{plugin.name}_flag"][:] = True
+        for uses, slot_flag in ((plugin.uses_centroid, ctx.centroid_flag),
+                                (plugin.uses_shape, ctx.shape_flag)):
+            if uses and slot_flag is not None:
+                for flag in plugin.failure_flags(ctx):
+                    out[flag] |= slot_flag
         if progress is not None:
             progress((k + 1) / len(plugins), plugin.name)

@@ -20,7 +20,8 @@ from app.engine.config import MeasurementConfig
 from app.engine.deblend import DEBLEND_FLAGS, SourceRecord
 from app.engine.exposure import Exposure
 from app.engine.measure.context import MeasurementContext
-from app.engine.measure.registry import APCORR_ORDER, Column, resolve, run_plugins
+from app.engine.measure.registry import APCORR_ORDER, Column, Plugin, resolve, run_plugins
+from app.engine.measure.slots import META_KEY, meta_entries, slot_aliases
 
 
 def base_columns() -> list[Column]:
@@ -66,8 +67,10 @@ def measure_sources(
         peak_y=np.array([r.peak_y for r in records], dtype=np.int64),
         replace_with_noise=config.doReplaceWithNoise, noise_seed=config.noiseSeed,
         aperture_radii=list(config.apertureRadii),
+        slots=config.slots, classification=config.classification,
     )
     plugins = resolve(config.plugins)
+    aliases = catalog_aliases(plugins, ctx)
     first = [p for p in plugins if p.order < APCORR_ORDER]
     later = [p for p in plugins if p.order >= APCORR_ORDER]
 
@@ -82,7 +85,22 @@ def measure_sources(
         apcorrs = aperture_corrections(ctx, out, columns)
     run_plugins(later, ctx, out, columns, report(0.75, 0.25))
     add_calibrated_fluxes(exposure, out, columns)
-    return make_table(out, columns), apcorrs
+    table = make_table(out, columns)
+    table.meta[META_KEY] = meta_entries(aliases)
+    return table, apcorrs
+
+
+def catalog_aliases(plugins: list[Plugin], ctx: MeasurementContext) -> dict[str, str]:
+    """The catalog's alias map: the slots (which must name results these plugins make),
+    then each plugin's ``_flag_badCentroid`` / ``_flag_badShape``, the flag of the slot its
+    measurement relied on (meas_base's SafeCentroidExtractor and SafeShapeExtractor)."""
+    aliases = slot_aliases(ctx.slots, [stem for p in plugins for stem in p.results(ctx)])
+    for plugin in plugins:
+        for uses, slot, what in ((plugin.uses_centroid, ctx.slots.centroid, "Centroid"),
+                                 (plugin.uses_shape, ctx.slots.shape, "Shape")):
+            if uses and slot is not None and slot != plugin.name:
+                aliases[f"{plugin.name}_flag_bad{what}"] = f"{slot}_flag"
+    return aliases
 
 
 def aperture_corrections(ctx: MeasurementContext, out: dict[str, np.ndarray],

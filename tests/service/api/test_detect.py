@@ -170,3 +170,40 @@ def test_rerunning_detect_does_not_duplicate_sources(client: TestClient, job: di
     again = wait_for_job(client, job["id"], timeout=120)
     assert again["phase"] == "COMPLETED" and again["attempt"] == 2
     assert result_counts(runtime, job["id"]) == (job["summary"]["n_sources"], 4)  # 4 artifacts
+
+
+def test_slot_aliases_name_columns_and_flags(client: TestClient, job: dict) -> None:
+    aliases = job["summary"]["aliases"]
+    assert aliases["slot_Centroid"] == "base_SdssCentroid"
+    assert aliases["slot_CalibFlux"] == "base_CircularApertureFlux_12_0"
+    assert aliases["base_PsfFlux_flag_badCentroid"] == "base_SdssCentroid_flag"
+    every = list(all_sources(client, job["id"]))
+    # an alias comes back under its own name, with the values of the column it stands for
+    page = client.get(f"/v1/jobs/{job['id']}/sources", params={
+        "columns": "slot_PsfFlux_instFlux,slot_Centroid_x,base_PsfFlux_instFlux",
+        "limit": 1000}).json()["sources"]
+    assert [s["id"] for s in page] == [s["id"] for s in every]
+    for row, full in zip(page, every, strict=True):
+        assert set(row) == {"id", "slot_PsfFlux_instFlux", "slot_Centroid_x",
+                            "base_PsfFlux_instFlux"}
+        assert row["slot_PsfFlux_instFlux"] == full["base_PsfFlux_instFlux"]
+        assert row["slot_Centroid_x"] == full["base_SdssCentroid_x"]
+    # flags by alias select the same rows as by name
+    flagged = [s["id"] for s in all_sources(client, job["id"], flag="slot_Centroid_flag")]
+    assert flagged == [s["id"] for s in every if s["base_SdssCentroid_flag"]]
+    clean = [s["id"] for s in all_sources(client, job["id"],
+                                          noflag="base_PsfFlux_flag_badCentroid")]
+    assert clean == [s["id"] for s in every if not s["base_SdssCentroid_flag"]]
+    # files carry the aliases (afw's ALIAS cards) and the columns asked for by alias
+    for format in ("fits", "votable", "parquet"):
+        response = client.get(f"/v1/jobs/{job['id']}/sources", params={
+            "format": format, "columns": "slot_CalibFlux_instFlux"})
+        table = read_catalog(io.BytesIO(response.content), format)
+        assert table.colnames == ["id", "slot_CalibFlux_instFlux"], format
+        assert "slot_CalibFlux:base_CircularApertureFlux_12_0" in table.meta["ALIAS"], format
+        by_id = {s["id"]: s["base_CircularApertureFlux_12_0_instFlux"] for s in every}
+        np.testing.assert_allclose(np.asarray(table["slot_CalibFlux_instFlux"]),
+                                   [by_id[i] for i in np.asarray(table["id"])])
+    error = assert_error(client.get(f"/v1/jobs/{job['id']}/sources",
+                                    params={"columns": "slot_Nothing_x"}), 422, "unknown_column")
+    assert "'slot_Nothing_x'" in error["message"] and "slot_PsfFlux" in error["message"]

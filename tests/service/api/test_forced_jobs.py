@@ -210,6 +210,13 @@ def test_forced_rows_are_stored_paged_filtered_and_replaced(
     picked = client.get(f"/v1/jobs/{job['id']}/sources",
                         params={"columns": "name,base_PsfFlux_flux", "limit": 3}).json()
     assert [set(r) for r in picked["sources"]] == [{"name", "base_PsfFlux_flux"}] * 3
+    # ForcedMeasurementTask's slots, by alias
+    assert job["summary"]["aliases"]["slot_Centroid"] == "base_TransformedCentroid"
+    by_alias = client.get(f"/v1/jobs/{job['id']}/sources",
+                          params={"columns": "slot_Centroid_x", "limit": 3}).json()["sources"]
+    assert [r["slot_Centroid_x"] for r in by_alias] == list(x[:3])
+    assert ids(noflag="base_PsfFlux_flag_badCentroid", flag="slot_Centroid_flag") == []
+    assert "slot_Centroid:base_TransformedCentroid" in full.meta["ALIAS"]
     csv = client.get(f"/v1/jobs/{job['id']}/sources",
                      params={"format": "csv", "min_psf_snr": 2, "max_psf_snr": 5})
     from_csv = read_catalog(io.BytesIO(csv.content), "csv")

@@ -133,23 +133,37 @@ class Blendedness(Plugin):
 
 @register
 class ClassificationExtendedness(Plugin):
-    """1 when the PSF flux falls short of the model (Gaussian) flux by more than 1.5 %."""
+    """Extendedness as meas_base's catalogCalculation plugin (classification.py): 1 where
+    fluxRatio·model (+ modelErrFactor·σ) reaches the PSF flux (+ psfErrFactor·σ), else 0;
+    NaN and flagged where either flux is NaN or flagged.
+
+    The fluxes are the slots ``slot_PsfFlux`` and ``slot_ModelFlux``, after aperture
+    corrections. LSST's data-release pipeline points ``slot_ModelFlux`` at modelfit_CModel;
+    skyphot has no CModel, so the model flux is SingleFrameMeasurementTask's own default,
+    base_GaussianFlux (``measurement.slots.modelFlux`` chooses another). A Gaussian fitted
+    to a galaxy's core misses its wings, so at the default fluxRatio 0.95 faint or compact
+    galaxies read as points more often than with CModel.
+    """
 
     name = "base_ClassificationExtendedness"
     order = DERIVED_ORDER + 0.5  # after aperture corrections are applied
-    flux_ratio = 0.985
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         return [Column(f"{self.name}_value", "f8", None,
-                       "Extendedness: 0 for a point source, 1 for an extended one.")]
+                       "Set to 1 for extended sources, 0 for point sources.")]
 
     def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
-        psf = out.get("base_PsfFlux_instFlux")
-        model = out.get("base_GaussianFlux_instFlux")
+        psf, model = ctx.slots.psfFlux, ctx.slots.modelFlux
         if psf is None or model is None:
             raise ValueError(
-                "base_ClassificationExtendedness needs base_PsfFlux and base_GaussianFlux")
-        ok = np.isfinite(psf) & np.isfinite(model)
-        out[f"{self.name}_value"][:] = np.where(ok, (psf < self.flux_ratio * model).astype(float),
-                                                np.nan)
-        out[f"{self.name}_flag"][:] = ~ok
+                "base_ClassificationExtendedness needs the psfFlux and modelFlux slots")
+        cfg = ctx.classification
+        flux1 = cfg.fluxRatio * out[f"{model}_instFlux"]
+        if cfg.modelErrFactor != 0:
+            flux1 = flux1 + cfg.modelErrFactor * out[f"{model}_instFluxErr"]
+        flux2 = out[f"{psf}_instFlux"]
+        if cfg.psfErrFactor != 0:
+            flux2 = flux2 + cfg.psfErrFactor * out[f"{psf}_instFluxErr"]
+        fail = np.isnan(flux1) | np.isnan(flux2) | out[f"{model}_flag"] | out[f"{psf}_flag"]
+        out[f"{self.name}_value"][:] = np.where(fail, np.nan, (flux1 >= flux2).astype(float))
+        out[f"{self.name}_flag"][:] = fail

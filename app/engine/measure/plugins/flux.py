@@ -52,7 +52,9 @@ def fixed_psf_photometry(
     sampler's disk pixels about the pixel nearest each (x, y). The fit uses the pixels within
     the sampler's ``radius`` of the exact position, so it varies continuously with it,
     leaving out pixels off the image or with ``bad_planes``.
-    Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some weight left out).
+    Returns (flux, error, effective area (ΣP)²/ΣP², no usable pixel, some of the fit's
+    pixels off the image or NO_DATA: meas_base's ``flag_edge``, the PSF model not wholly
+    on the data).
     """
     p = sampler.images(x, y)  # a fresh array: weighted in place below
     # the fit's disk about the exact position: only the sampler's outer ring (the last
@@ -67,7 +69,10 @@ def fixed_psf_photometry(
     # few rows hold a pixel left out: only they are zeroed and summed again
     rows = np.flatnonzero(bad.any(axis=1))
     spp = full.copy()
+    edge = np.zeros(len(p), dtype=bool)
     if len(rows):
+        beyond = ~on[rows] | ((mask[rows] & np.int32(planes.bitmask("NO_DATA"))) != 0)
+        edge[rows] = ((p[rows] != 0) & beyond).any(axis=1)
         p[rows] = np.where(bad[rows], 0.0, p[rows])
         spp[rows] = np.einsum("ij,ij->i", p[rows], p[rows])
     # F = ΣP·D/ΣP², σ² = ΣP²V/(ΣP²)² over the good pixels
@@ -78,14 +83,29 @@ def fixed_psf_photometry(
         err = np.sqrt(sum_ppv) / spp
         area = np.einsum("ij->i", p) ** 2 / spp
     none = ~(spp > 0)
-    partial = spp < full * (1 - 1e-9)
-    return flux, err, area, none, partial
+    return flux, err, area, none, edge
+
+
+def psf_flux_failed(flux: np.ndarray, err: np.ndarray, none: np.ndarray, edge: np.ndarray
+                    ) -> np.ndarray:
+    """base_PsfFlux's general flag from its fit: every specific flag sets it (FlagHandler),
+    and so does a value that is not finite (meas_base's PixelValueError)."""
+    return none | edge | ~np.isfinite(flux) | ~np.isfinite(err)
 
 
 @register
 class PsfFlux(Plugin):
+    """A linear fit of the PSF model at the slot centroid (meas_base's PsfFlux.cc).
+
+    ``flag_edge`` where the model runs off the image (or onto NO_DATA), ``flag_noGoodPixels``
+    where no pixel is left; both set the general flag, as does a flagged slot centroid.
+    Departure: BAD, SAT and NO_DATA pixels are left out of the fit by default (meas_base's
+    ``badMaskPlanes`` default is empty); base_PixelFlags says where they were.
+    """
+
     name = "base_PsfFlux"
     order = FLUX_ORDER
+    uses_centroid = True
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         n = self.name
@@ -95,7 +115,8 @@ class PsfFlux(Plugin):
             Column(f"{n}_area", "f4", "pix", "Effective area of the PSF, (ΣP)²/ΣP²."),
             Column(f"{n}_flag_noGoodPixels", "bool", None, "No usable pixel under the PSF."),
             Column(f"{n}_flag_edge", "bool", None,
-                   "Part of the PSF fell off the image or on BAD/SAT/NO_DATA pixels."),
+                   "Object was too close to the edge of the image to use the full PSF model "
+                   "(part of it off the image or on NO_DATA pixels)."),
         ]
 
     def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
@@ -106,7 +127,7 @@ class PsfFlux(Plugin):
         half = sampler.half
         st = ctx.stamps(half)
         rows, cols = half + sampler.dy, half + sampler.dx
-        flux, err, area, none, partial = fixed_psf_photometry(
+        flux, err, area, none, edge = fixed_psf_photometry(
             st.image[:, rows, cols], st.variance[:, rows, cols], st.mask[:, rows, cols],
             st.on_image[:, rows, cols], ctx.x, ctx.y, sampler, ex.planes, BAD_PLANES)
         n = self.name
@@ -114,16 +135,20 @@ class PsfFlux(Plugin):
         out[f"{n}_instFluxErr"][:] = np.where(none, np.nan, err)
         out[f"{n}_area"][:] = area
         out[f"{n}_flag_noGoodPixels"][:] = none
-        out[f"{n}_flag_edge"][:] = partial
-        out[f"{n}_flag"][:] = none | ~np.isfinite(flux)
+        out[f"{n}_flag_edge"][:] = edge
+        out[f"{n}_flag"][:] = psf_flux_failed(flux, err, none, edge)
 
 
 @register
 class GaussianFlux(Plugin):
-    """Flux in an elliptical Gaussian weight of the source's adaptive moments (×2)."""
+    """Flux in an elliptical Gaussian weight of the slot shape (×2), at the slot centroid
+    (meas_base's GaussianFlux.cc): NaN and flagged where the shape is unusable (not finite
+    or singular), flagged where the slot centroid or shape is."""
 
     name = "base_GaussianFlux"
     order = FLUX_ORDER
+    uses_centroid = True
+    uses_shape = True
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         n = self.name
@@ -136,12 +161,12 @@ class GaussianFlux(Plugin):
         if ctx.n_sources == 0:
             return
         xx, yy, xy = ctx.shape_xx, ctx.shape_yy, ctx.shape_xy
-        no_shape = ~np.isfinite(xx + yy + xy)
-        psf_var = ctx.psf_sigma() ** 2
-        xx = np.where(no_shape, psf_var, xx)
-        yy = np.where(no_shape, psf_var, yy)
+        # SafeShapeExtractor: NaN, or Ixx·Iyy not above (1 + 1e-6)·Ixy²
+        no_shape = ~(np.isfinite(xx + yy + xy) & (xx * yy > (1 + 1e-6) * xy * xy))
+        xx = np.where(no_shape, 1.0, xx)
+        yy = np.where(no_shape, 1.0, yy)
         xy = np.where(no_shape, 0.0, xy)
-        half = int(np.clip(np.ceil(4 * np.sqrt(np.nanmax(np.maximum(xx, yy)))), 6, 30))
+        half = int(np.clip(np.ceil(4 * np.sqrt(np.max(np.maximum(xx, yy)))), 6, 30))
         st = ctx.stamps(half)
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         w = gaussian_weight(dx, dy, xx, yy, xy)
@@ -154,8 +179,8 @@ class GaussianFlux(Plugin):
         np.multiply(w, w, out=prod)
         var = np.multiply(prod, st.variance, out=prod, where=good).sum(axis=(1, 2))
         n = self.name
-        out[f"{n}_instFlux"][:] = 2 * flux
-        out[f"{n}_instFluxErr"][:] = 2 * np.sqrt(var)
+        out[f"{n}_instFlux"][:] = np.where(no_shape, np.nan, 2 * flux)
+        out[f"{n}_instFluxErr"][:] = np.where(no_shape, np.nan, 2 * np.sqrt(var))
         out[f"{n}_flag"][:] = no_shape
 
 
@@ -174,10 +199,19 @@ class CircularApertureFlux(Plugin):
     Radii up to 12 px use the exact area of overlap of each pixel with the circle; larger
     ones count the pixels whose centre is inside (LSST's "naive" apertures), summed column
     by column from cumulative sums of the noise-replaced image (``naive_aperture_sums``).
+    Each radius's ``_flag`` is set where its aperture runs off the image, its sum is not
+    finite, or the slot centroid is flagged (one flag handler per aperture, as meas_base).
     """
 
     name = "base_CircularApertureFlux"
     order = FLUX_ORDER
+    uses_centroid = True
+
+    def results(self, ctx: MeasurementContext) -> list[str]:
+        return [f"{self.name}_{radius_name(r)}" for r in ctx.aperture_radii]
+
+    def failure_flags(self, ctx: MeasurementContext) -> list[str]:
+        return [f"{stem}_flag" for stem in self.results(ctx)]
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         cols = []
@@ -300,39 +334,48 @@ def naive_aperture_sums(ctx: MeasurementContext, radii: list[float]
 
 @register
 class LocalBackground(Plugin):
-    """Clipped mean of the pixels in an annulus (7σ–15σ of the PSF), detections left out."""
+    """Clipped mean (3σ, 3 iterations) of the pixels in an annulus of 7σ–15σ of the PSF at
+    the source (meas_base's LocalBackground.cc). Only BAD, SAT and NO_DATA pixels are left
+    out: other sources are replaced by noise, and leaving out DETECTED would leave no pixel
+    on an extended source, where the local background matters most."""
 
     name = "base_LocalBackground"
     order = FLUX_ORDER
+    uses_centroid = True
     inner = 7.0
     outer = 15.0
+    bad_planes = BAD_PLANES
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         n = self.name
         return [
             Column(f"{n}_instFlux", "f8", "ct", "Local background level per pixel."),
             Column(f"{n}_instFluxErr", "f8", "ct", "Clipped stdev of the annulus pixels."),
-            Column(f"{n}_flag_noGoodPixels", "bool", None, "No usable pixel in the annulus."),
-            Column(f"{n}_flag_noPsf", "bool", None, "No PSF to size the annulus."),
+            Column(f"{n}_flag_noGoodPixels", "bool", None, "No good pixels in the annulus."),
+            Column(f"{n}_flag_noPsf", "bool", None, "No PSF provided."),
         ]
 
     def measure(self, ctx: MeasurementContext, out: dict[str, np.ndarray]) -> None:
         if ctx.n_sources == 0:
             return
-        sigma = float(np.median(ctx.psf_sigma()))
+        n = self.name
+        if ctx.exposure.psf is None:
+            out[f"{n}_flag_noPsf"][:] = True
+            out[f"{n}_flag"][:] = True
+            return
+        sigma = ctx.psf_sigma()
         r_in, r_out = self.inner * sigma, self.outer * sigma
-        half = int(np.ceil(r_out)) + 1
+        half = int(np.ceil(np.max(r_out))) + 1
         st = ctx.stamps(half)
         dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
         d2 = dx * dx + dy * dy
-        ex = ctx.exposure
-        excluded = ex.planes.any(st.mask, BAD_PLANES + ["DETECTED", "DETECTED_NEGATIVE"])
-        use = (d2 >= r_in**2) & (d2 <= r_out**2) & st.on_image & ~excluded
+        excluded = ctx.exposure.planes.any(st.mask, self.bad_planes)
+        use = ((d2 > (r_in**2)[:, None, None]) & (d2 <= (r_out**2)[:, None, None])
+               & st.on_image & ~excluded)
         values = np.where(use, st.image, np.nan).reshape(ctx.n_sources, -1)
         mean, _, std = clipped_stats(values, axis=-1)
-        n = self.name
-        none = ~np.isfinite(mean)
+        none = ~use.any(axis=(1, 2))
         out[f"{n}_instFlux"][:] = mean
         out[f"{n}_instFluxErr"][:] = std
         out[f"{n}_flag_noGoodPixels"][:] = none
-        out[f"{n}_flag"][:] = none
+        out[f"{n}_flag"][:] = none | ~np.isfinite(mean)

@@ -1,4 +1,9 @@
-"""base_PixelFlags: which mask planes touch a source's footprint, and its centre."""
+"""base_PixelFlags: which mask planes touch a source's footprint, and its centre.
+
+As meas_base's PixelFlags.cc: a centroid off the image sets ``flag_offimage`` with
+``flag_edge`` and ``flag_edgeCenter``; the flags describe pixels, not a failure, so the
+general flag stays for failures of the plugin itself.
+"""
 
 from __future__ import annotations
 
@@ -57,4 +62,5 @@ class PixelFlags(Plugin):
             out[f"{n}_flag_{suffix}"][:] = ctx.mask_in_footprints(bits)
             if suffix in CENTER_FLAGS:
                 out[f"{n}_flag_{suffix}Center"][:] = (centre_bits & bits) != 0
-        out[f"{n}_flag"][:] = off
+        out[f"{n}_flag_edge"] |= off
+        out[f"{n}_flag_edgeCenter"] |= off

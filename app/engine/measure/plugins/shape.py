@@ -5,13 +5,24 @@ of the image weighted by exp(−½ dᵀW⁻¹d) about a centre that is also re-e
 moments change by less than 1e-5 (relative). For a Gaussian source of covariance C the fixed
 point is W = C, so the moments are the source's own; ``instFlux`` = 2·Σ w·I is then its total
 flux. All sources iterate together; a source that has converged stops changing.
+
+Failures as meas_base's SdssShape.cc sets them: when the weighted moments do not converge
+in 100 iterations (``flag_maxIter``) or become invalid, the *unweighted* moments of the pixels
+within 4 weight-σ of the centroid are reported instead (``flag_unweighted``; no flux, no
+errors); when even those are not positive, ``flag_unweightedBad`` (moments of a single
+pixel, 1/12, or NaN). A centre that moved more than 2 pixels along an axis sets
+``flag_shift``. Each of these sets the general flag; ``flag_psf`` (no PSF moments) does not,
+as in meas_base. Departure: the weight's centre is re-estimated at each step (SDSS's
+weighted first moment, doubled), where meas_base keeps it at the slot centroid and reports
+the first moment; the converged moments are the same for a symmetric source, and a source
+offset from its peak converges where a fixed centre would bias its moments.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.engine.measure.context import MeasurementContext
+from app.engine.measure.context import MeasurementContext, Stamps
 from app.engine.measure.cubes import gaussian_weight, stamp_offsets
 from app.engine.measure.registry import SHAPE_ORDER, Column, Plugin, register
 from app.engine.psf import PsfModel
@@ -20,12 +31,19 @@ NAME = "base_SdssShape"
 MAX_ITER = 100
 TOL_MOMENTS = 1e-5
 TOL_SHIFT = 1e-4
+MAX_SHIFT = 2.0  # pixels along either axis (SdssShapeControl.maxShift, clamped to 2–10)
+UNWEIGHTED_RADIUS = 4.0  # weight σ: the box of the unweighted moments
+SINGLE_PIXEL = 1 / 12  # the second moment of one uniform pixel
 
 
 @register
 class SdssShape(Plugin):
     name = NAME
     order = SHAPE_ORDER
+    uses_centroid = True
+
+    def results(self, ctx: MeasurementContext) -> list[str]:
+        return [NAME, f"{NAME}_psf"]
 
     def columns(self, ctx: MeasurementContext) -> list[Column]:
         c = [
@@ -43,12 +61,14 @@ class SdssShape(Plugin):
             Column(f"{NAME}_psf_yy", "f8", "pix2", "PSF model second moment Iyy here."),
             Column(f"{NAME}_psf_xy", "f8", "pix2", "PSF model second moment Ixy here."),
             Column(f"{NAME}_flag_unweightedBad", "bool", None,
-                   "Even the unweighted moments could not be computed."),
+                   "Both weighted and unweighted moments were invalid."),
             Column(f"{NAME}_flag_unweighted", "bool", None,
-                   "Adaptive moments failed; unweighted moments are reported."),
-            Column(f"{NAME}_flag_shift", "bool", None, "The centre moved more than 2 pixels."),
-            Column(f"{NAME}_flag_maxIter", "bool", None, "No convergence in 100 iterations."),
-            Column(f"{NAME}_flag_psf", "bool", None, "The PSF moments could not be computed."),
+                   "Weighted moments converged to an invalid value; using unweighted moments."),
+            Column(f"{NAME}_flag_shift", "bool", None,
+                   "Centroid shifted by more than the maximum allowed amount (2 pixels)."),
+            Column(f"{NAME}_flag_maxIter", "bool", None,
+                   "Too many iterations in adaptive moments."),
+            Column(f"{NAME}_flag_psf", "bool", None, "Failure in measuring PSF model shape."),
         ]
         return c
 
@@ -62,21 +82,60 @@ class SdssShape(Plugin):
         sig = np.sqrt(np.nanmedian(psf_m[0]))
         half = int(np.clip(np.ceil(6 * sig), 8, 24))
         st = ctx.stamps(half)
+        guess = np.where(np.isfinite(psf_m[0]), psf_m[0], sig**2)
         res = adaptive_moments(st.image, np.where(st.on_image, st.variance, 0),
-                               st.on_image, st.x0, st.y0, ctx.x, ctx.y,
-                               np.where(np.isfinite(psf_m[0]), psf_m[0], sig**2))
+                               st.on_image, st.x0, st.y0, ctx.x, ctx.y, guess)
         xx, yy, xy, x, y, flux, flux_err, errs, converged, shifted = res
-        failed = ~np.isfinite(xx) | ~converged
+        weighted = converged & np.isfinite(xx + yy + xy)
+        unweighted = ~weighted
+        max_iter = ~converged & np.isfinite(xx + yy + xy)
+        # the unweighted box is sized by the last weight (the first guess if it was lost)
+        last = np.where(np.isfinite(xx + yy), np.maximum(xx, yy), guess)
+        uw_xx, uw_yy, uw_xy, uw_bad = unweighted_moments(
+            st, ctx.x, ctx.y, UNWEIGHTED_RADIUS * np.sqrt(last))
+        bad = unweighted & uw_bad
+        for ours, theirs in ((xx, uw_xx), (yy, uw_yy), (xy, uw_xy)):
+            ours[unweighted] = theirs[unweighted]
+        flux, flux_err = np.where(weighted, flux, np.nan), np.where(weighted, flux_err, np.nan)
+        errs = tuple(np.where(weighted, e, np.nan) for e in errs)
         ox, oy = ctx.exposure.xy0
         out[f"{NAME}_xx"][:], out[f"{NAME}_yy"][:], out[f"{NAME}_xy"][:] = xx, yy, xy
         out[f"{NAME}_xxErr"][:], out[f"{NAME}_yyErr"][:], out[f"{NAME}_xyErr"][:] = errs
         out[f"{NAME}_x"][:], out[f"{NAME}_y"][:] = x + ox, y + oy
         out[f"{NAME}_instFlux"][:], out[f"{NAME}_instFluxErr"][:] = flux, flux_err
-        out[f"{NAME}_flag_maxIter"][:] = ~converged & np.isfinite(xx)
+        out[f"{NAME}_flag_maxIter"][:] = max_iter
         out[f"{NAME}_flag_shift"][:] = shifted
-        out[f"{NAME}_flag_unweightedBad"][:] = ~np.isfinite(xx)
-        out[f"{NAME}_flag"][:] = failed | shifted
+        out[f"{NAME}_flag_unweighted"][:] = unweighted & ~bad
+        out[f"{NAME}_flag_unweightedBad"][:] = bad
+        out[f"{NAME}_flag"][:] = unweighted | shifted
         ctx.shape_xx, ctx.shape_yy, ctx.shape_xy = xx, yy, xy
+        if ctx.slots.shape == NAME:
+            ctx.shape_flag = out[f"{NAME}_flag"].copy()
+
+
+def unweighted_moments(st: Stamps, x: np.ndarray, y: np.ndarray, radius: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unweighted second moments (xx, yy, xy) about (x, y) of the on-image pixels within the
+    box of half-side ``radius`` (pixels touching it, as afw's Box2I of a Box2D), and where
+    they are invalid (a sum or a diagonal moment not positive): there the moments are those
+    of a single pixel if the sum is positive, else NaN (SdssShape.cc's fallback)."""
+    half = st.half
+    dx, dy = stamp_offsets(half, st.x0, st.y0, x, y)
+    reach = np.minimum(radius, half)[:, None, None] + 0.5
+    use = (np.abs(dx) < reach) & (np.abs(dy) < reach) & st.on_image
+    img = np.where(use, st.image, 0).astype(np.float64)
+    s0 = img.sum(axis=(1, 2))
+    sxx = (img * dx * dx).sum(axis=(1, 2))
+    syy = (img * dy * dy).sum(axis=(1, 2))
+    sxy = (img * dx * dy).sum(axis=(1, 2))
+    bad = ~((s0 > 0) & (sxx > 0) & (syy > 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xx, yy, xy = sxx / s0, syy / s0, sxy / s0
+    single = np.where(s0 > 0, SINGLE_PIXEL, np.nan)
+    xx = np.where(bad, single, xx)
+    yy = np.where(bad, single, yy)
+    xy = np.where(bad, np.where(s0 > 0, 0.0, np.nan), xy)
+    return xx, yy, xy, bad
 
 
 def psf_moments(ctx: MeasurementContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,7 +222,9 @@ def adaptive_moments(
         nxx, nyy = np.clip(nxx, 0.1, 4 * half * half), np.clip(nyy, 0.1, 4 * half * half)
         change = np.abs(nxx - xx[a]) + np.abs(nyy - yy[a]) + np.abs(nxy - xy[a])
         done = (change < TOL_MOMENTS * (xx[a] + yy[a])) & (np.hypot(mx, my) < TOL_SHIFT)
-        bad = ~np.isfinite(nxx + nyy + nxy + mx + my)
+        # meas_base's calcmom fails unless Σw·I, Σw·I·dx² and Σw·I·dy² are all positive
+        bad = ~np.isfinite(nxx + nyy + nxy + mx + my) | ~(
+            (s0 > 0) & (m[:, 2, 0] > 0) & (m[:, 0, 2] > 0))
         xx[a], yy[a], xy[a] = np.where(bad, np.nan, nxx), np.where(bad, np.nan, nyy), np.where(
             bad, np.nan, nxy)
         # a centre step by the weighted first moment, scaled for the weight (C+W)/W ≈ 2
@@ -171,7 +232,7 @@ def adaptive_moments(
         yc[a] += np.where(bad, 0, 2 * my)
         converged[a] = done & ~bad
         active[a] = ~(done | bad)
-    shifted = np.hypot(xc - x_start, yc - y_start) > 2
+    shifted = np.maximum(np.abs(xc - x_start), np.abs(yc - y_start)) > MAX_SHIFT
     dx, dy = stamp_offsets(half, x0, y0, xc, yc)
     w = gaussian_weight(dx, dy, xx, yy, xy)
     s0 = (w * img).sum(axis=(1, 2))
