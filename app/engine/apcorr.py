@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.engine.config import ApCorrConfig
+from app.engine.config import ApCorrConfig, radius_name
 from app.engine.fields import ChebyshevBoundedField
 from app.engine.measure.context import MeasurementContext
-from app.engine.measure.plugins.flux import radius_name
 
 APCORR_FLUXES = ("base_PsfFlux", "base_GaussianFlux")
 CLEAN = ["SAT", "EDGE", "BAD", "INTRP", "NO_DATA", "CR", "SUSPECT"]

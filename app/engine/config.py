@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_APERTURES = 12
 MIN_APERTURE_RADIUS = 0.5  # pixels: smaller names no column (0.04 → "0_0") nor a pixel
 MAX_APERTURE_RADIUS = 100.0
+
+
+def radius_name(r: float) -> str:
+    """LSST's column stem for an aperture radius: 4.5 → '4_5'."""
+    return f"{r:.1f}".replace(".", "_")
 
 
 def _check_radii(radii: list[float]) -> list[float]:
@@ -290,6 +295,19 @@ class DetectConfig(_Config):
     deblend: DeblendConfig = Field(default_factory=DeblendConfig)
     doDeblend: bool = Field(True, description="Run the deblender.")
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
+
+    @model_validator(mode="after")
+    def _one_calib_flux(self) -> DetectConfig:
+        """The aperture corrections are tied to slot_CalibFlux: one aperture for both."""
+        radius = self.characterize.apCorr.calibFluxRadius
+        reference = f"base_CircularApertureFlux_{radius_name(radius)}"
+        slot = self.measurement.slots.calibFlux
+        if self.characterize.doApCorr and slot is not None and slot != reference:
+            raise ValueError(
+                f"measurement.slots.calibFlux is {slot} but the aperture corrections are "
+                f"measured against {reference} (characterize.apCorr.calibFluxRadius = "
+                f"{radius:g}); set both to the same aperture")
+        return self
 
 
 def apply_overrides(config: ConfigT, overrides: list[str]) -> ConfigT:

@@ -26,7 +26,7 @@ import numpy as np
 from astropy.table import Table
 
 from app.engine.columns import ColumnInfo, ColumnSet
-from app.engine.config import ForcedConfig
+from app.engine.config import ForcedConfig, radius_name
 from app.engine.exposure import Exposure
 from app.engine.measure.cubes import circle_overlap
 from app.engine.measure.plugins.flux import (
@@ -34,7 +34,6 @@ from app.engine.measure.plugins.flux import (
     fixed_psf_photometry,
     psf_fit_radius,
     psf_flux_failed,
-    radius_name,
 )
 from app.engine.measure.plugins.shape import psf_moments_at
 from app.engine.measure.registry import Column

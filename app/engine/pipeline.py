@@ -152,7 +152,7 @@ def catalog_metadata(exposure: Exposure, char: CharacterizeResult, config: Detec
     """What a catalog's numbers mean: the reference every corrected flux is tied to, and
     where the PSF and corrections came from (kept in the table's metadata)."""
     meta = {
-        "slot_CalibFlux": reference_name(config.characterize.apCorr),
+        "apCorr_reference": reference_name(config.characterize.apCorr),
         "psf_source": char.psf_source,
     }
     meta.update({f"provenance_{k}": v for k, v in exposure.info.provenance.items()})

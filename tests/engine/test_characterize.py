@@ -85,7 +85,7 @@ def test_psf_star_flags(bright_stars):
     truth_row = m.det_matched[m.det_matched >= 0]
     assert len(truth_row) >= 0.98 * cand.sum()
     assert (np.asarray(sim.truth["kind"])[truth_row] == "star").mean() >= 0.98
-    assert cat.meta["slot_CalibFlux"] == "base_CircularApertureFlux_12_0"
+    assert cat.meta["apCorr_reference"] == "base_CircularApertureFlux_12_0"
     # every star the PSF used is a catalog source (none lost in the match)
     assert result.summary["psf_n_stars"] == int(used.sum())
 
@@ -133,3 +133,12 @@ def test_without_psf_measurement_the_initial_gaussian_is_installed():
     assert result.summary["psf_fwhm_pixels"] == pytest.approx(4.0, rel=1e-3)
     assert "initialPsfFwhm" in result.exposure.info.provenance["psf"]
     assert len(result.catalog) >= 18
+
+
+def test_slot_calib_flux_and_the_aperture_corrections_name_one_aperture():
+    config = DetectConfig()
+    config.characterize.apCorr.calibFluxRadius = 9.0
+    with pytest.raises(ValueError, match="set both to the same aperture"):
+        DetectConfig.model_validate(config.model_dump())
+    config.measurement.slots.calibFlux = "base_CircularApertureFlux_9_0"
+    DetectConfig.model_validate(config.model_dump())

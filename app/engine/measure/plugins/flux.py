@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.engine.config import radius_name
 from app.engine.masks import MaskPlanes
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.cubes import circle_overlap, gaussian_weight, stamp_offsets
@@ -182,11 +183,6 @@ class GaussianFlux(Plugin):
         out[f"{n}_instFlux"][:] = np.where(no_shape, np.nan, 2 * flux)
         out[f"{n}_instFluxErr"][:] = np.where(no_shape, np.nan, 2 * np.sqrt(var))
         out[f"{n}_flag"][:] = no_shape
-
-
-def radius_name(r: float) -> str:
-    """LSST's column stem for a radius: 4.5 → '4_5'."""
-    return f"{r:.1f}".replace(".", "_")
 
 
 EXACT_MAX_RADIUS = 12.0  # LSST uses sinc apertures up to ~10-12 px and naive ones beyond
