@@ -33,6 +33,7 @@ from app.engine.psf_kolmogorov import (
     render_batch,
     stamp_origin,
 )
+from app.engine.sky_frame import frame_of, pixel_to_icrs
 
 EXP_HLR_PER_SCALE = 1.678346990016661  # half-light radius / scale length of an exponential
 _STAMP_CELLS = 4_000_000  # stamp pixels rendered per chunk (≈32 MB of float64)
@@ -546,7 +547,7 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
                  calib: PhotoCalib, stats: _RenderStats) -> Table:
     """The truth catalog, one row per object, with units and descriptions."""
     n = src.x.size
-    ra, dec = wcs.all_pix2world(src.x, src.y, 0) if n else (np.zeros(0), np.zeros(0))
+    ra, dec = pixel_to_icrs(wcs, frame_of(wcs), src.x, src.y)
     if n > 1:
         nearest = cKDTree(np.column_stack([src.x, src.y])).query(
             np.column_stack([src.x, src.y]), k=2)[0][:, 1]
@@ -556,8 +557,8 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
         ("id", np.arange(n, dtype=np.int64), None, "object id (row number)"),
         ("x", src.x, "pix", "true centroid x, 0-based, integer at pixel centres"),
         ("y", src.y, "pix", "true centroid y, 0-based, integer at pixel centres"),
-        ("ra", np.asarray(ra, float), "deg", "right ascension of (x, y) through the WCS"),
-        ("dec", np.asarray(dec, float), "deg", "declination of (x, y) through the WCS"),
+        ("ra", np.asarray(ra, float), "deg", "ICRS right ascension of (x, y) through the WCS"),
+        ("dec", np.asarray(dec, float), "deg", "ICRS declination of (x, y) through the WCS"),
         ("flux", src.flux, "ct", "total flux in counts (exact sum of the rendered light)"),
         ("flux_njy", src.flux * calib.njy_per_count, "nJy", "total flux calibrated"),
         ("mag", cfg.magzero - 2.5 * np.log10(src.flux), "mag", "AB magnitude of the total flux"),
