@@ -33,7 +33,7 @@ from app.engine.psf_kolmogorov import (
     render_batch,
     stamp_origin,
 )
-from app.engine.sky_frame import frame_of, pixel_to_icrs
+from app.engine.sky_frame import WCS_FRAMES, frame_of, pixel_to_icrs, reframed
 
 EXP_HLR_PER_SCALE = 1.678346990016661  # half-light radius / scale length of an exponential
 _STAMP_CELLS = 4_000_000  # stamp pixels rendered per chunk (≈32 MB of float64)
@@ -84,6 +84,7 @@ class SimulationConfig:
     dec0: float = -37.0
     rotation_deg: float = 0.0
     sip: bool = False
+    sky_frame: str = "icrs"  # the WCS's frame: icrs, fk5 (J2000), galactic, ecliptic; same sky
     visit: int = 1
     detector: int = 0
     band: str = "i"
@@ -115,6 +116,8 @@ class SimulationConfig:
         _require(self.pair_separation_fwhm > 0, "pair_separation_fwhm must be positive")
         _require(self.min_separation_px >= 0, "min_separation_px must be ≥ 0")
         _require(2 * self.edge_width < min(self.width, self.height), "edge_width too large")
+        _require(self.sky_frame in WCS_FRAMES,
+                 f"sky_frame must be one of {', '.join(WCS_FRAMES)}, got {self.sky_frame!r}")
         for x in self.bad_columns or ():
             _require(0 <= x < self.width, f"bad column {x} is outside the image")
         for p in self.positions or ():
@@ -348,7 +351,9 @@ def sky_model(cfg: SimulationConfig) -> np.ndarray:
 
 
 def make_wcs(cfg: SimulationConfig) -> WCS:
-    """TAN WCS (TAN-SIP with ``sip``) centred on (ra0, dec0), north up at rotation 0, east left.
+    """TAN WCS (TAN-SIP with ``sip``) centred on ICRS (ra0, dec0), north up at rotation 0,
+    east left; written in ``sky_frame`` (the same mapping of pixels to the sky, see
+    `app.engine.sky_frame.reframed`).
 
     SIP adds a quadratic + cubic distortion reaching ≈ 1 px at the corners.
     """
@@ -374,7 +379,7 @@ def make_wcs(cfg: SimulationConfig) -> WCS:
         wcs.sip = Sip(a, b, None, None, crpix)
     wcs.pixel_shape = (cfg.width, cfg.height)
     wcs.wcs.set()
-    return wcs
+    return wcs if cfg.sky_frame == "icrs" else reframed(wcs, cfg.sky_frame)
 
 
 def _stamp_sizes(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,

@@ -175,6 +175,62 @@ def named_frame(name: str, equinox: float | None = None) -> SkyFrame:
     return _frame(name, equinox)
 
 
+# frame name → celestial axis types, RADESYS and EQUINOX of a WCS in that frame
+WCS_FRAMES: dict[str, tuple[str, str, str, float | None]] = {
+    "icrs": ("RA--", "DEC-", "ICRS", None),
+    "fk5": ("RA--", "DEC-", "FK5", 2000.0),
+    "galactic": ("GLON", "GLAT", "", None),
+    "ecliptic": ("ELON", "ELAT", "", 2000.0),
+}
+
+
+def reframed(wcs: WCS, frame: str) -> WCS:
+    """``wcs`` with its world coordinates in another frame (a name of `WCS_FRAMES`) and the
+    same pixel ↔ sky mapping.
+
+    For a zenithal projection (TAN, SIN, ..., optionally with SIP distortion) centred on its
+    reference point: the reference pixel and distortion are kept, the reference point is
+    converted, and the linear matrix is turned by the angle between the two frames' norths
+    there (a zenithal projection about one point differs between frames by that turn of the
+    tangent plane only). The turn is fitted from the frames' own conversions, so the mapping
+    holds to rounding (≪ 1 µas); the simulator uses this to write a known sky in any frame.
+    """
+    lng, lat, radesys, equinox = WCS_FRAMES[frame]
+    code = wcs.wcs.ctype[0][5:].replace("-SIP", "")
+    source = frame_of(wcs)
+
+    def plain(axes: tuple[str, str], crval: Any, crpix: Any, cd: np.ndarray,
+              system: str, year: float | None) -> WCS:
+        out = WCS(naxis=2)
+        out.wcs.ctype = [f"{axes[0]:-<4}-{code}", f"{axes[1]:-<4}-{code}"]
+        out.wcs.crval, out.wcs.crpix, out.wcs.cd = crval, crpix, cd
+        out.wcs.radesys = system
+        if year is not None:
+            out.wcs.equinox = year
+        out.wcs.set()
+        return out
+
+    old_axes = (wcs.wcs.ctype[0][:4].rstrip("-"), wcs.wcs.ctype[1][:4].rstrip("-"))
+    old = plain(old_axes, wcs.wcs.crval, [0.0, 0.0], np.eye(2), wcs.wcs.radesys,
+                wcs.wcs.equinox if np.isfinite(wcs.wcs.equinox) else None)
+    target = frame_of(plain((lng, lat), [0.0, 0.0], [0.0, 0.0], np.eye(2), radesys, equinox))
+    crval = [float(v) for v in target.from_icrs(*source.to_icrs(*wcs.wcs.crval))]
+    new = plain((lng, lat), crval, [0.0, 0.0], np.eye(2), radesys, equinox)
+    # intermediate world coordinates (degrees) of a few directions, in both frames
+    iwc = np.array([[0.0, 0.0], [0.05, 0.0], [0.0, 0.05], [-0.03, 0.04], [0.02, -0.06]])
+    ra, dec = source.to_icrs(*old.wcs_pix2world(iwc[:, 0], iwc[:, 1], 1))
+    turned = np.column_stack(new.wcs_world2pix(*target.from_icrs(ra, dec), 1))
+    turn = np.linalg.lstsq(iwc, turned, rcond=None)[0].T
+    out = plain((lng, lat), crval, wcs.wcs.crpix, turn @ wcs.pixel_scale_matrix, radesys,
+                equinox)
+    if wcs.sip is not None:
+        out.wcs.ctype = [f"{t}-SIP" for t in out.wcs.ctype]
+        out.sip = wcs.sip
+        out.wcs.set()
+    out.pixel_shape = wcs.pixel_shape
+    return out
+
+
 def _observed_mjd(wcs: WCS) -> float | None:
     """The epoch of observation from the header (MJD-AVG, else MJD-OBS or DATE-OBS)."""
     for value in (wcs.wcs.mjdavg, wcs.wcs.mjdobs):
