@@ -73,8 +73,8 @@ def cutout_spec(
     y0: Annotated[int | None, Query(description="Pixel box: lower-left y.")] = None,
     width: Annotated[int | None, Query(ge=1, le=16384)] = None,
     height: Annotated[int | None, Query(ge=1, le=16384)] = None,
-    ra: Annotated[float | None, Query(ge=0, lt=360, description="Cutout centre, deg.")] = None,
-    dec: Annotated[float | None, Query(ge=-90, le=90, description="Cutout centre, deg.")] = None,
+    ra: Annotated[float | None, Query(ge=0, lt=360, description="Centre, ICRS deg.")] = None,
+    dec: Annotated[float | None, Query(ge=-90, le=90, description="Centre, ICRS deg.")] = None,
     size: Annotated[float | None, Query(gt=0, le=16384, description="Side of the square.")
                     ] = None,
     size_unit: Literal["pix", "arcsec"] = "pix",
