@@ -25,7 +25,7 @@ class Exposure(BaseModel):
     detector: int | None = None
     mjd: float | None = None
     njy_per_count: float | None = Field(None, description="Calibration: nJy per count.")
-    corners: list[list[float]] | None = Field(None, description="(RA, Dec) of the corners, deg.")
+    corners: list[list[float]] | None = Field(None, description="ICRS (RA, Dec) of corners, deg.")
     ra_min: float | None = None
     ra_max: float | None = None
     dec_min: float | None = None

@@ -3,7 +3,8 @@
 This is what LSST calls an ExposureF (a calexp once processed). Arrays are indexed
 ``[y, x]``; pixel coordinates are 0-based with integer values at pixel centres, as in the
 LSST pipelines and astropy. ``xy0`` is the position of pixel ``[0, 0]`` in the parent image
-(non-zero for a cutout), and catalog positions are reported in that parent frame.
+(non-zero for a cutout), and catalog positions are reported in that parent frame. Sky
+positions are ICRS whatever the WCS's own frame (`pixel_to_sky`, `sky_to_pixel`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from app.engine.masks import MaskPlanes
+from app.engine.sky_frame import SkyFrame, frame_of, icrs_to_pixel, pixel_to_icrs
 
 if TYPE_CHECKING:
     from app.engine.apcorr import ApCorr
@@ -86,6 +88,8 @@ class Exposure:
     background: np.ndarray | None = None
     xy0: tuple[int, int] = (0, 0)
     ap_corr: dict[str, ApCorr] = field(default_factory=dict)  # flux name → correction field
+    _sky_frame: tuple[WCS, SkyFrame] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image, dtype=np.float32)
@@ -155,18 +159,22 @@ class Exposure:
         out.background = None
         return out
 
-    def pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RA, Dec in degrees of parent-frame pixel positions."""
+    @property
+    def sky_frame(self) -> SkyFrame:
+        """The celestial frame of the WCS and its conversion to ICRS (found once per WCS)."""
         if self.wcs is None:
             raise ValueError("this exposure has no WCS")
-        ra, dec = self.wcs.all_pix2world(
-            np.asarray(x, float) - self.xy0[0], np.asarray(y, float) - self.xy0[1], 0
-        )
-        return np.asarray(ra), np.asarray(dec)
+        if self._sky_frame is None or self._sky_frame[0] is not self.wcs:
+            self._sky_frame = (self.wcs, frame_of(self.wcs))
+        return self._sky_frame[1]
+
+    def pixel_to_sky(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ICRS RA, Dec in degrees of parent-frame pixel positions."""
+        frame = self.sky_frame
+        return pixel_to_icrs(self.wcs, frame, np.asarray(x, float) - self.xy0[0],
+                             np.asarray(y, float) - self.xy0[1])
 
     def sky_to_pixel(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Parent-frame pixel positions of RA, Dec in degrees."""
-        if self.wcs is None:
-            raise ValueError("this exposure has no WCS")
-        x, y = self.wcs.all_world2pix(np.asarray(ra, float), np.asarray(dec, float), 0)
-        return np.asarray(x) + self.xy0[0], np.asarray(y) + self.xy0[1]
+        """Parent-frame pixel positions of ICRS RA, Dec in degrees."""
+        x, y = icrs_to_pixel(self.wcs, self.sky_frame, ra, dec)
+        return x + self.xy0[0], y + self.xy0[1]

@@ -71,6 +71,19 @@ class Footprint:
             variance=variance[ys, xs].copy(),
         )
 
+    def shifted(self, dx: int, dy: int) -> Footprint:
+        """A copy with spans and peaks moved by (dx, dy): e.g. from the array frame to the
+        parent frame (``dx, dy = xy0``); pixel values are shared."""
+        spans = self.spans.copy()
+        spans["x0"] += dx
+        spans["x1"] += dx
+        spans["y"] += dy
+        peaks = self.peaks.copy()
+        peaks["x"] += dx
+        peaks["y"] += dy
+        return Footprint(spans=spans, peaks=peaks, image=self.image, mask=self.mask,
+                         variance=self.variance)
+
     def unflatten(self, values: np.ndarray, fill: float = 0) -> np.ndarray:
         """Place span-ordered values into a bbox-sized 2-d array (afw's spans.unflatten)."""
         x0, y0, x1, y1 = self.bbox

@@ -33,6 +33,7 @@ from app.engine.psf_kolmogorov import (
     render_batch,
     stamp_origin,
 )
+from app.engine.sky_frame import WCS_FRAMES, frame_of, pixel_to_icrs, reframed
 
 EXP_HLR_PER_SCALE = 1.678346990016661  # half-light radius / scale length of an exponential
 _STAMP_CELLS = 4_000_000  # stamp pixels rendered per chunk (≈32 MB of float64)
@@ -83,6 +84,7 @@ class SimulationConfig:
     dec0: float = -37.0
     rotation_deg: float = 0.0
     sip: bool = False
+    sky_frame: str = "icrs"  # the WCS's frame: icrs, fk5 (J2000), galactic, ecliptic; same sky
     visit: int = 1
     detector: int = 0
     band: str = "i"
@@ -114,6 +116,8 @@ class SimulationConfig:
         _require(self.pair_separation_fwhm > 0, "pair_separation_fwhm must be positive")
         _require(self.min_separation_px >= 0, "min_separation_px must be ≥ 0")
         _require(2 * self.edge_width < min(self.width, self.height), "edge_width too large")
+        _require(self.sky_frame in WCS_FRAMES,
+                 f"sky_frame must be one of {', '.join(WCS_FRAMES)}, got {self.sky_frame!r}")
         for x in self.bad_columns or ():
             _require(0 <= x < self.width, f"bad column {x} is outside the image")
         for p in self.positions or ():
@@ -347,7 +351,9 @@ def sky_model(cfg: SimulationConfig) -> np.ndarray:
 
 
 def make_wcs(cfg: SimulationConfig) -> WCS:
-    """TAN WCS (TAN-SIP with ``sip``) centred on (ra0, dec0), north up at rotation 0, east left.
+    """TAN WCS (TAN-SIP with ``sip``) centred on ICRS (ra0, dec0), north up at rotation 0,
+    east left; written in ``sky_frame`` (the same mapping of pixels to the sky, see
+    `app.engine.sky_frame.reframed`).
 
     SIP adds a quadratic + cubic distortion reaching ≈ 1 px at the corners.
     """
@@ -373,7 +379,7 @@ def make_wcs(cfg: SimulationConfig) -> WCS:
         wcs.sip = Sip(a, b, None, None, crpix)
     wcs.pixel_shape = (cfg.width, cfg.height)
     wcs.wcs.set()
-    return wcs
+    return wcs if cfg.sky_frame == "icrs" else reframed(wcs, cfg.sky_frame)
 
 
 def _stamp_sizes(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,
@@ -546,7 +552,7 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
                  calib: PhotoCalib, stats: _RenderStats) -> Table:
     """The truth catalog, one row per object, with units and descriptions."""
     n = src.x.size
-    ra, dec = wcs.all_pix2world(src.x, src.y, 0) if n else (np.zeros(0), np.zeros(0))
+    ra, dec = pixel_to_icrs(wcs, frame_of(wcs), src.x, src.y)
     if n > 1:
         nearest = cKDTree(np.column_stack([src.x, src.y])).query(
             np.column_stack([src.x, src.y]), k=2)[0][:, 1]
@@ -556,8 +562,8 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
         ("id", np.arange(n, dtype=np.int64), None, "object id (row number)"),
         ("x", src.x, "pix", "true centroid x, 0-based, integer at pixel centres"),
         ("y", src.y, "pix", "true centroid y, 0-based, integer at pixel centres"),
-        ("ra", np.asarray(ra, float), "deg", "right ascension of (x, y) through the WCS"),
-        ("dec", np.asarray(dec, float), "deg", "declination of (x, y) through the WCS"),
+        ("ra", np.asarray(ra, float), "deg", "ICRS right ascension of (x, y) through the WCS"),
+        ("dec", np.asarray(dec, float), "deg", "ICRS declination of (x, y) through the WCS"),
         ("flux", src.flux, "ct", "total flux in counts (exact sum of the rendered light)"),
         ("flux_njy", src.flux * calib.njy_per_count, "nJy", "total flux calibrated"),
         ("mag", cfg.magzero - 2.5 * np.log10(src.flux), "mag", "AB magnitude of the total flux"),

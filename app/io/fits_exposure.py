@@ -37,6 +37,7 @@ from app.engine.config import BackgroundConfig
 from app.engine.exposure import AB_NJY_ZEROPOINT, Exposure, ExposureInfo, PhotoCalib
 from app.engine.masks import MAX_PLANES, MaskPlanes
 from app.engine.psf import PsfModel
+from app.engine.sky_frame import SkyFrame, UnsupportedSkyFrame, frame_of, pixel_to_icrs
 from app.io.afw_archive import (
     ArchiveError,
     ArchiveReader,
@@ -52,6 +53,7 @@ from app.io.afw_archive import (
 )
 from app.io.afw_psf import decode_psf, put_psf
 from app.io.errors import ExposureReadError
+from app.io.frames import PixelFrame, celestial_header, read_pixel_frame, xy0_cards
 from app.io.psf_fits import apcorr_from_hdu, psf_from_hdu, psf_to_hdu
 
 Source = str | os.PathLike[str] | BinaryIO
@@ -368,10 +370,77 @@ def _pixels(
 # Header parsing (shared by read_exposure and read_exposure_metadata)
 
 
-def _read_wcs(header: fits.Header, plane: str) -> WCS | None:
-    """The celestial WCS of ``header``; None when it has none, ``bad_wcs`` when it is broken."""
+@dataclass
+class _Frames:
+    """The image's WCS, its celestial frame and its pixel frame, with what reading them
+    fixed or left out (sentences for ``ExposureInfo.notes``)."""
+
+    wcs: WCS | None
+    sky: SkyFrame | None
+    pixel: PixelFrame
+    notes: list[str]
+
+    def noted(self, info: ExposureInfo) -> ExposureInfo:
+        """``info`` with the frames in its provenance and the notes added."""
+        if self.sky is not None:
+            info.provenance["sky_frame"] = _sky_provenance(self.sky)
+        info.provenance["pixel_frame"] = self.pixel.provenance
+        info.notes.extend(self.notes)
+        if self.pixel.note:
+            info.notes.append(self.pixel.note)
+        return info
+
+    def corners(self, height: int, width: int) -> list[tuple[float, float]] | None:
+        """ICRS (RA, Dec) in degrees of the outer corners of the pixel grid,
+        counter-clockwise from pixel (0, 0); None without a WCS."""
+        if self.wcs is None or self.sky is None:
+            return None
+        ra, dec = pixel_to_icrs(self.wcs, self.sky, [-0.5, width - 0.5, width - 0.5, -0.5],
+                                [-0.5, -0.5, height - 0.5, height - 0.5])
+        return [(float(a), float(d)) for a, d in zip(ra, dec, strict=True)]
+
+    def sky_metadata(self) -> dict[str, Any] | None:
+        """``frame``, ``equinox``, ``obstime``, ``conversion`` and ``notes``; None when the
+        file has no WCS at all."""
+        if self.sky is None and not self.notes:
+            return None
+        described = self.sky.describe() if self.sky is not None else dict.fromkeys(
+            ("frame", "equinox", "obstime", "conversion"))
+        return described | {"notes": list(self.notes)}
+
+
+def _sky_provenance(sky: SkyFrame) -> str:
+    """E.g. "WCS in fk5 J2000.000, rotated to ICRS", "WCS in icrs"."""
+    text = f"WCS in {sky.name}" + (f" {sky.equinox}" if sky.equinox else "")
+    if sky.obstime and sky.obstime != sky.equinox:
+        text += f" at epoch {sky.obstime}"
+    how = {"none": "", "rotation": ", rotated to ICRS",
+           "astropy": ", converted to ICRS by astropy"}[sky.conversion]
+    return text + how
+
+
+def _read_frames(layout: _Layout) -> _Frames:
+    wcs, notes = _read_wcs(layout)
+    sky = None
+    if wcs is not None:
+        try:
+            sky = frame_of(wcs)
+        except UnsupportedSkyFrame as exc:
+            notes.append(f"The WCS is not used: {exc}. Catalogs have no sky coordinates; "
+                         "give positions as x, y.")
+            wcs = None
+    return _Frames(wcs, sky, _read_xy0(layout), notes)
+
+
+def _read_wcs(layout: _Layout) -> tuple[WCS | None, list[str]]:
+    """The image's celestial WCS (None when it has none, ``bad_wcs`` when it is broken),
+    its frame keys inherited from the primary header as `celestial_header` says, and
+    notes on those keys."""
+    plane = layout.image_name
+    header, notes = celestial_header(
+        layout.image.header, None if layout.image.header is layout.primary else layout.primary)
     if "CTYPE1" not in header and "CTYPE2" not in header:
-        return None
+        return None, []
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings():
             # astropy reports each header fix it applies (e.g. MJD-OBS from DATE-OBS); the
@@ -379,7 +448,7 @@ def _read_wcs(header: fits.Header, plane: str) -> WCS | None:
             warnings.simplefilter("ignore", FITSFixedWarning)
             wcs = WCS(header)
         if not wcs.has_celestial:
-            return None
+            return None, []
         celestial = wcs.celestial
         ny, nx = _header_shape(header)[-2:]
         world = celestial.all_pix2world([[nx / 2.0, ny / 2.0]], 0)
@@ -391,24 +460,13 @@ def _read_wcs(header: fits.Header, plane: str) -> WCS | None:
             f"the WCS in the {plane} header cannot be used ({exc}); expected a celestial FITS "
             "WCS such as RA---TAN/DEC--TAN, optionally with SIP distortion (-SIP)",
         ) from exc
-    return celestial
+    return celestial, notes
 
 
-def _read_xy0(header: fits.Header) -> tuple[int, int]:
-    """Origin of the array in the parent image: ``-LTV1, -LTV2`` (ds9/IRAF), else afw's
-    ``A`` WCS (``CRVAL1A`` at ``CRPIX1A``), else (0, 0)."""
-    def number(key: str, default: float) -> float:
-        value, _ = _first((header,), (key,), _as_finite)
-        return default if value is None else value
-
-    if "LTV1" in header or "LTV2" in header:
-        return (-round(number("LTV1", 0.0)), -round(number("LTV2", 0.0)))
-    if str(header.get("CTYPE1A", "")).strip().upper() == "LINEAR":
-        return (
-            round(number("CRVAL1A", 0.0) - number("CRPIX1A", 1.0) + 1),
-            round(number("CRVAL2A", 0.0) - number("CRPIX2A", 1.0) + 1),
-        )
-    return (0, 0)
+def _read_xy0(layout: _Layout) -> PixelFrame:
+    """The parent frame of the image's pixels: afw's ``A`` WCS, else ``LTV1/LTV2`` in an LSST
+    calexp layout, else the array index (see `app.io.frames`)."""
+    return read_pixel_frame(layout.image.header, afw_layout=layout.calexp)
 
 
 def _read_planes(header: fits.Header | None) -> MaskPlanes:
@@ -533,7 +591,7 @@ def _read_components(hdul: fits.HDUList, layout: _Layout) -> _Components:
     except ArchiveError as exc:
         found.notes.append(f"the afw archive cannot be read ({exc}); its PSF, calibration and "
                            "aperture corrections are not used")
-    xy0 = _read_xy0(layout.image.header)
+    xy0 = _read_xy0(layout).xy0
     found.psf = _read_psf(hdul, archive, layout.shape, xy0, found)
     found.photo_calib = _read_calib(layout, archive, found)
     found.ap_corr = _read_apcorr(hdul, archive, xy0, layout.primary, found)
@@ -722,7 +780,7 @@ def read_exposure(source: Source) -> Exposure:
     with _open_fits(source) as hdul:
         layout = _locate(hdul)
         shape = layout.shape
-        wcs = _read_wcs(layout.image.header, layout.image_name)
+        frames = _read_frames(layout)
         planes = _read_planes(None if layout.mask is None else layout.mask.header)
         image = _pixels(layout.image, layout.image_name, np.float32, shape)
         finite = np.isfinite(image)
@@ -752,11 +810,11 @@ def read_exposure(source: Source) -> Exposure:
             mask=mask,
             variance=variance,
             planes=planes,
-            wcs=wcs,
+            wcs=frames.wcs,
             photo_calib=found.photo_calib,
-            info=_read_info(layout, found),
+            info=frames.noted(_read_info(layout, found)),
             background=background,
-            xy0=_read_xy0(layout.image.header),
+            xy0=frames.pixel.xy0,
             psf=found.psf,
             ap_corr=found.ap_corr,
         )
@@ -840,14 +898,17 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``layout`` ("calexp" or "image"), ``shape`` (height, width), ``xy0``, ``visit``,
+        ``layout`` ("calexp" or "image"), ``shape`` (height, width), ``xy0``,
+        ``pixel_frame`` (``xy0``, its ``source`` and a ``note`` on header offsets not
+        applied, see `app.io.frames`), ``sky_frame`` (the WCS's ``frame``, ``equinox``,
+        ``obstime``, ``conversion`` to ICRS and ``notes``; None without a WCS), ``visit``,
         ``detector``, ``band``, ``physical_filter``, ``mjd``, ``exptime``, ``wcs`` (the WCS
-        header as a dict, or None), ``corners`` (RA, Dec in degrees of the outer corners of
-        the pixel grid, counter-clockwise from pixel (0, 0), or None), ``njy_per_count`` and
+        header as a dict, or None), ``corners`` (ICRS RA, Dec in degrees of the outer corners
+        of the pixel grid, counter-clockwise from pixel (0, 0), or None), ``njy_per_count`` and
         ``njy_per_count_err`` (None when uncalibrated), ``mask_planes`` (name → bit),
         ``has_background``, ``provenance`` (where the PSF, calibration, aperture corrections,
-        filter and date come from, e.g. ``{"psf": "archive GaussianPsf"}``) and ``notes``
-        (what could not be decoded or was repaired).
+        filter, date and frames come from, e.g. ``{"psf": "archive GaussianPsf"}``) and
+        ``notes`` (what could not be decoded or was repaired).
 
     Raises
     ------
@@ -856,22 +917,19 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
     """
     with _open_fits(source) as hdul:
         layout = _locate(hdul)
-        wcs = _read_wcs(layout.image.header, layout.image_name)
+        frames = _read_frames(layout)
         found = _read_components(hdul, layout)
         found.provenance["variance"] = _variance_source(layout)
-        info = _read_info(layout, found)
+        info = frames.noted(_read_info(layout, found))
         calib = found.photo_calib
         height, width = layout.shape
-        corners = None
-        if wcs is not None:
-            pix = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5],
-                            [-0.5, height - 0.5]])
-            world = wcs.all_pix2world(pix, 0)
-            corners = [(float(ra), float(dec)) for ra, dec in world]
+        wcs = frames.wcs
         return {
             "layout": "calexp" if layout.calexp else "image",
             "shape": (height, width),
-            "xy0": _read_xy0(layout.image.header),
+            "xy0": frames.pixel.xy0,
+            "pixel_frame": frames.pixel.describe(),
+            "sky_frame": frames.sky_metadata(),
             "visit": info.visit,
             "detector": info.detector,
             "band": info.band,
@@ -879,7 +937,7 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
             "mjd": info.mjd,
             "exptime": info.exptime,
             "wcs": None if wcs is None else dict(wcs.to_header(relax=True)),
-            "corners": corners,
+            "corners": frames.corners(height, width),
             "njy_per_count": None if calib is None else calib.njy_per_count,
             "njy_per_count_err": None if calib is None else calib.njy_per_count_err,
             "mask_planes": _read_planes(
@@ -986,16 +1044,7 @@ def _to_hdulist(exposure: Exposure) -> fits.HDUList:
         header = fits.Header([fits.Card("EXTTYPE", name), fits.Card("INHERIT", True)])
         if exposure.wcs is not None:
             header.extend(exposure.wcs.to_header(relax=True).cards)
-        x0, y0 = exposure.xy0
-        header.extend([
-            fits.Card("LTV1", float(-x0), "-x0: parent pixel of array column 0 (ds9)"),
-            fits.Card("LTV2", float(-y0), "-y0: parent pixel of array row 0 (ds9)"),
-            fits.Card("CTYPE1A", "LINEAR", "afw: parent-image pixel x"),
-            fits.Card("CTYPE2A", "LINEAR", "afw: parent-image pixel y"),
-            fits.Card("CRPIX1A", 1.0), fits.Card("CRPIX2A", 1.0),
-            fits.Card("CRVAL1A", float(x0)), fits.Card("CRVAL2A", float(y0)),
-            fits.Card("CUNIT1A", "PIXEL"), fits.Card("CUNIT2A", "PIXEL"),
-        ])
+        header.extend(xy0_cards(*exposure.xy0))
         header.extend(extra)
         return fits.ImageHDU(data=data, header=header, name=name)
 

@@ -1,4 +1,5 @@
-"""DS9 region files: circles on the sky (fk5) or on the image's pixel grid, with colours and tags.
+"""DS9 region files: circles on the sky (ICRS, or FK5 J2000) or on the image's pixel grid, with
+colours and tags.
 
 DS9's ``image`` coordinates are 1-based with integer values at pixel centres, so array
 coordinates (0-based) get +1 here, and only here. Each group of circles carries a tag (DS9
@@ -21,7 +22,7 @@ HEADER = (
 
 @dataclass(frozen=True)
 class SkyCircles:
-    """Circles at RA, Dec (degrees) with a radius in arcseconds (fk5)."""
+    """Circles at RA, Dec (degrees, in the file's sky system) with a radius in arcseconds."""
 
     tag: str
     color: str
@@ -61,11 +62,11 @@ def _lines(group: SkyCircles | PixelCircles) -> list[str]:
     return out
 
 
-def ds9_regions(groups: Sequence[SkyCircles | PixelCircles]) -> str:
-    """A DS9 region file holding every group, sky groups under ``fk5``, pixel ones under
-    ``image``."""
+def ds9_regions(groups: Sequence[SkyCircles | PixelCircles], sky: str = "icrs") -> str:
+    """A DS9 region file holding every group, sky groups under ``sky`` (the system their
+    RA, Dec are in: DS9's ``icrs`` or ``fk5``), pixel ones under ``image``."""
     parts = [HEADER]
-    for system, kind in (("fk5", SkyCircles), ("image", PixelCircles)):
+    for system, kind in ((sky, SkyCircles), ("image", PixelCircles)):
         lines = [line for g in groups if isinstance(g, kind) for line in _lines(g)]
         if lines:
             parts.append(system + "\n" + "\n".join(lines) + "\n")

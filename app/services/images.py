@@ -26,7 +26,9 @@ from app.db.sources import SourceRepository
 from app.engine.exposure import Exposure
 from app.engine.footprints import SPAN_DTYPE, Footprint
 from app.engine.psf import psf_fwhm
+from app.engine.sky_frame import named_frame
 from app.io import png
+from app.io.frames import xy0_cards
 from app.io.regions import PixelCircles, SkyCircles, ds9_regions
 from app.jobs.calexp_jobs import DetectCalexp
 from app.services.calexps import CalexpService
@@ -194,10 +196,11 @@ def cut(exposure: Exposure, data: np.ndarray, box: Box, fill: float | int) -> Cu
 
 
 def cutout_fits(cutout: Cutout, cards: list[tuple[str, object, str]]) -> bytes:
-    """A single-HDU FITS image with the cutout's WCS, LTV1/LTV2 and ``cards``."""
+    """A single-HDU FITS image with the cutout's WCS (in the exposure's own celestial
+    frame), its parent-frame origin as afw's A WCS and LTV1/LTV2 (so reading it back gives
+    the exposure's x, y), and ``cards``."""
     header = fits.Header() if cutout.wcs is None else cutout.wcs.to_header(relax=True)
-    header["LTV1"] = (float(-cutout.box.x0), "-x0: parent pixel of array column 0")
-    header["LTV2"] = (float(-cutout.box.y0), "-y0: parent pixel of array row 0")
+    header.extend(xy0_cards(cutout.box.x0, cutout.box.y0))
     header["PADDED"] = (cutout.padded, "cutout runs off the image; padded")
     for key, value, comment in cards:
         header[f"HIERARCH {key}" if len(key) > 8 else key] = (value, comment)
@@ -407,11 +410,12 @@ class ImageService:
             "X-Skyphot-Box": f"{b.x0},{b.y0},{b.width},{b.height}",
             "X-Skyphot-Sources": str(len(sources))})
 
-    def regions(self, job_id: str, *, system: Literal["fk5", "image"] = "fk5",
+    def regions(self, job_id: str, *, system: Literal["icrs", "fk5", "image"] = "icrs",
                 radius: float | None = None, marks: Marks | None = None) -> Product:
         """The job's sources as a DS9 region file, tagged isolated/parent/child, and ``marks``
-        tagged by their label; ``radius`` in arcsec (fk5) or pixels (image), default the PSF
-        FWHM."""
+        tagged by their label; on the sky in ICRS (``icrs``) or FK5 J2000 (``fk5``, converted
+        from the catalog's ICRS), or on the pixels (``image``); ``radius`` in arcsec or
+        pixels, default the PSF FWHM."""
         job = self._detect_job(job_id)
         point, exposure = self.psf(job.exposure_id or "", job_id=job.id)
         with self._session.begin():
@@ -424,13 +428,16 @@ class ImageService:
         if marks is not None:
             sets.append((marks.label, MARK_COLOR[1], *locate(exposure, marks), None))
         ox, oy = exposure.xy0
+        fk5 = named_frame("fk5", 2000.0)
         groups = [
-            SkyCircles(tag, color, r, d, radius or point.fwhm_arcsec or 1.0, text)
-            if system == "fk5"
+            SkyCircles(tag, color, *(fk5.from_icrs(r, d) if system == "fk5" else (r, d)),
+                       radius or point.fwhm_arcsec or 1.0, text)
+            if system != "image"
             else PixelCircles(tag, color, px - ox, py - oy, radius or point.fwhm_pixels, text)
             for tag, color, px, py, r, d, text in sets
         ]
-        return Product(ds9_regions(groups).encode(), "text/plain; charset=utf-8", {
+        text = ds9_regions(groups, "fk5" if system == "fk5" else "icrs")
+        return Product(text.encode(), "text/plain; charset=utf-8", {
             "Content-Disposition": f'attachment; filename="{job.id}.reg"'})
 
     # -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import numpy as np
 from astropy.table import Table
 from sqlalchemy.orm import Session
 
+from app.db.exposures import ExposureRepository
 from app.db.filters import DETECT_ONLY, FORCED_ONLY, SourceFilter
 from app.db.forced_sources import ForcedSourceRepository, flag_bits
 from app.db.jobs import JobRepository
@@ -191,9 +192,12 @@ class ResultService:
         return flag_bits(stored_flags(job))
 
     def source(self, job_id: str, source_id: int) -> SourceDetail:
-        """One source with its footprint and its children's ids."""
+        """One source with its footprint (in the parent frame, as the catalog's x, y; the
+        stored archive is in the array frame) and its children's ids."""
         with self._session.begin():
-            self._completed(job_id)
+            job = self._completed(job_id)
+            exposure = ExposureRepository(self._session).get(self._owner, job.exposure_id or "")
+            x0, y0 = (exposure.meta.get("xy0") if exposure is not None else None) or (0, 0)
             sources = SourceRepository(self._session, self._owner)
             record = sources.get(job_id, source_id)
             if record is None:
@@ -204,6 +208,8 @@ class ResultService:
             artifact = self._artifact(job_id, "footprints")
         with self._store.open(artifact.storage_key) as f:
             footprint = footprint_store.read_footprint(f, source_id)
+        if footprint is not None and (x0, y0) != (0, 0):
+            footprint = footprint.shifted(int(x0), int(y0))
         return SourceDetail(record, footprint, children)
 
     def footprint_fits(self, job_id: str, source_id: int) -> bytes:

@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from app.engine.footprints import PEAK_DTYPE, SPAN_DTYPE, Footprint
+from app.io.frames import xy0_cards
 
 MEDIA_TYPE = "application/x-npz"
 
@@ -73,16 +74,16 @@ def read_footprint(archive: io.BufferedIOBase | str, source_id: int) -> Footprin
 def footprint_fits(fp: Footprint, source_id: int, mask_planes: Mapping[str, int]) -> bytes:
     """A heavy footprint as FITS: IMAGE, MASK and VARIANCE cutouts of its bounding box.
 
-    Pixels outside the footprint are NaN (image, variance) and 0 (mask). ``LTV1``/``LTV2``
-    give the cutout's origin in the parent image (negated), as IRAF and LSST write them.
+    Pixels outside the footprint are NaN (image, variance) and 0 (mask). The cutout's
+    origin is the footprint's bbox corner in whatever frame its spans are in (the parent
+    frame, as the service gives them), stated as afw's A WCS and ``LTV1``/``LTV2``.
     """
     if not fp.is_heavy:
         raise ValueError(f"footprint of source {source_id} carries no pixels")
     x0, y0, _, _ = fp.bbox
     header = fits.Header()
     header["SOURCEID"] = (source_id, "source id in the job's catalog")
-    header["LTV1"] = (-x0, "-x0 of the cutout in the parent")
-    header["LTV2"] = (-y0, "-y0 of the cutout in the parent")
+    header.extend(xy0_cards(x0, y0))
     for name, bit in mask_planes.items():
         header[f"HIERARCH MP_{name}"] = bit
     hdus = fits.HDUList([fits.PrimaryHDU(header=header)])

@@ -85,7 +85,10 @@ def test_obs_base_calexp_calibration_apcorr_filter_and_visit():
     assert info.exptime == 30.0
     assert info.provenance == {"psf": "archive GaussianPsf", "photo_calib": "archive PhotoCalib",
                                "ap_corr": "archive ApCorrMap", "filter": "archive FilterLabel",
-                               "mjd": "header DATE-AVG", "variance": "the file's VARIANCE plane"}
+                               "mjd": "header DATE-AVG", "variance": "the file's VARIANCE plane",
+                               "sky_frame": "WCS in icrs",
+                               "pixel_frame": "parent frame, xy0 = (0, 0) from afw A WCS "
+                                              "(CRVAL1A, CRVAL2A)"}
     meta = read_exposure_metadata(CALEXP)
     assert meta["provenance"] == info.provenance and meta["notes"] == info.notes
     assert meta["band"] == "i" and meta["njy_per_count"] == exposure.photo_calib.njy_per_count

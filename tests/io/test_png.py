@@ -173,7 +173,7 @@ def test_ds9_regions_in_sky_and_image_coordinates() -> None:
     lines = text.splitlines()
     assert lines[0] == "# Region file format: DS9 version 4.1"
     assert lines[2:] == [
-        "fk5",
+        "icrs",
         'circle(150.1000000,2.2000000,1.500") # color=red tag={parent} text={7}',
         "image",
         "circle(1.000,10.500,3.000) # color=magenta tag={forced}",  # 1-based; NaN skipped

@@ -73,8 +73,8 @@ def cutout_spec(
     y0: Annotated[int | None, Query(description="Pixel box: lower-left y.")] = None,
     width: Annotated[int | None, Query(ge=1, le=16384)] = None,
     height: Annotated[int | None, Query(ge=1, le=16384)] = None,
-    ra: Annotated[float | None, Query(ge=0, lt=360, description="Cutout centre, deg.")] = None,
-    dec: Annotated[float | None, Query(ge=-90, le=90, description="Cutout centre, deg.")] = None,
+    ra: Annotated[float | None, Query(ge=0, lt=360, description="Centre, ICRS deg.")] = None,
+    dec: Annotated[float | None, Query(ge=-90, le=90, description="Centre, ICRS deg.")] = None,
     size: Annotated[float | None, Query(gt=0, le=16384, description="Side of the square.")
                     ] = None,
     size_unit: Literal["pix", "arcsec"] = "pix",
@@ -216,7 +216,7 @@ async def get_overlay(
 @get_and_post(
     "/v1/jobs/{job_id}/regions.reg",
     "regions",
-    summary="The job's sources as a DS9 region file (fk5 or image circles, tagged by kind)",
+    summary="The job's sources as a DS9 region file (icrs, fk5 or image circles, by kind)",
     description="POST a body of `positions` to add them, tagged by `label` (default forced).",
     response_class=Response,
     responses={**NEEDS_DETECTION, 200: {"content": {"text/plain": {}}}},
@@ -224,10 +224,10 @@ async def get_overlay(
 async def get_regions(
     job_id: str,
     service: ImageServiceDep,
-    system: Literal["fk5", "image"] = "fk5",
+    system: Literal["icrs", "fk5", "image"] = "icrs",
     marks: MarksBody = None,
-    radius: Annotated[float | None, Query(gt=0, description="arcsec (fk5) or pixels (image); "
-                                                           "default the PSF FWHM")] = None,
+    radius: Annotated[float | None, Query(
+        gt=0, description="arcsec (icrs, fk5) or pixels (image); default the PSF FWHM")] = None,
 ) -> Response:
     return _send(await run_in_threadpool(
         service.regions, job_id, system=system, radius=radius,

@@ -167,7 +167,7 @@ def test_regions_list_every_source(client: TestClient, job: dict) -> None:
     response = client.get(f"/v1/jobs/{job['id']}/regions.reg")
     assert response.status_code == 200, response.text
     lines = response.text.splitlines()
-    assert lines[0].startswith("# Region file format: DS9") and lines[2] == "fk5"
+    assert lines[0].startswith("# Region file format: DS9") and lines[2] == "icrs"
     circles = [line for line in lines if line.startswith("circle(")]
     assert len(circles) == len(sources)
     first = sources[0]
