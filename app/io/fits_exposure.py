@@ -162,7 +162,7 @@ def _locate(hdul: fits.HDUList, hdu: HduSpec | None = None,
                 f"({plane_name(hdul[index]) or 'PRIMARY'}), the first, was read: choose "
                 "another by EXTNAME or index with hdu")
     image = hdul[index]
-    name = plane_name(image) or "PRIMARY"
+    name = plane_name(image) or ("PRIMARY" if index == 0 else f"HDU #{index}")
     calexp = name == "IMAGE"
     mask, variance = (named.get("MASK"), named.get("VARIANCE")) if calexp else (None, None)
     shape = _header_shape(image.header)
@@ -197,7 +197,7 @@ def _locate(hdul: fits.HDUList, hdu: HduSpec | None = None,
                                         else ""),
             )
     return _Layout(hdul[0].header, image, name, mask, variance, background, calexp, index,
-                   {"image": f"HDU #{index} {name}"})
+                   {"image": name if name.startswith("HDU #") else f"HDU #{index} {name}"})
 
 
 @dataclass

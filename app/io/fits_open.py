@@ -287,8 +287,7 @@ def repair_header(header: fits.Header, where: str, notes: list[str]) -> None:
             found.append(f"{where}: {problem}; repaired, read as {card.value!r}")
         except Exception:
             del header[index]
-            found.append(f"{where}: card {card.keyword or '(blank)'}: {problem}; it cannot "
-                         "be repaired and was skipped")
+            found.append(f"{where}: {problem}; the card cannot be repaired and was skipped")
     for note in reversed(found):
         _note(notes, note)
 
