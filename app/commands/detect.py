@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from app.commands.progress import progress_bar
+from app.commands.reading import read_options
+from app.engine.characterize import CharacterizeError
 from app.engine.config import DetectConfig, apply_overrides
 from app.engine.pipeline import run_detect
 from app.io.catalogs import guess_format, write_catalog
@@ -19,12 +21,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = apply_overrides(DetectConfig(), args.set)
         fmt = guess_format(args.output)
-        exposure = read_exposure(args.input)
+        exposure = read_exposure(args.input, read_options(args))
     except (ValueError, ExposureReadError) as e:
         print(f"skyphot detect: {e}", file=sys.stderr)
         return 2
-    with progress_bar("detect", args.quiet) as progress:
-        result = run_detect(exposure, config, progress)
+    try:
+        with progress_bar("detect", args.quiet) as progress:
+            result = run_detect(exposure, config, progress)
+    except CharacterizeError as e:
+        print(f"skyphot detect: the exposure cannot be characterized: {e}", file=sys.stderr)
+        return 2
     write_catalog(result.catalog, args.output, fmt)
     if args.footprints:
         write_footprints(result.footprints, args.footprints, result.exposure.xy0)

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from astropy.table import Table
 
+from app.engine.config import DetectConfig
+from app.engine.exposure import Exposure
+from app.engine.pipeline import run_detect
+from app.engine.psf import GaussianPsf
 from app.io.fits_exposure import read_exposure, read_exposure_metadata
 from app.io.read_options import MaskMap, PlaneRef, ReadOptions
 
@@ -76,3 +81,73 @@ def test_decam_triple_variance_is_one_over_weight() -> None:
     assert int((dq == 5).sum()) == 177  # the file's cosmic rays, all of weight 0
     assert exposure.info.provenance["variance"] == "1/weight, weight map decam_oow.fits[#1 N2]"
     assert exposure.info.provenance["image"] == "HDU #1 N2"
+
+
+def decam_catalog(weight: Path) -> tuple[Table, Exposure]:
+    """The DECam cutout measured with its weight and data-quality maps.
+
+    Two departures from default settings, both for the engine, not the reader: the sky is
+    still in the CP image and the engine's background cannot yet be fitted on a 245×251
+    cutout, so the median of the good pixels is subtracted here (and not re-estimated after
+    detection); and its three stars are too
+    few to measure a PSF, so the Gaussian of the header's FWHM (3.69 px) is installed.
+    """
+    options = ReadOptions(weight=PlaneRef(weight), mask=PlaneRef(REAL / "decam_ood.fits"),
+                          mask_map=MaskMap.parse("codes", "decam"))
+    exposure = read_exposure(REAL / "decam_ooi.fits", options)
+    good = ~exposure.planes.any(exposure.mask, "NO_DATA")
+    exposure.image[good] -= np.float32(np.median(exposure.image[good]))
+    fwhm = fits.getheader(REAL / "decam_ooi.fits", 1)["FWHM"]
+    exposure.psf = GaussianPsf(fwhm / 2.3548)
+    config = DetectConfig.model_validate({"characterize": {"doMeasurePsf": False},
+                                          "detection": {"reEstimateBackground": False,
+                                                        "thresholdValue": 3.0}})
+    result = run_detect(exposure, config)
+    return result.catalog, result.exposure
+
+
+def test_decam_catalog_errors_follow_the_weight_map(tmp_path: Path) -> None:
+    catalog, measured = decam_catalog(REAL / "decam_oow.fits")
+    weight = fits.getdata(REAL / "decam_oow.fits").astype(np.float32)
+    good = weight > 0
+    np.testing.assert_array_equal(measured.variance[good], np.float32(1) / weight[good])
+
+    # The PSF flux error is sqrt(ΣP²V)/ΣP² over the fit's disk (2.2 FWHM): predicted here
+    # from 1/weight with the PSF on the nearest pixel, for the isolated unflagged sources.
+    ok = (~catalog["base_PsfFlux_flag"] & ~catalog["base_PsfFlux_flag_edge"]
+          & (catalog["deblend_nChild"] == 0))
+    assert ok.sum() >= 10, ok.sum()
+    kernel = measured.psf.kernel(0.0, 0.0)
+    half = kernel.shape[0] // 2
+    yy, xx = np.mgrid[-half:half + 1, -half:half + 1]
+    disk = xx**2 + yy**2 <= (2.2 * measured.psf.sigma(0, 0) * 2.3548) ** 2
+    variance = np.where(good, 1.0 / np.where(good, weight, 1.0), 0.0)
+    ratios = []
+    x0, y0 = measured.xy0
+    for row in catalog[ok]:
+        cx = int(round(row["base_SdssCentroid_x"] - x0))
+        cy = int(round(row["base_SdssCentroid_y"] - y0))
+        if not (half <= cx < weight.shape[1] - half and half <= cy < weight.shape[0] - half):
+            continue
+        p = np.where(disk, kernel, 0.0)
+        v = variance[cy - half:cy + half + 1, cx - half:cx + half + 1]
+        predicted = np.sqrt((p**2 * v).sum()) / (p**2).sum()
+        ratios.append(row["base_PsfFlux_instFluxErr"] / predicted)
+    ratios = np.array(ratios)
+    assert len(ratios) >= 10
+    assert np.abs(ratios - 1).max() < 0.01, ratios  # the sub-pixel shift is all that differs
+    # The weight map holds the sources' own noise: the brightest has twice the sky's error.
+    assert catalog["base_PsfFlux_instFluxErr"].max() > 1.8 * np.median(
+        catalog["base_PsfFlux_instFluxErr"])
+
+    # Four times the weight: the same fluxes with half the errors, source by source.
+    stronger = tmp_path / "oow_x4.fits"
+    with fits.open(REAL / "decam_oow.fits") as hdul:
+        hdul[1].data = hdul[1].data * np.float32(4)
+        hdul.writeto(stronger)
+    scaled, _ = decam_catalog(stronger)
+    assert len(scaled) == len(catalog)
+    np.testing.assert_allclose(scaled["base_PsfFlux_instFlux"], catalog["base_PsfFlux_instFlux"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(scaled["base_PsfFlux_instFluxErr"],
+                               catalog["base_PsfFlux_instFluxErr"] / 2, rtol=1e-5)
