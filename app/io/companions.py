@@ -41,6 +41,7 @@ class Companions:
     """What the companion planes give; None where none was given."""
 
     variance: np.ndarray | None = None
+    variance_source: str = ""  # "weight map oow.fits[#1 N2]", for messages
     mask: np.ndarray | None = None
     background: np.ndarray | None = None
     provenance: dict[str, str] = field(default_factory=dict)
@@ -82,13 +83,14 @@ def read_companions(
                     out.provenance["mask"] = f"data-quality map {where} ({rule})"
                     continue
                 plane = read_float(hdu, what, shape)
+                out.variance_source = f"{name} map {where}"
                 if name == "weight":
                     with np.errstate(divide="ignore"):
                         np.divide(np.float32(1.0), plane, out=plane)  # 1/0 = inf: no data
                     plane[~np.isfinite(plane) | (plane <= 0)] = np.inf
-                    out.provenance["variance"] = f"1/weight, weight map {where}"
+                    out.provenance["variance"] = f"1/weight, {out.variance_source}"
                 else:
-                    out.provenance["variance"] = f"variance map {where}"
+                    out.provenance["variance"] = out.variance_source
                 out.variance = plane
         except ExposureReadError as error:
             raise ExposureReadError(error.code, f"{what}: {error.message}") from error

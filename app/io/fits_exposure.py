@@ -246,7 +246,7 @@ def _read_pixels(hdul: fits.HDUList, layout: _Layout, options: ReadOptions,
     for y0 in range(0, shape[0], step):
         rows = slice(y0, y0 + step)
         census.add(image[rows], None if variance is None else variance[rows])
-    census.refuse(layout.image_name, shape, provenance.get("variance", ""),
+    census.refuse(layout.image_name, shape, companions.variance_source or "VARIANCE plane",
                   options.weight is not None)
     finite = np.isfinite(image)
     typical = None
@@ -293,7 +293,7 @@ def _scan_pixels(layout: _Layout) -> None:
                 float_blocks(layout.image, layout.image_name, shape, step=step),
                 float_blocks(layout.variance, "VARIANCE", shape, step=step), strict=True):
             census.add(block, var_block)
-    census.refuse(layout.image_name, shape, "the VARIANCE plane", False)
+    census.refuse(layout.image_name, shape, "VARIANCE plane", False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -217,8 +217,8 @@ class PixelCensus:
     def refuse(self, image: str, shape: tuple[int, int], variance: str, weight: bool) -> None:
         """Raise the reason nothing can be measured, if there is one.
 
-        ``variance`` names where the variance came from; ``weight`` says it was a weight
-        (inverse-variance) map, whose bad values are zeros.
+        ``variance`` names where the variance came from ("VARIANCE plane", "weight map
+        oow.fits[#1 N2]"); ``weight`` says it was a weight (inverse-variance) map.
         """
         if self.finite == 0:
             raise ExposureReadError(
@@ -226,17 +226,14 @@ class PixelCensus:
                 "expected an image with data"
             )
         if self.variance_positive == 0:
-            if weight:
-                raise ExposureReadError(
-                    "bad_weight", f"the weight map {variance} is zero, negative or NaN "
-                    "everywhere: it gives no pixel an error (a weight of 0 means no data)"
-                )
             raise ExposureReadError(
-                "bad_variance", f"the variance from {variance} is zero, negative or NaN "
-                "everywhere; expected variances > 0 (counts²) where there are data"
+                "bad_weight" if weight else "bad_variance",
+                f"the {variance} is zero, negative or NaN everywhere: it gives no pixel an "
+                + ("error (a weight of 0 means no data)" if weight
+                   else "error; expected variances > 0 (counts²) where there are data"),
             )
         if self.usable == 0:
             raise ExposureReadError(
                 "no_data", f"no pixel of {image} has both a finite value and a positive "
-                f"variance from {variance}: their valid regions do not overlap"
+                f"variance from the {variance}: their valid regions do not overlap"
             )
