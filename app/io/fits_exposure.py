@@ -141,7 +141,10 @@ def _locate(hdul: fits.HDUList, hdu: HduSpec | None = None,
 
     ``hdu`` chooses the image; by default it is LSST's IMAGE (EXTNAME or, in older afw
     files, EXTTYPE), else the first 2-d image, with a note when there were others. The
-    MASK, VARIANCE and BACKGROUND planes are taken beside an IMAGE only.
+    MASK, VARIANCE and BACKGROUND planes are taken beside an IMAGE only: as afw's
+    MaskedImageFitsReader, an image read from another HDU comes without them. afw finds
+    the planes by position (HDUs 1, 2, 3) and checks their EXTTYPE; here they are found by
+    name, so a calexp with its planes in another order still reads.
     """
     named = {plane_name(h): h for h in hdul if isinstance(h, ImageLike)}
     if hdu is not None:
