@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import ExposureRecord, JobPhase, JobRecord
-from app.io.intake import ReadRequest
+from app.io.read_request import ReadRequest
 from app.services.results import SourceDetail
 
 

@@ -30,12 +30,9 @@ from typing import BinaryIO
 from astropy.io import fits
 
 from app.io.errors import ExposureReadError
+from app.io.read_options import HduSpec, Source
 
-Source = str | os.PathLike[str] | BinaryIO
 ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
-HduSpec = str | int
-"""An HDU chosen by index (0 is the primary, as astropy and cfitsio count), by EXTNAME
-(or afw's EXTTYPE, case-insensitive), or by ``"EXTNAME,EXTVER"``."""
 
 FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
@@ -117,27 +114,36 @@ def fits_stream(
 
     A path is memory-mapped. A gzip/bzip2 file (by its magic bytes) or a non-seekable
     stream is copied, decompressing, to a temporary file that is memory-mapped. A seekable
-    uncompressed file object is read as it is. Files opened here are closed by ``files``.
+    uncompressed file object at its start is read as it is; any other file object is read
+    from where it stands. Files opened here are closed by ``files``.
     """
     if isinstance(source, str | os.PathLike):
         f = files.enter_context(open(source, "rb"))
-        head = f.read(len(FITS_MAGIC))
+        head = _head(f)
         f.seek(0)
         if _compressed(head):
-            return (*_spool(f, head, files, max_bytes), True)
+            return (*_spool(f, head, b"", files, max_bytes), True)
         _check_magic(head)
         return f, os.fstat(f.fileno()).st_size, True
     if source.seekable() and source.tell() == 0:
-        head = source.read(len(FITS_MAGIC))
+        head = _head(source)
         source.seek(0)
         if not _compressed(head):
             _check_magic(head)
             size = source.seek(0, io.SEEK_END)
             source.seek(0)
             return source, size, False
-        return (*_spool(source, head, files, max_bytes), True)
-    head = source.read(len(FITS_MAGIC))
-    return (*_spool(source, head, files, max_bytes), True)
+        return (*_spool(source, head, b"", files, max_bytes), True)
+    head = _head(source)
+    return (*_spool(source, head, head, files, max_bytes), True)
+
+
+def _head(f: BinaryIO) -> bytes:
+    """The first bytes, enough for the magic numbers (a pipe may give fewer per read)."""
+    head = b""
+    while len(head) < len(FITS_MAGIC) and (more := f.read(len(FITS_MAGIC) - len(head))):
+        head += more
+    return head
 
 
 def _compressed(head: bytes) -> bool:
@@ -145,46 +151,50 @@ def _compressed(head: bytes) -> bool:
 
 
 def _spool(
-    f: BinaryIO, head: bytes, files: ExitStack, max_bytes: int | None
+    f: BinaryIO, head: bytes, consumed: bytes, files: ExitStack, max_bytes: int | None
 ) -> tuple[BinaryIO, int]:
-    """Copy ``f`` (whose first bytes ``head`` were already read if it cannot seek back),
-    decompressing gzip or bzip2, to a temporary file; a read-only handle on it and its size.
+    """Copy ``f`` (``consumed``: its bytes already read), decompressing it if ``head`` says
+    gzip or bzip2, to a temporary file; a read-only handle on that file and its size.
+
+    Only decompression errors are the file's (``truncated``, ``not_fits``); a failure to
+    write the temporary file (a full disk) is raised as it is.
     """
     spool = files.enter_context(tempfile.TemporaryFile(prefix="skyphot-"))
     kind = "gzip" if head.startswith(GZIP_MAGIC) else "bzip2" if head.startswith(
         BZIP2_MAGIC) else None
-    if f.seekable():
-        f.seek(0)
-        rest: BinaryIO = f
+    rest: BinaryIO = _Prefixed(consumed, f) if consumed else f
+    if kind == "gzip":
+        stream: BinaryIO = files.enter_context(gzip.GzipFile(fileobj=rest, mode="rb"))
+    elif kind == "bzip2":
+        stream = files.enter_context(bz2.BZ2File(rest, mode="rb"))
     else:
-        rest = _Prefixed(head, f)
-    try:
-        if kind == "gzip":
-            stream: BinaryIO = files.enter_context(gzip.GzipFile(fileobj=rest, mode="rb"))
-        elif kind == "bzip2":
-            stream = files.enter_context(bz2.BZ2File(rest, mode="rb"))
-        else:
-            stream = rest
-        size = 0
-        while chunk := stream.read(SPOOL_CHUNK):
-            if size == 0:
-                _check_magic(chunk[: len(FITS_MAGIC)], kind)
-            size += len(chunk)
-            if max_bytes is not None and size > max_bytes:
-                raise ExposureReadError(
-                    "too_large",
-                    f"the {kind or 'FITS'} stream holds more than {max_bytes} bytes of FITS, "
-                    "the limit for one exposure; send a smaller file or a cutout",
-                )
-            spool.write(chunk)
-    except EOFError as exc:
-        raise ExposureReadError(
-            "truncated",
-            f"the {kind} stream ends before its end marker: the file was cut short "
-            "(interrupted upload or copy?)",
-        ) from exc
-    except (OSError, zlib.error) as exc:
-        raise ExposureReadError("not_fits", f"the {kind} stream is corrupt: {exc}") from exc
+        stream = rest
+    size = 0
+    while True:
+        try:
+            chunk = stream.read(SPOOL_CHUNK)
+        except EOFError as exc:
+            raise ExposureReadError(
+                "truncated",
+                f"the {kind} stream ends before its end marker: the file was cut short "
+                "(interrupted upload or copy?)",
+            ) from exc
+        except (OSError, zlib.error) as exc:
+            if kind is None:
+                raise
+            raise ExposureReadError("not_fits", f"the {kind} stream is corrupt: {exc}") from exc
+        if not chunk:
+            break
+        if size == 0:
+            _check_magic(chunk[: len(FITS_MAGIC)], kind)
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise ExposureReadError(
+                "too_large",
+                f"the {kind or 'FITS'} stream holds more than {max_bytes} bytes of FITS, "
+                "the limit for one exposure; send a smaller file or a cutout",
+            )
+        spool.write(chunk)
     if size == 0:
         _check_magic(b"", kind)
     spool.flush()

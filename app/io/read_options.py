@@ -1,7 +1,8 @@
 """How to read an exposure file: which HDU, and the companion planes given beside it.
 
 One `ReadOptions` serves every door (``skyphot detect``/``forced``, the upload form, the URL
-reference), so a file reads the same way whichever way it arrives.
+reference), so a file reads the same way whichever way it arrives. This module imports no
+FITS library, so the job kinds that carry options stay light to import.
 
 Companion planes follow what survey pipelines publish beside a plain image: a variance map,
 an inverse-variance ("weight") map, a data-quality (bad-pixel) map, and the subtracted
@@ -30,10 +31,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
-from app.io.fits_open import HduSpec, Source
-
+Source = str | os.PathLike[str] | BinaryIO
+"""A FITS file: a path or a binary file object."""
+HduSpec = str | int
+"""An HDU chosen by index (0 is the primary, as astropy and cfitsio count), by EXTNAME
+(or afw's EXTTYPE, case-insensitive), or by ``"EXTNAME,EXTVER"``."""
 MaskKind = Literal["bits", "codes"]
 
 PRESETS: dict[str, tuple[MaskKind, str]] = {

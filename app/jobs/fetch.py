@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db.exposures import ExposureRepository, new_exposure
 from app.db.models import JobRecord
-from app.io.intake import COMPANIONS, ReadRequest
+from app.io.read_request import COMPANIONS, ReadRequest
 from app.jobs.errors import TransientError, UsageError, unusable_input
 from app.jobs.kinds import JobContext, JobKind, JobOutput, Progress, register_kind
 from app.storage.blobs import BlobTooLargeError, StagedBlob, exposure_key, open_store

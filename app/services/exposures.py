@@ -13,8 +13,9 @@ from app.db.exposures import ExposureRepository, new_exposure
 from app.db.jobs import JobRepository
 from app.db.models import ExposureRecord, JobRecord
 from app.io.errors import ExposureReadError
-from app.io.intake import COMPANIONS, ReadRequest, assemble_exposure, check_exposure
+from app.io.intake import assemble_exposure, check_exposure
 from app.io.read_options import OptionError, ReadOptions
+from app.io.read_request import COMPANIONS, ReadRequest
 from app.jobs.fetch import UnsafeUrlError, check_public_url
 from app.jobs.runner import Sender
 from app.services.errors import InvalidInputError, NotFoundError, PayloadTooLargeError

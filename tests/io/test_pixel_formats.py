@@ -267,6 +267,14 @@ def test_non_seekable_stream_is_spooled() -> None:
         np.testing.assert_array_equal(exposure.image, stored.astype(np.float32))
 
 
+def test_file_object_is_read_from_where_it_stands() -> None:
+    data, stored = plain_bytes()
+    for payload in (data, gzip.compress(data)):
+        buffer = io.BytesIO(b"tar header, say" + payload)
+        buffer.seek(15)
+        np.testing.assert_array_equal(read_exposure(buffer).image, stored.astype(np.float32))
+
+
 def test_gzip_costs_what_a_plain_file_costs(tmp_path: Path) -> None:
     """No copy of the decompressed file in memory: the same peak as the plain file."""
     y, x = np.mgrid[0:1024, 0:1024]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from app.api.dependencies import ExposureServiceDep, RuntimeDep
 from app.api.schemas import Exposure, ExposureList, ExposureUrl, Job
 from app.api.uploads import FIELD, Multipart, receive_exposure
-from app.io.intake import COMPANIONS, ReadRequest
+from app.io.read_request import COMPANIONS, ReadRequest
 from app.services.errors import InvalidInputError, PayloadTooLargeError
 from app.services.jobs import describe_validation, validation_detail
 
