@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from app.commands.reading import add_read_arguments
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_migrate)
 
     p = sub.add_parser("detect", help="detect, deblend and measure sources on an exposure")
-    p.add_argument("input", help="calexp or plain FITS image (.fits, .fits.gz)")
+    p.add_argument("input", help="calexp or FITS image (.fits, .fits.fz, .fits.gz)")
     p.add_argument("--output", "-o", required=True,
                    help="catalog file (.fits .vot .csv .parquet .json)")
     p.add_argument("--footprints", help="write the heavy footprints to this FITS file")
@@ -89,10 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="config override with LSST names, e.g. detection.thresholdValue=4",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_read_arguments(p)
     p.set_defaults(handler=_detect)
 
     p = sub.add_parser("forced", help="forced photometry at the positions of a table")
-    p.add_argument("exposure", help="calexp or plain FITS image")
+    p.add_argument("exposure", help="calexp or FITS image (.fits, .fits.fz, .fits.gz)")
     p.add_argument("--positions", required=True,
                    help="table (.csv .fits .vot .parquet) with ra/dec or x/y; other columns "
                    "are passed through")
@@ -106,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. psfSpatialOrder=1 or background.binSize=256",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_read_arguments(p)
     p.set_defaults(handler=_forced)
 
     p = sub.add_parser("simulate", help="write a simulated calexp and its truth table")

@@ -126,3 +126,83 @@ def test_detect_on_the_obs_base_calexp_uses_its_archive(tmp_path, capsys):
                  "ap_corr: archive ApCorrMap", "filter: archive FilterLabel"):
         assert f"  {line}\n" in text
     assert len(read_catalog(out)) == 0
+
+
+# ----- reading options: --hdu and companion planes -------------------------------------------
+
+LSST_BITS = "1=BAD,2=SAT,4=INTRP,8=CR,16=EDGE,32=DETECTED,64=DETECTED_NEGATIVE,128=SUSPECT," \
+            "256=NO_DATA"
+
+
+@pytest.fixture(scope="module")
+def split_calexp(calexp, tmp_path_factory):
+    """The calexp's planes as a survey publishes them: an image in a multi-extension file
+    beside a decoy HDU, and variance, weight and data-quality maps in files of their own."""
+    from astropy.io import fits
+
+    root = tmp_path_factory.mktemp("split")
+    with fits.open(calexp) as hdul:
+        image, mask, variance = (hdul[n] for n in ("IMAGE", "MASK", "VARIANCE"))
+        header = image.header.copy()
+        del header["EXTNAME"], header["EXTTYPE"]
+        fits.HDUList([fits.PrimaryHDU(),
+                      fits.ImageHDU(np.zeros((5, 5), np.float32), name="DECOY"),
+                      fits.ImageHDU(image.data, header=header, name="SCI")]
+                     ).writeto(root / "sci.fits")
+        fits.PrimaryHDU(variance.data).writeto(root / "var.fits")
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(1 / variance.data, name="SCI")]
+                     ).writeto(root / "wht.fits")
+        fits.PrimaryHDU(mask.data).writeto(root / "dq.fits")
+    return root
+
+
+def test_detect_on_split_planes_equals_the_calexp(calexp, split_calexp, tmp_path):
+    base = ["--set", "detection.thresholdValue=10", "-q"]
+    whole, split, weighted = (tmp_path / f"{n}.fits" for n in ("whole", "split", "weighted"))
+    assert main(["detect", str(calexp), "-o", str(whole), *base]) == 0
+    sci = str(split_calexp / "sci.fits")
+    assert main(["detect", sci, "--hdu", "SCI", "--variance", str(split_calexp / "var.fits"),
+                 "--mask", str(split_calexp / "dq.fits"), "--mask-bits", LSST_BITS,
+                 "-o", str(split), *base]) == 0
+    assert main(["detect", sci, "--hdu", "2", "--weight", str(split_calexp / "wht.fits"),
+                 "--mask", str(split_calexp / "dq.fits"), "--mask-bits", LSST_BITS,
+                 "-o", str(weighted), *base]) == 0
+    a, b, c = read_catalog(whole), read_catalog(split), read_catalog(weighted)
+    assert len(a) > 50 and len(a) == len(b) == len(c)
+    for column in ("base_SdssCentroid_x", "base_PsfFlux_instFlux", "base_PsfFlux_instFluxErr",
+                   "coord_ra"):
+        np.testing.assert_array_equal(b[column], a[column])
+        # 1/(1/v) in float32 is v to a rounding: the errors follow the weight to 1e-6
+        np.testing.assert_allclose(c[column], a[column], rtol=2e-6)
+
+
+def test_forced_reads_companions_too(calexp, split_calexp, tmp_path, capsys):
+    csv = tmp_path / "xy.csv"
+    csv.write_text("x,y\n300.0,300.0\n400.5,120.25\n")
+    plain, whole = tmp_path / "plain.fits", tmp_path / "whole.fits"
+    assert main(["forced", str(calexp), "--positions", str(csv), "-o", str(whole), "-q"]) == 0
+    assert main(["forced", str(split_calexp / "sci.fits"), "--hdu", "SCI",
+                 "--weight", str(split_calexp / "wht.fits"), "--mask",
+                 str(split_calexp / "dq.fits"), "--mask-bits", LSST_BITS,
+                 "--positions", str(csv), "-o", str(plain), "-q"]) == 0
+    a, b = read_catalog(whole), read_catalog(plain)
+    np.testing.assert_allclose(b["base_PsfFlux_instFluxErr"], a["base_PsfFlux_instFluxErr"],
+                               rtol=2e-6)
+
+
+def test_reading_options_are_refused_with_their_cause(split_calexp, tmp_path, capsys):
+    sci, out = str(split_calexp / "sci.fits"), str(tmp_path / "c.fits")
+    assert main(["detect", sci, "--hdu", "NOPE", "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert "no HDU is named 'NOPE'" in err and "#2 image SCI" in err
+    assert main(["detect", sci, "--mask", str(split_calexp / "dq.fits"),
+                 "--mask-bits", "3=BAD", "-o", out]) == 2
+    assert "3 is not a single bit" in capsys.readouterr().err
+    assert main(["detect", sci, "--hdu", "SCI", "--weight", "[DECOY]", "-o", out]) == 2
+    assert "the weight map the image file[DECOY]: it has shape (5, 5)" in \
+        capsys.readouterr().err
+    assert main(["detect", sci, "--mask-codes", "decam", "-o", out]) == 2
+    assert "needs a data-quality map" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: one of --variance and --weight
+        main(["detect", sci, "--variance", "a.fits", "--weight", "b.fits", "-o", out])
+    assert "not allowed with argument" in capsys.readouterr().err

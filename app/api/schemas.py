@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.db.models import ExposureRecord, JobPhase, JobRecord
+from app.io.read_request import ReadRequest
 from app.services.results import SourceDetail
 
 
@@ -65,11 +66,17 @@ class ExposureList(BaseModel):
     offset: int
 
 
-class ExposureUrl(BaseModel):
-    """An exposure for the service to fetch."""
+class ExposureUrl(ReadRequest):
+    """An exposure for the service to fetch, with its companion planes and reading options."""
 
-    model_config = ConfigDict(extra="forbid")
     url: str = Field(max_length=2048, description="http or https URL of a FITS file.")
+    variance_url: str | None = Field(None, max_length=2048, description="URL of a variance map.")
+    weight_url: str | None = Field(
+        None, max_length=2048, description="URL of an inverse-variance (weight) map; 0 = no data.")
+    mask_url: str | None = Field(
+        None, max_length=2048, description="URL of a data-quality map (see mask_bits).")
+    background_url: str | None = Field(
+        None, max_length=2048, description="URL of the full-resolution subtracted background.")
 
 
 class JobCreate(BaseModel):

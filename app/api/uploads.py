@@ -27,6 +27,7 @@ class Multipart:
 
     filenames: dict[str, str | None] = field(default_factory=dict)
     fields: dict[str, bytes] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # names of the parts not asked for
 
 
 class _FieldTooLarge(ValueError):
@@ -69,6 +70,9 @@ class _Parts:
         seen = name in self.body.filenames or name in self.body.fields
         self._current = name if (name in self._files or name in self._fields) and not seen \
             else None
+        if name not in self._files and name not in self._fields \
+                and name not in self.body.ignored:
+            self.body.ignored.append(name)
         filename = params.get(b"filename")
         self._filename = filename.decode("utf-8", "replace").rsplit("/", 1)[-1] if filename \
             else None
@@ -138,15 +142,22 @@ async def receive_multipart(request: Request, files: Mapping[str, StagedBlob], l
     return parts.body
 
 
-async def receive_file(request: Request, staged: StagedBlob, limit: int) -> str | None:
-    """Copy the multipart field ``file`` into ``staged``; returns the client's file name."""
-    body = await receive_multipart(request, {FIELD: staged}, limit, "SKYPHOT_MAX_UPLOAD_BYTES")
+async def receive_exposure(request: Request, files: Mapping[str, StagedBlob], limit: int,
+                           fields: frozenset[str]) -> Multipart:
+    """Copy the exposure's file parts (``file`` and its companions, named by ``files``) into
+    their staged blobs and keep the small ``fields``; the part ``file`` is required."""
+    body = await receive_multipart(request, files, limit, "SKYPHOT_MAX_UPLOAD_BYTES", fields)
     if FIELD not in body.filenames:
         raise InvalidInputError(
             f"the multipart body has no complete '{FIELD}' field; send the FITS file as '{FIELD}'",
             code="missing_file",
         )
-    return body.filenames[FIELD]
+    if body.ignored:
+        raise InvalidInputError(
+            f"unknown part(s) {', '.join(map(repr, body.ignored))}: an exposure upload takes "
+            f"the file parts {', '.join(map(repr, files))} and the fields "
+            f"{', '.join(map(repr, sorted(fields)))}", code="unknown_part")
+    return body
 
 
 def _too_large(limit: int, setting: str) -> PayloadTooLargeError:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from app.commands.progress import progress_bar
+from app.commands.reading import read_options
 from app.engine.config import DetectConfig, apply_overrides
 from app.engine.pipeline import run_detect
 from app.io.catalogs import guess_format, write_catalog
@@ -19,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = apply_overrides(DetectConfig(), args.set)
         fmt = guess_format(args.output)
-        exposure = read_exposure(args.input)
+        exposure = read_exposure(args.input, read_options(args))
     except (ValueError, ExposureReadError) as e:
         print(f"skyphot detect: {e}", file=sys.stderr)
         return 2

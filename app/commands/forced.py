@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from app.commands.progress import progress_bar
+from app.commands.reading import read_options
 from app.engine.characterize import CharacterizeError, characterize
 from app.engine.config import CharacterizeConfig, apply_overrides
 from app.engine.forced import run_forced
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         config = forced_config(args.plugins, args.aperture_radii)
         characterize_config = apply_overrides(CharacterizeConfig(), args.set)
         fmt = guess_format(args.output)
-        exposure = read_exposure(args.exposure)
+        exposure = read_exposure(args.exposure, read_options(args))
         positions = read_catalog(args.positions)
     except (ValueError, ExposureReadError, OSError) as e:
         print(f"skyphot forced: {e}", file=sys.stderr)

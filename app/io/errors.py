@@ -17,6 +17,14 @@ ExposureErrorCode = Literal[
     "truncated",
     "bad_wcs",
     "bad_psf",
+    "corrupt",
+    "too_large",
+    "too_small",
+    "bad_hdu",
+    "bad_option",
+    "bad_variance",
+    "bad_weight",
+    "no_data",
 ]
 
 
@@ -26,8 +34,12 @@ class ExposureReadError(ValueError):
     Parameters
     ----------
     code
-        One of ``not_fits``, ``no_image``, ``shape_mismatch``, ``unsupported_bitpix``,
-        ``all_nan``, ``truncated``, ``bad_wcs``.
+        One of `ExposureErrorCode`: the file is not FITS (``not_fits``), cut short
+        (``truncated``) or has undecodable data (``corrupt``); it has no usable image
+        (``no_image``, ``too_small``, ``all_nan``, ``no_data``), planes that do not fit
+        (``shape_mismatch``, ``unsupported_bitpix``, ``bad_variance``, ``bad_weight``), a
+        bad WCS or PSF (``bad_wcs``, ``bad_psf``); the HDU or option asked for is wrong
+        (``bad_hdu``, ``bad_option``); or it needs more memory than allowed (``too_large``).
     message
         What is wrong and what was expected, for a person to act on.
     """

@@ -15,14 +15,10 @@ and its masks decide what to ignore.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
-import threading
 import warnings
-import zlib
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
@@ -52,24 +48,43 @@ from app.io.afw_archive import (
     put_photocalib,
 )
 from app.io.afw_psf import decode_psf, put_psf
+from app.io.companions import read_companions
 from app.io.errors import ExposureReadError
+from app.io.fits_open import WARNINGS_LOCK as _WARNINGS_LOCK
+from app.io.fits_open import (
+    HduSpec,
+    ImageLike,
+    Source,
+    contents,
+    find_hdu,
+    first_image,
+    open_fits,
+    plane_name,
+)
+from app.io.fits_open import header_shape as _header_shape
+from app.io.fits_pixels import (
+    PixelCensus,
+    as_mask_bits,
+    block_rows,
+    block_rows_of,
+    float_blocks,
+    read_float,
+    read_integers,
+)
 from app.io.frames import PixelFrame, celestial_header, read_pixel_frame, xy0_cards
 from app.io.psf_fits import apcorr_from_hdu, psf_from_hdu, psf_to_hdu
+from app.io.read_options import ReadOptions
 
-Source = str | os.PathLike[str] | BinaryIO
-ImageLike = fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU
 T = TypeVar("T")
 
-FITS_MAGIC = b"SIMPLE  ="
-GZIP_MAGIC = b"\x1f\x8b"
-_WARNINGS_LOCK = threading.RLock()
-"""``catch_warnings`` swaps the process-wide filter list and puts it back on exit; readers in
-two threads (the API's thread pool) interleaving would restore each other's list. Astropy
-uses it too while reading (table data, unit strings), so a whole read, from opening the
-file to closing it, holds this lock: reads of FITS files take turns."""
-FITS_BLOCK = 2880
 GZIP_LEVEL = 6  # zlib's default: most of the gain of 9 at a fraction of the time
-SKY_SAMPLE = 1 << 20  # pixels sampled for the sky-noise estimate of a plain image
+SKY_SAMPLE = 1 << 18
+"""Pixels sampled for the sky-noise estimate of a plain image: its sigma to 0.2 %, at a
+quarter of the cost of 10⁶ (the sigma-clipped statistics are most of reading a plain image)."""
+MIN_SIDE = 3
+"""Smallest usable image side: the smallest with a pixel whose 8 neighbours all exist, which
+detection's 8-connected footprints and peaks need."""
+PLANE_BYTES = 4  # float32 image and variance, int32 mask, float32 background: per pixel
 
 FLOAT_BITPIX = {8, 16, 32, 64, -32, -64}  # all FITS image types; integers are converted
 MASK_BITPIX = {8, 16, 32, 64}  # a mask holds bit planes, so it must be an integer image
@@ -105,148 +120,6 @@ APCORR_NSTARS = "APCORR NSTARS "  # + flux name: stars an archived aperture corr
 
 
 # ---------------------------------------------------------------------------------------------
-# Opening and checking the file
-
-
-@contextmanager
-def _open_fits(source: Source) -> Iterator[fits.HDUList]:
-    """Open ``source`` (path or binary file, plain or gzipped) with every header read.
-
-    Pixels stay on disk (memory-mapped) for an uncompressed path, so header-only callers
-    read no data. A caller's file object is left open. Raises ExposureReadError
-    ``not_fits`` or ``truncated``.
-    """
-    with _WARNINGS_LOCK, ExitStack() as files:
-        stream, size, memmap = _fits_stream(source, files)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                hdul = fits.open(stream, memmap=memmap, mode="readonly")  # primary header only
-            except Exception as exc:
-                # It starts like FITS, so it is cut short or corrupt; a FITS file is always
-                # a whole number of 2880-byte blocks, which tells the two apart.
-                if size % FITS_BLOCK:
-                    raise ExposureReadError(
-                        "truncated",
-                        f"the primary header cannot be parsed ({exc}) and the file is {size} "
-                        f"bytes long, not a multiple of {FITS_BLOCK}: it was cut short "
-                        "(interrupted upload or copy?)",
-                    ) from exc
-                raise ExposureReadError(
-                    "not_fits",
-                    f"the file starts like FITS but its primary header is corrupt: {exc}",
-                ) from exc
-            try:
-                hdul.readall()
-            except Exception as exc:
-                # Not hdul.close(): it would try to read the broken header again.
-                raise ExposureReadError(
-                    "truncated",
-                    f"a header after the primary HDU cannot be parsed ({exc}): the file was "
-                    "cut short (interrupted upload or copy?) or is corrupt",
-                ) from exc
-        try:
-            _check_complete(hdul, size, bool(caught))
-            yield hdul
-        finally:
-            hdul.close(closed=False)  # the file itself is closed by ``files`` if ours
-
-
-def _fits_stream(source: Source, files: ExitStack) -> tuple[BinaryIO, int, bool]:
-    """The uncompressed FITS stream for astropy, its length, and whether to memory-map it.
-
-    Gzip is recognised by its magic bytes, whatever the name. A gzipped or non-seekable
-    input is decompressed into memory; an uncompressed path is memory-mapped. Files opened
-    here are registered on ``files`` to be closed.
-    """
-    if isinstance(source, str | os.PathLike):
-        f = files.enter_context(open(source, "rb"))
-        head = f.read(len(FITS_MAGIC))
-        f.seek(0)
-        if head.startswith(GZIP_MAGIC):
-            return (*_gunzip(f), False)
-        _check_magic(head)
-        return f, os.fstat(f.fileno()).st_size, True
-    if source.seekable() and source.tell() == 0:
-        head = source.read(len(FITS_MAGIC))
-        source.seek(0)
-        if head.startswith(GZIP_MAGIC):
-            return (*_gunzip(source), False)
-        _check_magic(head)
-        size = source.seek(0, io.SEEK_END)
-        source.seek(0)
-        return source, size, False
-    data = source.read()
-    if data.startswith(GZIP_MAGIC):
-        return (*_gunzip(io.BytesIO(data)), False)
-    _check_magic(data)
-    return io.BytesIO(data), len(data), False
-
-
-def _gunzip(f: BinaryIO) -> tuple[BinaryIO, int]:
-    try:
-        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
-            data = gz.read()
-    except EOFError as exc:
-        raise ExposureReadError(
-            "truncated",
-            "the gzip stream ends before its end marker: the file was cut short "
-            "(interrupted upload or copy?)",
-        ) from exc
-    except (OSError, zlib.error) as exc:
-        raise ExposureReadError("not_fits", f"the gzip stream is corrupt: {exc}") from exc
-    _check_magic(data)
-    return io.BytesIO(data), len(data)
-
-
-def _check_magic(head: bytes) -> None:
-    if not head:
-        raise ExposureReadError("not_fits", "the file is empty; expected a FITS file")
-    if not head.startswith(FITS_MAGIC):
-        raise ExposureReadError(
-            "not_fits",
-            f"the file starts with {head[: len(FITS_MAGIC)]!r}, not {FITS_MAGIC!r}: it is not "
-            "a FITS file (expected .fits or .fits.gz)",
-        )
-
-
-def _check_complete(hdul: fits.HDUList, size: int, warned: bool) -> None:
-    """Raise ``truncated`` when an HDU's data or a later header runs past the end of the file.
-
-    Astropy only warns about either; checking sizes here turns them into one clear error.
-    Missing padding after the last HDU's data is tolerated: no pixel is lost.
-    """
-    for index, hdu in enumerate(hdul):
-        if isinstance(hdu, fits.CompImageHDU):
-            continue  # its table bytes are checked when the tiles are decompressed
-        info = hdul.fileinfo(index)
-        end = info["datLoc"] + hdu.size
-        if end > size:
-            raise ExposureReadError(
-                "truncated",
-                f"HDU #{index} ({_describe(hdu)}) needs data up to byte {end} but the file "
-                f"ends at byte {size}: it was cut short (interrupted upload or copy?)",
-            )
-    last = hdul.fileinfo(len(hdul) - 1)
-    end = last["datLoc"] + last["datSpan"]
-    if warned and size > end:
-        raise ExposureReadError(
-            "truncated",
-            f"after HDU #{len(hdul) - 1} the file holds {size - end} more bytes that are not a "
-            "complete FITS header: it was cut short or is corrupt",
-        )
-
-
-def _describe(hdu: fits.hdu.base._BaseHDU) -> str:
-    """E.g. "image IMAGE of shape (4072, 4000)", "table SOURCES", "image PRIMARY without data"."""
-    name = hdu.name or "PRIMARY"
-    if isinstance(hdu, fits.BinTableHDU | fits.TableHDU):
-        return f"table {name}"
-    shape = _header_shape(hdu.header)
-    return f"image {name}" + (f" of shape {shape}" if shape else " without data")
-
-
-# ---------------------------------------------------------------------------------------------
 # Finding the planes
 
 
@@ -261,6 +134,8 @@ class _Layout:
     variance: ImageLike | None
     background: ImageLike | None
     calexp: bool  # True when the planes were found by EXTNAME, as LSST writes them
+    image_index: int = 0
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -279,91 +154,170 @@ class _Layout:
         return (self.primary, self.image.header)
 
 
-def _header_shape(header: fits.Header) -> tuple[int, ...]:
-    """Array shape from NAXISn, leading length-1 axes dropped (a 1×H×W cube is an image)."""
-    shape = [int(header.get(f"NAXIS{i}", 0)) for i in range(int(header.get("NAXIS", 0)), 0, -1)]
-    while len(shape) > 2 and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
+def _locate(hdul: fits.HDUList, hdu: HduSpec | None = None,
+            notes: list[str] | None = None) -> _Layout:
+    """Find the image, mask, variance and background HDUs and check their shapes and types.
 
-
-def _plane_name(hdu: fits.hdu.base._BaseHDU) -> str:
-    return str(hdu.header.get("EXTNAME") or hdu.header.get("EXTTYPE") or "").strip().upper()
-
-
-def _locate(hdul: fits.HDUList) -> _Layout:
-    """Find the image, mask, variance and background HDUs and check their shapes and types."""
-    images = [h for h in hdul if isinstance(h, ImageLike)]
-    named = {_plane_name(h): h for h in images}
-    if "IMAGE" in named:
-        image, name, calexp = named["IMAGE"], "IMAGE", True
-        mask, variance = named.get("MASK"), named.get("VARIANCE")
+    ``hdu`` chooses the image; by default it is LSST's IMAGE (EXTNAME or, in older afw
+    files, EXTTYPE), else the first 2-d image, with a note when there were others. The
+    MASK, VARIANCE and BACKGROUND planes are taken beside an IMAGE only: as afw's
+    MaskedImageFitsReader, an image read from another HDU comes without them. afw finds
+    the planes by position (HDUs 1, 2, 3) and checks their EXTTYPE; here they are found by
+    name, so a calexp with its planes in another order still reads.
+    """
+    named = {plane_name(h): h for h in hdul if isinstance(h, ImageLike)}
+    if hdu is not None:
+        index = find_hdu(hdul, hdu, "the image")
+    elif "IMAGE" in named:
+        index = next(i for i, h in enumerate(hdul) if h is named["IMAGE"])
     else:
-        with_data = [h for h in images if len(_header_shape(h.header)) >= 2]
-        if not with_data:
-            found = ", ".join(f"#{i} {_describe(h)}" for i, h in enumerate(hdul))
+        found = first_image(hdul)
+        if found is None:
             raise ExposureReadError(
                 "no_image",
-                f"no 2-d image in the file (it holds: {found}); expected an LSST calexp "
-                "(IMAGE, MASK and VARIANCE extensions) or a FITS image",
+                f"no 2-d image in the file (it holds: {contents(hdul)}); expected an LSST "
+                "calexp (IMAGE, MASK and VARIANCE extensions) or a FITS image",
             )
-        image, calexp, mask, variance = with_data[0], False, None, None
-        name = _plane_name(image) or "PRIMARY"
+        index = found
+        others = [i for i, h in enumerate(hdul) if i != index and isinstance(h, ImageLike)
+                  and len(_header_shape(h.header)) >= 2]
+        if others and notes is not None:
+            notes.append(
+                f"the file holds {len(others) + 1} images; HDU #{index} "
+                f"({plane_name(hdul[index]) or 'PRIMARY'}), the first, was read: choose "
+                "another by EXTNAME or index with hdu")
+    image = hdul[index]
+    name = plane_name(image) or ("PRIMARY" if index == 0 else f"HDU #{index}")
+    calexp = name == "IMAGE"
+    mask, variance = (named.get("MASK"), named.get("VARIANCE")) if calexp else (None, None)
     shape = _header_shape(image.header)
     if len(shape) != 2:
         raise ExposureReadError(
             "no_image", f"{name} has shape {shape}; expected a 2-d image (height, width)"
         )
+    if min(shape) < MIN_SIDE:
+        raise ExposureReadError(
+            "too_small", f"{name} is {shape[0]}×{shape[1]} pixels; nothing can be detected "
+            f"or measured on an image smaller than {MIN_SIDE}×{MIN_SIDE}"
+        )
     background = named.get("BACKGROUND")
-    for plane, hdu in (("MASK", mask), ("VARIANCE", variance), ("BACKGROUND", background)):
-        if hdu is not None and _header_shape(hdu.header) != shape:
+    for plane, other in (("MASK", mask), ("VARIANCE", variance), ("BACKGROUND", background)):
+        if other is not None and _header_shape(other.header) != shape:
             raise ExposureReadError(
                 "shape_mismatch",
-                f"extension {plane} has shape {_header_shape(hdu.header)} but {name} has "
+                f"extension {plane} has shape {_header_shape(other.header)} but {name} has "
                 f"{shape}; a calexp needs IMAGE, MASK and VARIANCE of one shape",
             )
-    for plane, hdu, allowed in (
+    for plane, other, allowed in (
         (name, image, FLOAT_BITPIX),
         ("MASK", mask, MASK_BITPIX),
         ("VARIANCE", variance, FLOAT_BITPIX),
         ("BACKGROUND", background, FLOAT_BITPIX),
     ):
-        if hdu is not None and hdu.header.get("BITPIX") not in allowed:
+        if other is not None and other.header.get("BITPIX") not in allowed:
             raise ExposureReadError(
                 "unsupported_bitpix",
-                f"{plane} has BITPIX {hdu.header.get('BITPIX')}; expected one of "
+                f"{plane} has BITPIX {other.header.get('BITPIX')}; expected one of "
                 f"{sorted(allowed)}" + (" (a mask holds integer bit planes)" if plane == "MASK"
                                         else ""),
             )
-    return _Layout(hdul[0].header, image, name, mask, variance, background, calexp)
+    return _Layout(hdul[0].header, image, name, mask, variance, background, calexp, index,
+                   {"image": name if name.startswith("HDU #") else f"HDU #{index} {name}"})
 
 
-def _pixels(
-    hdu: ImageLike, plane: str, dtype: type[np.generic], shape: tuple[int, int]
-) -> np.ndarray:
-    """The HDU's data as a native ``dtype`` array (one copy: FITS data are big-endian)."""
-    try:
-        data = hdu.data
-    except Exception as exc:  # astropy raises TypeError/ValueError/OSError on short data
+@dataclass
+class _Pixels:
+    """The planes read for an exposure, and where the variance and mask came from."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    variance: np.ndarray
+    background: np.ndarray | None
+    provenance: dict[str, str]
+
+
+def _read_pixels(hdul: fits.HDUList, layout: _Layout, options: ReadOptions,
+                 planes: MaskPlanes, notes: list[str], max_bytes: int | None) -> _Pixels:
+    """Image, mask, variance and background: the file's planes and the companions'.
+
+    A companion variance or weight replaces the file's variance; a data-quality map's bits
+    are added to the file's mask. Refused (`PixelCensus`) when nothing could be measured.
+    """
+    shape = layout.shape
+    _check_memory(layout, options, max_bytes)
+    provenance = dict(layout.provenance)
+    image = read_float(layout.image, layout.image_name, shape)
+    if layout.mask is None:
+        mask = np.zeros(shape, dtype=np.int32)
+        provenance["mask"] = "none in the file (a plain image)"
+    else:
+        values, blank = read_integers(layout.mask, "MASK", shape)
+        mask = as_mask_bits(values, "MASK")
+        if blank is not None:
+            mask[blank] = np.int32(planes.bitmask("NO_DATA"))
+        provenance["mask"] = "MASK plane"
+    companions = read_companions(hdul, layout.image, shape, options, planes, notes, max_bytes)
+    provenance.update(companions.provenance)
+    if companions.mask is not None:
+        mask |= companions.mask
+        if layout.mask is not None:
+            provenance["mask"] = f"MASK plane, and {companions.provenance['mask']}"
+    variance = companions.variance
+    if variance is None and layout.variance is not None:
+        variance = read_float(layout.variance, "VARIANCE", shape)
+        provenance["variance"] = "VARIANCE plane"
+    finite = np.isfinite(image)
+    census = PixelCensus()
+    step = block_rows_of(shape)
+    for y0 in range(0, shape[0], step):
+        rows = slice(y0, y0 + step)
+        census.add(finite[rows], None if variance is None else variance[rows])
+    census.refuse(layout.image_name, shape, companions.variance_source or "VARIANCE plane",
+                  options.weight is not None)
+    typical = None
+    if variance is None:
+        variance, typical = _estimate_variance(image, finite, layout)
+        provenance["variance"] = _variance_source(layout)
+    background = companions.background
+    if background is None and layout.background is not None:
+        background = read_float(layout.background, "BACKGROUND", shape)
+        provenance["background"] = "BACKGROUND plane"
+    if census.usable < image.size:  # some pixel lacks a value or a variance
+        _flag_no_data(image, mask, variance, finite, planes, typical)
+    return _Pixels(image, mask, variance, background, provenance)
+
+
+def _check_memory(layout: _Layout, options: ReadOptions, max_bytes: int | None) -> None:
+    """Refuse (``too_large``) an exposure whose planes would take more than ``max_bytes``."""
+    if max_bytes is None:
+        return
+    height, width = layout.shape
+    count = 3 + (layout.background is not None or options.background is not None)
+    need = height * width * PLANE_BYTES * count
+    if need > max_bytes:
         raise ExposureReadError(
-            "truncated", f"the pixels of {plane} cannot be read ({exc}): the file is cut short"
-        ) from exc
-    data = data.reshape(shape)
-    wide = data.dtype.itemsize > 4 or (data.dtype.kind == "u" and data.dtype.itemsize == 4)
-    if dtype is np.int32 and data.dtype.kind in "iu" and wide and data.size:
-        low, high = int(data.min()), int(data.max())
-        if low < -(2**31) or high >= 2**MAX_PLANES:
-            raise ExposureReadError(
-                "unsupported_bitpix",
-                f"MASK values span {low}..{high}, beyond the {MAX_PLANES} bit planes an int32 "
-                "mask holds",
-            )
-    elif dtype is np.int32 and data.dtype.kind == "f":
-        raise ExposureReadError(
-            "unsupported_bitpix",
-            "MASK is scaled to floating point by BSCALE/BZERO; a mask holds integer bit planes",
+            "too_large",
+            f"the exposure needs {need} bytes in memory ({height}×{width} pixels × {count} "
+            f"planes of {PLANE_BYTES} bytes), more than the limit of {max_bytes}; send a "
+            "cutout",
         )
-    return np.asarray(data, dtype=dtype)
+
+
+def _scan_pixels(layout: _Layout) -> None:
+    """The refusals of `_read_pixels` for the file's own planes, a block at a time, so a
+    file can be checked at upload in the memory of one block."""
+    shape = layout.shape
+    census = PixelCensus()
+    if layout.variance is None:
+        for _, block in float_blocks(layout.image, layout.image_name, shape):
+            census.add(np.isfinite(block), None)
+    else:
+        step = block_rows(layout.image, shape)  # both planes in the same rows
+        for (_, block), (_, var_block) in zip(
+                float_blocks(layout.image, layout.image_name, shape, step=step),
+                float_blocks(layout.variance, "VARIANCE", shape, step=step), strict=True):
+            census.add(np.isfinite(block), var_block)
+    census.refuse(layout.image_name, shape, "VARIANCE plane", False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -749,71 +703,62 @@ def _read_info(layout: _Layout, found: _Components) -> ExposureInfo:
 # Reading
 
 
-def read_exposure(source: Source) -> Exposure:
-    """Read an exposure from a FITS file: an LSST calexp or a plain image.
+def read_exposure(source: Source, options: ReadOptions | None = None, *,
+                  max_bytes: int | None = None) -> Exposure:
+    """Read an exposure from a FITS file: an LSST calexp or a plain image, with companions.
 
     Parameters
     ----------
     source
-        Path or binary file object of a ``.fits`` or gzipped ``.fits.gz`` file (gzip is
-        recognised by its magic bytes).
+        Path or binary file object of a FITS file, plain, gzip/bzip2-compressed or
+        tile-compressed (``.fits``, ``.fits.gz``, ``.fits.fz``; recognised by content).
+    options
+        Which HDU is the image, and companion variance/weight/data-quality/background planes
+        (`ReadOptions`); the default reads the file as it is.
+    max_bytes
+        Refuse (``too_large``) a file whose planes would need more memory than this, or whose
+        gzip stream holds more; None for no limit.
 
     Returns
     -------
     Exposure
-        Image, mask and variance as float32/int32/float32; WCS, calibration, ``xy0``, mask
-        planes, metadata and background from the file. A plain image gets an empty mask and
-        a variance estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the
-        header gives a positive ``GAIN``). Non-finite pixels are flagged ``NO_DATA``.
-        ``exposure.psf`` is read from skyphot's PSF extension when present, else from an
-        LSST archive (GaussianPsf, DoubleGaussianPsf, PsfexPsf; other kinds such as PiffPsf
-        are named in ``info.notes`` and left for characterization to measure), with the
-        archived PhotoCalib, ApCorrMap and FilterLabel; ``info.provenance`` says where each
-        came from.
+        Image, mask and variance as float32/int32/float32 (stored integers scaled by
+        BZERO/BSCALE; BLANK pixels NO_DATA); WCS, calibration, ``xy0``, mask planes, metadata
+        and background from the file. A plain image gets an empty mask and a variance
+        estimated from its sky noise (plus ``max(image - sky, 0) / GAIN`` when the header
+        gives a positive ``GAIN``), unless companions give them. Pixels without a finite
+        value or a positive variance are flagged ``NO_DATA``. ``exposure.psf`` is read from
+        skyphot's PSF extension when present, else from an LSST archive (GaussianPsf,
+        DoubleGaussianPsf, PsfexPsf; other kinds such as PiffPsf are named in ``info.notes``
+        and left for characterization to measure), with the archived PhotoCalib, ApCorrMap
+        and FilterLabel. ``info.provenance`` says which HDU was the image and where each
+        part came from; ``info.notes`` what reading repaired, skipped or could not decode.
 
     Raises
     ------
     ExposureReadError
-        With ``code`` ``not_fits``, ``truncated``, ``no_image``, ``shape_mismatch``,
-        ``unsupported_bitpix``, ``all_nan`` or ``bad_wcs``.
+        With the cause as its ``code`` (see `ExposureErrorCode`).
     """
-    with _open_fits(source) as hdul:
-        layout = _locate(hdul)
-        shape = layout.shape
+    options = options or ReadOptions()
+    notes: list[str] = []
+    with open_fits(source, notes, max_bytes=max_bytes) as hdul:
+        layout = _locate(hdul, options.hdu, notes)
         frames = _read_frames(layout)
         planes = _read_planes(None if layout.mask is None else layout.mask.header)
-        image = _pixels(layout.image, layout.image_name, np.float32, shape)
-        finite = np.isfinite(image)
-        if not finite.any():
-            raise ExposureReadError(
-                "all_nan", f"every pixel of {layout.image_name} {shape} is NaN or infinite; "
-                "expected an image with data"
-            )
-        if layout.mask is None:
-            mask = np.zeros(shape, dtype=np.int32)
-        else:
-            mask = _pixels(layout.mask, "MASK", np.int32, shape)
-        if layout.variance is None:
-            variance, typical = _estimate_variance(image, finite, layout)
-        else:
-            variance = _pixels(layout.variance, "VARIANCE", np.float32, shape)
-            typical = None
-        background = (
-            None if layout.background is None
-            else _pixels(layout.background, "BACKGROUND", np.float32, shape)
-        )
-        _flag_no_data(image, mask, variance, finite, planes, typical)
+        pixels = _read_pixels(hdul, layout, options, planes, notes, max_bytes)
         found = _read_components(hdul, layout)
-        found.provenance["variance"] = _variance_source(layout)
+        info = frames.noted(_read_info(layout, found))
+        info.provenance.update(pixels.provenance)
+        info.notes.extend(notes)
         return Exposure(
-            image=image,
-            mask=mask,
-            variance=variance,
+            image=pixels.image,
+            mask=pixels.mask,
+            variance=pixels.variance,
             planes=planes,
             wcs=frames.wcs,
             photo_calib=found.photo_calib,
-            info=frames.noted(_read_info(layout, found)),
-            background=background,
+            info=info,
+            background=pixels.background,
             xy0=frames.pixel.xy0,
             psf=found.psf,
             ap_corr=found.ap_corr,
@@ -857,7 +802,7 @@ def _estimate_variance(
 def _variance_source(layout: _Layout) -> str:
     """Where the variance plane comes from, in words (the exposure's provenance)."""
     if layout.variance is not None:
-        return "the file's VARIANCE plane"
+        return "VARIANCE plane"
     gain, _ = _first(layout.meta_headers, ("GAIN",), _as_positive)
     how = "estimated: the background's rms map squared"
     if gain is None:
@@ -873,54 +818,86 @@ def _flag_no_data(
     planes: MaskPlanes,
     typical: float | None,
 ) -> None:
-    """Set NO_DATA where the image or variance is not finite; zero the image there and give
-    the variance a typical value (the sky variance, or the median of the finite variance)."""
-    bad = ~finite | ~np.isfinite(variance)
-    if not bad.any():
+    """Set NO_DATA where the image is not finite or the variance not a finite positive
+    number (a weight of 0); zero the image there and give the variance a typical value (the
+    sky variance, or the median of the good variances), so sums stay finite.
+
+    ``finite`` is overwritten (with where the pixels are bad), a block at a time: no
+    full-size temporaries beside it.
+    """
+    bad = finite
+    step = block_rows_of(image.shape)
+    for y0 in range(0, image.shape[0], step):
+        rows = slice(y0, y0 + step)
+        if typical is None:  # a variance from the file: it may be bad where the image is not
+            good = np.isfinite(variance[rows])
+            good &= variance[rows] > 0
+            good &= finite[rows]
+        else:  # the estimate, positive everywhere
+            good = finite[rows]
+        np.logical_not(good, out=bad[rows])
+    where = np.nonzero(bad)  # index arrays: fast for the few bad pixels there usually are
+    if not where[0].size:
         return
-    mask[bad] |= np.int32(planes.bitmask("NO_DATA"))
-    image[bad] = 0.0
+    mask[where] |= np.int32(planes.bitmask("NO_DATA"))
+    image[where] = 0.0
     if typical is None:
         sample = variance.ravel()[:: max(1, variance.size // SKY_SAMPLE)]
-        sample = sample[np.isfinite(sample)]
+        sample = sample[np.isfinite(sample) & (sample > 0)]
         typical = float(np.median(sample)) if sample.size else 1.0
-    variance[bad] = typical
+    variance[where] = typical
 
 
-def read_exposure_metadata(source: Source) -> dict[str, Any]:
+def read_exposure_metadata(source: Source, options: ReadOptions | None = None, *,
+                           check_pixels: bool = False,
+                           max_bytes: int | None = None) -> dict[str, Any]:
     """Summarise an exposure file from its headers, without reading pixels.
 
     Parameters
     ----------
     source
         As for `read_exposure`.
+    options
+        Only ``options.hdu`` is used here: which HDU is the image.
+    check_pixels
+        Also read the image (and VARIANCE) a block at a time and raise what `read_exposure`
+        would for pixels that cannot be used (``all_nan``, ``bad_variance``, ``no_data``),
+        in the memory of one block.
+    max_bytes
+        As for `read_exposure`, for a gzip stream.
 
     Returns
     -------
     dict
-        ``layout`` ("calexp" or "image"), ``shape`` (height, width), ``xy0``,
-        ``pixel_frame`` (``xy0``, its ``source`` and a ``note`` on header offsets not
-        applied, see `app.io.frames`), ``sky_frame`` (the WCS's ``frame``, ``equinox``,
-        ``obstime``, ``conversion`` to ICRS and ``notes``; None without a WCS), ``visit``,
-        ``detector``, ``band``, ``physical_filter``, ``mjd``, ``exptime``, ``wcs`` (the WCS
-        header as a dict, or None), ``corners`` (ICRS RA, Dec in degrees of the outer corners
-        of the pixel grid, counter-clockwise from pixel (0, 0), or None), ``njy_per_count`` and
-        ``njy_per_count_err`` (None when uncalibrated), ``mask_planes`` (name → bit),
-        ``has_background``, ``provenance`` (where the PSF, calibration, aperture corrections,
-        filter, date and frames come from, e.g. ``{"psf": "archive GaussianPsf"}``) and
-        ``notes`` (what could not be decoded or was repaired).
+        ``layout`` ("calexp" or "image"), ``hdu`` (the image HDU's index), ``shape``
+        (height, width), ``xy0``, ``pixel_frame`` (``xy0``, its ``source`` and a ``note`` on
+        header offsets not applied, see `app.io.frames`), ``sky_frame`` (the WCS's
+        ``frame``, ``equinox``, ``obstime``, ``conversion`` to ICRS and ``notes``; None
+        without a WCS), ``visit``, ``detector``, ``band``, ``physical_filter``, ``mjd``,
+        ``exptime``, ``wcs`` (the WCS header as a dict, or None), ``corners`` (ICRS RA, Dec
+        in degrees of the outer corners of the pixel grid, counter-clockwise from pixel
+        (0, 0), or None), ``njy_per_count`` and ``njy_per_count_err`` (None when
+        uncalibrated), ``mask_planes`` (name → bit), ``has_background``, ``provenance``
+        (where the PSF, calibration, aperture corrections, filter, date and frames come
+        from, e.g. ``{"psf": "archive GaussianPsf"}``) and ``notes`` (what reading repaired,
+        skipped or could not decode).
 
     Raises
     ------
     ExposureReadError
-        As `read_exposure`, except ``all_nan`` (pixels are not read).
+        As `read_exposure`, except the pixel refusals without ``check_pixels``.
     """
-    with _open_fits(source) as hdul:
-        layout = _locate(hdul)
+    notes: list[str] = []
+    with open_fits(source, notes, max_bytes=max_bytes) as hdul:
+        layout = _locate(hdul, (options or ReadOptions()).hdu, notes)
+        if check_pixels:
+            _scan_pixels(layout)
         frames = _read_frames(layout)
         found = _read_components(hdul, layout)
         found.provenance["variance"] = _variance_source(layout)
         info = frames.noted(_read_info(layout, found))
+        info.provenance.update(layout.provenance)
+        info.notes.extend(notes)
         calib = found.photo_calib
         height, width = layout.shape
         wcs = frames.wcs
@@ -944,6 +921,7 @@ def read_exposure_metadata(source: Source) -> dict[str, Any]:
                 None if layout.mask is None else layout.mask.header
             ).as_dict(),
             "has_background": layout.background is not None,
+            "hdu": layout.image_index,
             "provenance": info.provenance,
             "notes": info.notes,
         }

@@ -11,28 +11,41 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from app.db.exposures import ExposureRepository, new_exposure
 from app.db.models import JobRecord
+from app.io.read_request import COMPANIONS, ReadRequest
 from app.jobs.errors import TransientError, UsageError, unusable_input
 from app.jobs.kinds import JobContext, JobKind, JobOutput, Progress, register_kind
-from app.storage.blobs import BlobTooLargeError, exposure_key, open_store
+from app.storage.blobs import BlobTooLargeError, StagedBlob, exposure_key, open_store
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_REDIRECTS = 5
 TIMEOUT = 60.0  # seconds without progress before a download is given up
 
 
-class FetchParameters(BaseModel):
-    """Where to fetch the exposure from."""
-
-    model_config = ConfigDict(extra="forbid")
+class FetchParameters(ReadRequest):
+    """Where to fetch the exposure (and its companion planes) from, and how to read it."""
 
     url: str = Field(title="http or https URL of a FITS exposure", max_length=2048)
+    variance_url: str | None = Field(None, title="URL of a variance map", max_length=2048)
+    weight_url: str | None = Field(None, title="URL of a weight map", max_length=2048)
+    mask_url: str | None = Field(None, title="URL of a data-quality map", max_length=2048)
+    background_url: str | None = Field(None, title="URL of the subtracted background",
+                                       max_length=2048)
+
+    def urls(self) -> dict[str, str]:
+        """The files to download: ``file`` (the exposure), then the companions given."""
+        companions = {name: getattr(self, f"{name}_url") for name in COMPANIONS}
+        return {"file": self.url, **{k: v for k, v in companions.items() if v is not None}}
 
 
 class UnsafeUrlError(ValueError):
@@ -73,58 +86,84 @@ def pinned(url: str, address: str) -> tuple[str, dict[str, str], dict[str, Any]]
 
 
 def compute(context: JobContext, progress: Progress) -> JobOutput:
-    """Run in the child process: download, check it is an exposure, store it by content."""
+    """Run in the child process: download, check it is an exposure, store it by content.
+
+    With companion URLs or reading options, the exposure they assemble is stored, as for an
+    upload (:mod:`app.io.intake`); a file that cannot be used fails the job with the reason.
+    """
     import httpx
 
-    from app.io.fits_exposure import read_exposure_metadata
+    from app.io.intake import assemble_exposure, check_exposure
 
-    url = FetchParameters.model_validate(context.parameters).url
+    parameters = FetchParameters.model_validate(context.parameters)
+    urls = parameters.urls()
     store = open_store(context.storage_url)
-    progress(0.0, "downloading")
-    with store.stage(limit=context.max_bytes) as staged, httpx.Client(timeout=TIMEOUT) as client:
+    with ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(timeout=TIMEOUT))
+        staged: dict[str, StagedBlob] = {}
+        names: dict[str, str | None] = {}
+        for done, (part, url) in enumerate(urls.items()):
+            progress(0.8 * done / len(urls), f"downloading {part}")
+            staged[part] = stack.enter_context(store.stage(limit=context.max_bytes))
+            final = _download(client, url, staged[part])
+            staged[part].close()
+            names[part] = urlparse(final).path.rsplit("/", 1)[-1] or None
+        progress(0.8, "reading")
+        files = {part: (blob.path, names[part]) for part, blob in staged.items()
+                 if part != "file"}
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                try:
-                    target, headers, extensions = pinned(url, check_public_url(url))
-                except UnsafeUrlError as error:
-                    raise UsageError(str(error), "unsafe_url") from error
-                with client.stream("GET", target, headers=headers,
-                                   extensions=extensions) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
-                        continue
-                    if response.status_code >= 500:
-                        raise TransientError(f"{url} answered {response.status_code}")
-                    if response.status_code >= 400:
-                        raise UsageError(f"{url} answered {response.status_code}", "fetch_failed")
-                    for chunk in response.iter_bytes():
-                        staged.write(chunk)
-                    break
+            options = parameters.options(files)
+            if options.is_default:
+                metadata = check_exposure(staged["file"].path, max_bytes=context.max_bytes)
+                stored = staged["file"]
             else:
-                raise UsageError(f"more than {MAX_REDIRECTS} redirects", "fetch_failed")
-        except BlobTooLargeError as error:
-            raise UsageError(
-                f"the file at {url} is larger than the limit of {error.limit} bytes", "too_large"
-            ) from error
-        except httpx.HTTPError as error:
-            raise TransientError(f"fetching {url} failed: {error}") from error
-        progress(0.8, "reading metadata")
-        staged.close()
-        try:
-            metadata = read_exposure_metadata(staged.path)
-        except ValueError as error:
+                stored = stack.enter_context(store.stage())
+                metadata = assemble_exposure(staged["file"].path, options, stored,
+                                             names["file"], max_bytes=context.max_bytes)
+        except ValueError as error:  # ExposureReadError, OptionError
             raise unusable_input(error) from error
-        key = exposure_key(staged.sha256)
-        store.publish(staged, key)
-    filename = urlparse(url).path.rsplit("/", 1)[-1] or None
+        key = exposure_key(stored.sha256)
+        store.publish(stored, key)
     exposure: dict[str, Any] = {
-        "sha256": staged.sha256,
-        "size": staged.size,
+        "sha256": stored.sha256,
+        "size": stored.size,
         "storage_key": key,
-        "filename": filename,
+        "filename": names["file"],
         "metadata": metadata,
     }
     return JobOutput(exposure=exposure)
+
+
+def _download(client: httpx.Client, url: str, staged: StagedBlob) -> str:
+    """Stream ``url`` into ``staged``, following redirects to public addresses only; the
+    final URL."""
+    import httpx
+
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                target, headers, extensions = pinned(url, check_public_url(url))
+            except UnsafeUrlError as error:
+                raise UsageError(str(error), "unsafe_url") from error
+            with client.stream("GET", target, headers=headers,
+                               extensions=extensions) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code >= 500:
+                    raise TransientError(f"{url} answered {response.status_code}")
+                if response.status_code >= 400:
+                    raise UsageError(f"{url} answered {response.status_code}", "fetch_failed")
+                for chunk in response.iter_bytes():
+                    staged.write(chunk)
+                return url
+        raise UsageError(f"more than {MAX_REDIRECTS} redirects", "fetch_failed")
+    except BlobTooLargeError as error:
+        raise UsageError(
+            f"the file at {url} is larger than the limit of {error.limit} bytes", "too_large"
+        ) from error
+    except httpx.HTTPError as error:
+        raise TransientError(f"fetching {url} failed: {error}") from error
 
 
 def finalize(session: Session, job: JobRecord, output: JobOutput) -> None:

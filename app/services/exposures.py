@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -9,10 +13,12 @@ from app.db.exposures import ExposureRepository, new_exposure
 from app.db.jobs import JobRepository
 from app.db.models import ExposureRecord, JobRecord
 from app.io.errors import ExposureReadError
-from app.io.fits_exposure import read_exposure_metadata
+from app.io.intake import assemble_exposure, check_exposure
+from app.io.read_options import OptionError, ReadOptions
+from app.io.read_request import COMPANIONS, ReadRequest
 from app.jobs.fetch import UnsafeUrlError, check_public_url
 from app.jobs.runner import Sender
-from app.services.errors import InvalidInputError, NotFoundError
+from app.services.errors import InvalidInputError, NotFoundError, PayloadTooLargeError
 from app.services.jobs import JobService
 from app.storage.blobs import BlobStore, StagedBlob, exposure_key, job_prefix
 
@@ -26,30 +32,48 @@ class ExposureService:
         self._queue = queue
         self._owner = owner
 
-    def add_upload(self, staged: StagedBlob, filename: str | None) -> tuple[ExposureRecord, bool]:
+    def add_upload(
+        self, staged: StagedBlob, filename: str | None,
+        companions: Mapping[str, tuple[StagedBlob, str | None]] | None = None,
+        request: ReadRequest | None = None, *, limit: int | None = None,
+    ) -> tuple[ExposureRecord, bool]:
         """Register an uploaded file; returns the exposure and whether it is new.
 
-        The same content uploaded again gives back the stored exposure. A file the reader
-        cannot use is refused with its reason, and nothing is kept.
+        ``companions`` are the uploaded companion planes by name (variance, weight, mask,
+        background) with their client file names; ``request`` the reading options. A file
+        read as it is is stored as it came; with options, the exposure they assemble is
+        stored (see :mod:`app.io.intake`). The same content uploaded again gives back the
+        stored exposure. A file the reader cannot use is refused with its reason, and nothing
+        is kept; ``limit`` bounds the memory its pixels may take.
         """
         staged.close()
-        existing = self._by_hash(staged.sha256)
-        if existing is not None:
-            return existing, False
-        try:
-            metadata = read_exposure_metadata(staged.path)
-        except ExposureReadError as error:
-            raise InvalidInputError(
-                f"{filename or 'the upload'} is not a usable exposure: {error.message}",
-                code="invalid_exposure",
-                detail={"reason": error.code},
-            ) from error
-        key = exposure_key(staged.sha256)
-        self._store.publish(staged, key)
+        files = {name: (blob.path, label) for name, (blob, label) in (companions or {}).items()}
+        for blob, _ in (companions or {}).values():
+            blob.close()
+        options = _options(request or ReadRequest(), files)
+        if options.is_default:
+            existing = self._by_hash(staged.sha256)
+            if existing is not None:
+                return existing, False
+            metadata = _taken_in(filename, lambda: check_exposure(staged.path, max_bytes=limit))
+            return self._register(staged, filename, metadata)
+        with self._store.stage() as assembled:
+            metadata = _taken_in(filename, lambda: assemble_exposure(
+                staged.path, options, assembled, filename, max_bytes=limit))
+            existing = self._by_hash(assembled.sha256)
+            if existing is not None:
+                return existing, False
+            return self._register(assembled, filename, metadata)
+
+    def _register(self, blob: StagedBlob, filename: str | None,
+                  metadata: dict[str, Any]) -> tuple[ExposureRecord, bool]:
+        """Store ``blob`` under its content hash and add its exposure row."""
+        key = exposure_key(blob.sha256)
+        self._store.publish(blob, key)
         record = new_exposure(
             owner=self._owner,
-            sha256=staged.sha256,
-            size=staged.size,
+            sha256=blob.sha256,
+            size=blob.size,
             storage_key=key,
             filename=filename,
             metadata=metadata,
@@ -58,20 +82,29 @@ class ExposureService:
             with self._session.begin():
                 ExposureRepository(self._session).add(record)
         except IntegrityError:  # the same file, uploaded at the same moment
-            existing = self._by_hash(staged.sha256)
+            existing = self._by_hash(blob.sha256)
             if existing is None:
                 raise
             return existing, False
         return record, True
 
-    def submit_url(self, url: str) -> JobRecord:
-        """Queue a ``fetch`` job for a public http(s) URL."""
-        try:
-            check_public_url(url)
-        except UnsafeUrlError as error:
-            raise InvalidInputError(str(error), code="unsafe_url") from error
+    def submit_url(self, parameters: Mapping[str, Any]) -> JobRecord:
+        """Queue a ``fetch`` job for a public http(s) URL (and its companions' URLs), once the
+        URLs and reading options are checked."""
+        request = ReadRequest.model_validate(
+            {k: v for k, v in parameters.items() if k in ReadRequest.model_fields})
+        _options(request, {c: (Path(c), None) for c in COMPANIONS
+                           if parameters.get(f"{c}_url") is not None})
+        for name in ("url", *(f"{c}_url" for c in COMPANIONS)):
+            url = parameters.get(name)
+            if url is None:
+                continue
+            try:
+                check_public_url(url)
+            except UnsafeUrlError as error:
+                raise InvalidInputError(str(error), code="unsafe_url") from error
         return JobService(self._session, self._store, self._queue, self._owner).submit(
-            "fetch", None, {"url": url}
+            "fetch", None, dict(parameters)
         )
 
     def get(self, exposure_id: str) -> ExposureRecord:
@@ -103,3 +136,23 @@ class ExposureService:
     def _by_hash(self, sha256: str) -> ExposureRecord | None:
         with self._session.begin():
             return ExposureRepository(self._session).by_hash(self._owner, sha256)
+
+
+def _options(request: ReadRequest, files: Mapping[str, tuple[Path, str | None]]) -> ReadOptions:
+    try:
+        return request.options(files)
+    except OptionError as error:
+        raise InvalidInputError(str(error), code="invalid_option") from error
+
+
+def _taken_in(filename: str | None, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``read()``, its refusals as the client's errors: 413 for a file whose pixels need more
+    memory than allowed, 422 with the reason for one that cannot be used."""
+    try:
+        return read()
+    except ExposureReadError as error:
+        message = f"{filename or 'the upload'} is not a usable exposure: {error.message}"
+        if error.code == "too_large":
+            raise PayloadTooLargeError(message, detail={"reason": error.code}) from error
+        raise InvalidInputError(message, code="invalid_exposure",
+                                detail={"reason": error.code}) from error

@@ -12,11 +12,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
 from app.db.base import utcnow
 from app.db.migrate import upgrade
 from app.db.models import ExposureRecord, JobPhase, JobRecord
+from app.io.fits_exposure import read_exposure
 from app.jobs import fetch
 from app.jobs.errors import UsageError
 from app.jobs.kinds import JobContext
@@ -77,12 +80,14 @@ def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def fetch_job(runtime: Runtime, url: str, max_bytes: int = 10**7) -> tuple[JobRecord, JobContext]:
+def fetch_job(runtime: Runtime, url: str, max_bytes: int = 10**7,
+              **options: str) -> tuple[JobRecord, JobContext]:
+    parameters = {"url": url, **options}
     job = JobRecord(
         id=uuid.uuid4().hex,
         owner="local",
         kind="fetch",
-        parameters={"url": url},
+        parameters=parameters,
         phase=JobPhase.EXECUTING,
         attempt=1,
         heartbeat_at=utcnow(),
@@ -93,7 +98,7 @@ def fetch_job(runtime: Runtime, url: str, max_bytes: int = 10**7) -> tuple[JobRe
         job_id=job.id,
         owner="local",
         attempt=1,
-        parameters={"url": url},
+        parameters=parameters,
         exposure_id=None,
         exposure_key=None,
         storage_url=runtime.settings.storage_url,
@@ -153,3 +158,45 @@ def test_requests_go_to_the_checked_address_with_the_original_host() -> None:
     url, headers, extensions = fetch.pinned("http://data.example.org/c.fits", "2606:2800::1")
     assert url == "http://[2606:2800::1]/c.fits" and headers == {"Host": "data.example.org"}
     assert extensions == {}
+
+
+REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real"
+
+
+def test_fetch_with_companions_stores_the_assembled_exposure(
+    runtime: Runtime, file_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch, "check_public_url", lambda url: "127.0.0.1")
+    for letter in "iwd":
+        name = f"decam_oo{letter}.fits"
+        (tmp_path / "www" / name).write_bytes((REAL / name).read_bytes())
+    _, context = fetch_job(runtime, f"{file_server}/decam_ooi.fits",
+                           weight_url=f"{file_server}/decam_oow.fits",
+                           mask_url=f"{file_server}/decam_ood.fits", mask_codes="decam")
+    output = fetch.compute(context, lambda fraction, step: None)
+    assert output.exposure is not None
+    meta = output.exposure["metadata"]
+    assert meta["source"]["weight"] == "decam_oow.fits" and meta["layout"] == "calexp"
+    assert meta["provenance"]["variance"] == "1/weight, weight map decam_oow.fits[#1 N2]"
+    exposure = read_exposure(runtime.store.path(output.exposure["storage_key"]))
+    assert exposure.planes.any(exposure.mask, "CR").sum() == 177
+    assert output.exposure["filename"] == "decam_ooi.fits"
+
+
+def test_fetch_of_an_unusable_file_fails_with_the_reason(
+    runtime: Runtime, file_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch, "check_public_url", lambda url: "127.0.0.1")
+    fits.PrimaryHDU(np.full((20, 20), np.nan, np.float32)).writeto(tmp_path / "www" / "n.fits")
+    fits.PrimaryHDU(np.zeros((20, 20), np.float32)).writeto(tmp_path / "www" / "w.fits")
+    fits.PrimaryHDU(np.ones((20, 20), np.float32)).writeto(tmp_path / "www" / "i.fits")
+    for name, options, code in (
+        ("n.fits", {}, "invalid_exposure_all_nan"),
+        ("i.fits", {"weight_url": f"{file_server}/w.fits"}, "invalid_exposure_bad_weight"),
+        ("i.fits", {"hdu": "SCI"}, "invalid_exposure_bad_hdu"),
+    ):
+        _, context = fetch_job(runtime, f"{file_server}/{name}", **options)
+        with pytest.raises(UsageError) as caught:
+            fetch.compute(context, lambda fraction, step: None)
+        assert caught.value.code == code, caught.value
+    assert not (runtime.store.root / "exposures").exists()

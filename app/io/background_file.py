@@ -1,0 +1,41 @@
+"""The background that was subtracted from an exposure, given as a file of its own."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.io.errors import ExposureReadError
+from app.io.fits_open import Source, first_image, header_shape, open_fits, plane_name
+from app.io.fits_pixels import read_float
+
+
+def read_background_file(source: Source, shape: tuple[int, int]) -> np.ndarray:
+    """The full-resolution background image in ``source``, float32 of ``shape``.
+
+    The HDU named BACKGROUND is read if there is one, else the first 2-d image. Values
+    that are not finite (no background where there are no data) become 0, so adding the
+    background back never turns a pixel into NaN.
+
+    Raises
+    ------
+    ExposureReadError
+        ``shape_mismatch`` when the image is not ``shape``; ``no_image`` when the file has
+        none; the file errors of `app.io.fits_open.open_fits`.
+    """
+    with open_fits(source, []) as hdul:
+        index = next((i for i, h in enumerate(hdul) if plane_name(h) == "BACKGROUND"), None)
+        if index is None:
+            index = first_image(hdul)
+        if index is None:
+            raise ExposureReadError("no_image", "the background file holds no 2-d image")
+        hdu = hdul[index]
+        found = header_shape(hdu.header)
+        if found != tuple(shape):
+            raise ExposureReadError(
+                "shape_mismatch",
+                f"the background image has shape {found} but the exposure has {tuple(shape)}; "
+                "a full-resolution background matches the image pixel for pixel",
+            )
+        background = read_float(hdu, "BACKGROUND", shape)
+    background[~np.isfinite(background)] = 0.0
+    return background
