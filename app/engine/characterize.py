@@ -28,7 +28,8 @@ import numpy as np
 
 from app.engine.apcorr import ApCorrResult, measure_ap_corr
 from app.engine.background import estimate_background
-from app.engine.config import CharacterizeConfig, DetectionConfig
+from app.engine.config import CharacterizeConfig, DeblendConfig, DetectionConfig
+from app.engine.deblend import deblend
 from app.engine.detection import NoNoiseError, detect
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint, FootprintSet
@@ -59,6 +60,7 @@ class PsfStars:
     y: np.ndarray
     used: np.ndarray  # calib_psf_used
     reserved: np.ndarray  # calib_psf_reserved
+    footprints: list[Footprint] = field(default_factory=list)  # heavy: a blend's, deblended
 
     @classmethod
     def empty(cls) -> PsfStars:
@@ -182,29 +184,35 @@ def _detect_candidates(exposure: Exposure, psf: PsfModel, config: CharacterizeCo
     return work, found.positive, found.threshold / 5.0
 
 
-def _context(work: Exposure, fps: list[Footprint], replace_with_noise: bool,
-             covered: np.ndarray | None = None, radii: list[float] | None = None
-             ) -> MeasurementContext:
-    heavy = [fp.make_heavy(work.image, work.mask, work.variance) for fp in fps]
+def _star_context(work: Exposure, every: FootprintSet, footprints: list[Footprint],
+                  radii: list[float] | None = None) -> MeasurementContext:
+    """A measurement of these (heavy) footprints with every detection replaced by noise."""
     return MeasurementContext(
-        exposure=work, ids=np.arange(1, len(fps) + 1), parents=np.zeros(len(fps), np.int64),
-        footprints=heavy, peak_x=np.array([fp.peaks[0]["x"] for fp in fps], dtype=np.int64),
-        peak_y=np.array([fp.peaks[0]["y"] for fp in fps], dtype=np.int64),
-        replace_with_noise=replace_with_noise, covered=covered,
-        aperture_radii=radii or [],
-    )
+        exposure=work, ids=np.arange(1, len(footprints) + 1),
+        parents=np.zeros(len(footprints), np.int64), footprints=footprints,
+        peak_x=np.array([fp.peaks[0]["x"] for fp in footprints], dtype=np.int64),
+        peak_y=np.array([fp.peaks[0]["y"] for fp in footprints], dtype=np.int64),
+        replace_with_noise=True, covered=every.to_labels() > 0, aperture_radii=radii or [])
 
 
 def _candidates(work: Exposure, every: FootprintSet, stdev: float, config: CharacterizeConfig
                 ) -> tuple[PsfStars, np.ndarray]:
-    """The PSF star candidates among the bright single-peak footprints (brightest first,
-    ``psfReserveFraction`` of them reserved), and their sizes."""
-    fps = [fp for fp in every if len(fp.peaks) == 1
-           and fp.peaks[0]["value"] >= config.psfCandidateThreshold * stdev]
-    fps = sorted(fps, key=lambda fp: -fp.peaks[0]["value"])[:MAX_CANDIDATE_FOOTPRINTS]
-    if not fps:
+    """The PSF star candidates among the bright footprints (brightest first,
+    ``psfReserveFraction`` of them reserved), and their sizes.
+
+    Departure from LSST, whose characterization does not deblend ("it makes a mess") and so
+    takes stars only from single-peak footprints: a blend's brightest peak is a candidate
+    too, measured on its deblended child with every other detection replaced by noise, so
+    a star with a faint neighbour (or a crowded field's stars) can serve. For the PSF fit
+    the blend's pixels are then that child's (`candidate_planes`).
+    """
+    bright = [fp for fp in every if fp.peaks[0]["value"] >= config.psfCandidateThreshold * stdev]
+    bright = sorted(bright, key=lambda fp: -fp.peaks[0]["value"])[:MAX_CANDIDATE_FOOTPRINTS]
+    if not bright:
         return PsfStars.empty(), np.zeros(0)
-    ctx = _context(work, fps, replace_with_noise=False)
+    heavy = [_brightest_child(fp, work) if len(fp.peaks) > 1 else
+             fp.make_heavy(work.image, work.mask, work.variance) for fp in bright]
+    ctx = _star_context(work, every, heavy)
     out: dict[str, np.ndarray] = {}
     run_plugins([SdssCentroid(), SdssShape()], ctx, out, {})
     flux = out["base_SdssShape_instFlux"]
@@ -217,8 +225,39 @@ def _candidates(work: Exposure, every: FootprintSet, stdev: float, config: Chara
     chosen = select_stars(radius, ctx.x, ctx.y, snr, ok, work.width, work.height)
     chosen = chosen[np.argsort(-flux[chosen])][: config.psfMaxCandidates]
     stars = PsfStars(ctx.x[chosen], ctx.y[chosen], np.zeros(len(chosen), bool),
-                     _reserved(len(chosen), config))
+                     _reserved(len(chosen), config), [heavy[i] for i in chosen])
     return stars, radius[chosen]
+
+
+def _brightest_child(fp: Footprint, work: Exposure) -> Footprint:
+    """The deblended child of a blend's brightest peak (heavy), or the blend itself (heavy)
+    when it cannot be deblended."""
+    blend = FootprintSet([fp], work.shape)
+    records = deblend(blend, work, DeblendConfig(maxFootprintArea=0), do_deblend=True)
+    top = fp.peaks[0]
+    for rec in records[1:]:
+        if rec.peak_x == top["x"] and rec.peak_y == top["y"]:
+            return rec.footprint
+    return records[0].footprint
+
+
+def candidate_planes(work: Exposure, every: FootprintSet, stars: PsfStars
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The image and footprint labels the PSF is fitted on: the exposure's, with each star's
+    footprint holding its own (deblended) pixels, and the rest of a blend labelled apart, so
+    a blend's neighbours do not enter its stamp."""
+    image = work.image.copy()
+    labels = every.to_labels()
+    apart = np.int32(labels.max(initial=0) + 1)
+    for fp in stars.footprints:
+        y, x = fp.indices()
+        own = labels[y[0], x[0]] if len(y) else 0
+        if own > 0:
+            labels = labels if labels is not every.labels else labels.copy()
+            labels[labels == own] = apart  # the whole blend, then its child's pixels back
+            labels[y, x] = own
+        image[y, x] = fp.image
+    return image, labels
 
 
 def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
@@ -231,7 +270,9 @@ def _determine_psf(work: Exposure, every: FootprintSet, stdev: float,
         why = (f"only {int(fit.sum())} usable PSF stars (need {config.psfMinStars})"
                if len(stars.x) else "no bright isolated star")
         return _simple_psf(work, current, stars, radius, why)
-    model, kept = fit_psf_stamps(work, every.to_labels(), stars.x[fit], stars.y[fit], config)
+    image, labels = candidate_planes(work, every, stars)
+    model, kept = fit_psf_stamps(replace(work, image=image), labels, stars.x[fit],
+                                 stars.y[fit], config)
     stars.used[np.flatnonzero(fit)[kept]] = True
     return CharacterizeResult(model, "measured", stars, None)
 
@@ -269,17 +310,13 @@ def _simple_psf(work: Exposure, current: PsfModel, stars: PsfStars, radius: np.n
 def measure_aperture_corrections(work: Exposure, every: FootprintSet, stars: PsfStars,
                                  config: CharacterizeConfig) -> ApCorrResult:
     """MeasureApCorrTask in characterization: PSF and Gaussian fluxes against slot_CalibFlux
-    on the stars the PSF model used (``calib_psf_used``), every detection replaced by noise
-    while each is measured."""
-    labels = every.to_labels()
+    on the stars the PSF model used (``calib_psf_used``), each on its own (deblended)
+    pixels with every detection replaced by noise."""
     use = np.flatnonzero(stars.used)
-    on = labels[np.round(stars.y[use]).astype(int), np.round(stars.x[use]).astype(int)]
-    by_label = {i + 1: fp for i, fp in enumerate(every)}
-    fps = [by_label[label] for label in on if label > 0]
-    if not fps:
+    if not len(use):
         return measure_ap_corr(None, {}, config.apCorr, work.shape)
-    ctx = _context(work, fps, replace_with_noise=True, covered=labels > 0,
-                   radii=[config.apCorr.calibFluxRadius])
+    ctx = _star_context(work, every, [stars.footprints[i] for i in use],
+                        [config.apCorr.calibFluxRadius])
     out: dict[str, np.ndarray] = {}
     run_plugins([SdssCentroid(), SdssShape(), PsfFlux(), GaussianFlux(),
                  CircularApertureFlux()], ctx, out, {})

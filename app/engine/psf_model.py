@@ -12,7 +12,7 @@ import contextlib
 from functools import cache
 
 import numpy as np
-from scipy.interpolate import RectBivariateSpline, RegularGridInterpolator
+from scipy.interpolate import RectBivariateSpline
 from threadpoolctl import ThreadpoolController
 
 from app.engine.stats import nanmedian_rows
@@ -91,16 +91,10 @@ class PixelPsf:
         return self._moment_grids[n]
 
     def sigmas(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Determinant radius of the adaptive moments, interpolated from a 5×5 grid.
-
-        The moments vary as slowly as the model, so a grid evaluated once is exact enough
-        and makes this cheap for thousands of sources.
-        """
-        gx, gy, (mxx, myy, mxy) = self._moment_grid(5)
-        s = (mxx * myy - mxy * mxy) ** 0.25
-        interp = RegularGridInterpolator((gy, gx), s, bounds_error=False, fill_value=None)
-        pts = np.stack([np.atleast_1d(y), np.atleast_1d(x)], axis=-1)
-        return interp(pts)
+        """Determinant radius of the adaptive moments (`moments`): the same numbers the
+        shape plugins report, cheap for thousands of sources."""
+        xx, yy, xy = self.moments(x, y)
+        return (xx * yy - xy * xy) ** 0.25
 
     def moments(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Adaptive moments (xx, yy, xy) of the kernel at each position (pixels²).
