@@ -109,12 +109,32 @@ class DetectionConfig(_Config):
         True, description="Fit and subtract a background with detections masked, once."
     )
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    doTempLocalBackground: bool = Field(
+        True,
+        description="Find peaks on the smoothed image less a fine-binned background "
+        "(tempLocalBackground), fitted to the image with its sources and subtracted only for "
+        "the peak search: noise bumps in the wings of bright and extended objects then fall "
+        "below threshold and make no peaks (LSST's default).",
+    )
+    tempLocalBackground: BackgroundConfig = Field(
+        default_factory=lambda: BackgroundConfig(binSize=32),
+        description="The temporary local background of doTempLocalBackground, Akima-"
+        "interpolated as LSST's. Its cells are 32 px (LSST: 64): on simulated 0.2″/px fields "
+        "with galaxies of 1–7 px half-light radius, 64-px cells left twice as many noise "
+        "peaks in the galaxies' wings as children (23 against 12 on six fields), and found "
+        "no more real ones.",
+    )
+    nPeaksMaxSimple: int = Field(
+        1, ge=0,
+        description="Footprints with at most this many peaks keep them; only footprints with "
+        "more have their peaks found again above the local background.",
+    )
     minPeakContrast: float = Field(
-        3.0, ge=0,
+        0.0, ge=0,
         description="A secondary peak is kept only if it rises this many stdevs of the smoothed "
         "image above the lowest point on the line to a higher peak of its footprint "
-        "(0: keep every local maximum). Not an LSST option: it stops noise peaks on extended "
-        "sources and bright wings from becoming children.",
+        "(0: keep every local maximum, the default). Not an LSST option: "
+        "doTempLocalBackground is LSST's way to stop noise peaks on extended sources.",
     )
     excludeMaskPlanes: list[str] = Field(
         default_factory=lambda: ["BAD", "SAT", "EDGE", "NO_DATA"],
