@@ -175,9 +175,10 @@ def evaluate_field(field: ChebyshevBoundedField, shape: tuple[int, int]) -> np.n
     return out
 
 
-def _interpolator(style: str, nodes: np.ndarray, values: np.ndarray):
-    """A 1-d interpolant along axis 0 of ``values`` (nodes × columns), continued linearly
-    beyond the outermost nodes (a cubic extrapolated over half a cell amplifies noise)."""
+def _interpolator(style: str, nodes: np.ndarray, values: np.ndarray, hold: bool = False):
+    """A 1-d interpolant along axis 0 of ``values`` (nodes × columns), continued beyond the
+    outermost nodes linearly (a cubic extrapolated over half a cell amplifies noise), or
+    held at the end values (``hold``)."""
     if style == "CONSTANT" or len(nodes) == 1:
         mean = values.mean(axis=0, keepdims=True)
         return lambda t: np.broadcast_to(mean, (len(t), values.shape[1]))
@@ -195,25 +196,27 @@ def _interpolator(style: str, nodes: np.ndarray, values: np.ndarray):
         inside = np.clip(t, nodes[0], nodes[-1])
         out = spline(inside)
         beyond = t != inside
-        if beyond.any():
+        if beyond.any() and not hold:
             out[beyond] += slope(inside[beyond]) * (t - inside)[beyond, None]
         return out
     return evaluate
 
 
 def interpolate(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tuple[int, int],
-                config: BackgroundConfig) -> np.ndarray:
+                config: BackgroundConfig, hold_edges: bool = False) -> np.ndarray:
     """afw's interpolated background: through the cell centres along y for each cell
-    column, then along x for each row (float32)."""
+    column, then along x for each row (float32); beyond the outermost centres continued
+    linearly, or held at the edge values (``hold_edges``)."""
     values = _fill_empty_cells(values)
     style_y = _style_for(len(yc), config)
     style_x = _style_for(len(xc), config)
-    columns = _interpolator(style_y, yc, values)(np.arange(shape[0], dtype=float))  # (h, nx)
+    columns = _interpolator(style_y, yc, values, hold_edges)(
+        np.arange(shape[0], dtype=float))  # (h, nx)
     x = np.arange(shape[1], dtype=float)
     out = np.empty(shape, np.float32)
     for start in range(0, shape[0], EVAL_ROWS):  # float64 per block, not a full-size copy
         rows = slice(start, start + EVAL_ROWS)
-        out[rows] = _interpolator(style_x, xc, columns[rows].T)(x).T
+        out[rows] = _interpolator(style_x, xc, columns[rows].T, hold_edges)(x).T
     return out
 
 
@@ -231,11 +234,12 @@ def _style_for(points: int, config: BackgroundConfig) -> str:
 
 
 def smooth_mesh(values: np.ndarray, weights: np.ndarray | None, mesh: Mesh,
-                shape: tuple[int, int], config: BackgroundConfig) -> np.ndarray:
+                shape: tuple[int, int], config: BackgroundConfig, hold_edges: bool = False
+                ) -> np.ndarray:
     """Cell values made into a full-resolution image as ``config`` says (float32)."""
     if config.useApprox:
         return approximate(values, weights, mesh.yc, mesh.xc, shape, config)
-    return interpolate(values, mesh.yc, mesh.xc, shape, config)
+    return interpolate(values, mesh.yc, mesh.xc, shape, config, hold_edges)
 
 
 def _ignored(image: np.ndarray, mask: np.ndarray, planes: MaskPlanes,
@@ -252,11 +256,14 @@ def _weights(mesh: Mesh, config: BackgroundConfig) -> np.ndarray | None:
 
 
 def estimate_background(
-    image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig
+    image: np.ndarray, mask: np.ndarray, planes: MaskPlanes, config: BackgroundConfig,
+    *, hold_edges: bool = False,
 ) -> np.ndarray:
-    """The background image: mesh statistics of unmasked pixels, made smooth."""
+    """The background image: mesh statistics of unmasked pixels, made smooth (an
+    interpolation held at its edge values beyond the outermost cells with ``hold_edges``)."""
     mesh = mesh_statistics(image, _ignored(image, mask, planes, config), config)
-    return smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config)
+    return smooth_mesh(mesh.values, _weights(mesh, config), mesh, image.shape, config,
+                       hold_edges)
 
 
 HIGH_PASS = 5  # box (pixels) whose mean is taken off each pixel before its noise is measured

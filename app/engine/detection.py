@@ -9,11 +9,23 @@
    ``value`` = the value itself. ``includeThresholdMultiplier`` keeps only footprints whose
    peak reaches threshold × multiplier.
 3. 8-connected footprints of at least ``minPixels``; peaks are the local maxima of the
-   smoothed image inside each footprint, sorted by height. (skyphot adds one rule:
-   secondary peaks must rise ``minPeakContrast`` stdevs above their col.)
-4. Grow each footprint by ``int(nSigmaToGrow × σ + 0.5)`` pixels with a disk (isotropic);
+   smoothed image inside each footprint, sorted by height.
+4. ``doTempLocalBackground`` (applyTempLocalBackground): a background of fine cells
+   (``tempLocalBackground``, 64 px) is fitted to the image with its sources in and taken from
+   the smoothed image; the threshold is made again on that, and every footprint with more than
+   ``nPeaksMaxSimple`` peaks takes as its peaks the local maxima of the footprints found above
+   it inside its box (updatePeaks), keeping its brightest peak if none is left. The wings of
+   bright stars and galaxies sit on that local background, so their noise bumps make no peaks.
+   The background is interpolated with Akima splines, as LSST configures it
+   (`tempLocalBackground`: `app.engine.background` with `useApprox` off). Departure: the
+   peaks are updated in the footprints as
+   grown (step 5), not before: a 5σ noise bump in a bright object's wing forms a footprint of
+   its own that growing joins to the object's, and LSST, updating only footprints that had
+   several peaks before growing, keeps it as a child. (skyphot keeps its own
+   ``minPeakContrast`` cull as an option, off by default.)
+5. Grow each footprint by ``int(nSigmaToGrow × σ + 0.5)`` pixels with a disk (isotropic);
    footprints that touch after growing merge, keeping all their peaks.
-5. Set DETECTED (and DETECTED_NEGATIVE) mask planes; optionally re-estimate the background
+6. Set DETECTED (and DETECTED_NEGATIVE) mask planes; optionally re-estimate the background
    with the detections masked and subtract it.
 """
 
@@ -292,6 +304,54 @@ def footprint_mask(above: np.ndarray, include: np.ndarray | None, *, min_pixels:
     return grow_mask(above, grow, isotropic)
 
 
+@dataclass
+class LocalPeaks:
+    """What updatePeaks needs: the smoothed image less the temporary local background (of the
+    polarity searched), its threshold, and the rules of the first search."""
+
+    values: np.ndarray
+    threshold: np.ndarray | float
+    include_factor: float  # includeThresholdMultiplier, applied when > 1
+    n_simple: int  # nPeaksMaxSimple
+
+
+def update_peaks(py: np.ndarray, px: np.ndarray, labels: np.ndarray, values: np.ndarray,
+                 local: LocalPeaks, min_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """LSST's updatePeaks: new peaks for every footprint with more than ``n_simple`` of them.
+
+    ``(py, px)`` are the peaks of the footprints ``labels`` (1..n), found on ``values``. In the
+    box of each busy footprint, footprints are found on ``local.values`` above
+    ``local.threshold`` (``min_pixels`` and the include multiplier as in the first search);
+    their local maxima that lie in the busy footprint replace its peaks. A footprint left
+    without any keeps its highest original peak.
+    """
+    plab = labels[py, px]
+    busy = np.nonzero(np.bincount(plab, minlength=int(labels.max()) + 1) > local.n_simple)[0]
+    busy = busy[busy > 0]
+    if not len(busy):
+        return py, px
+    keep = ~np.isin(plab, busy)
+    new_y, new_x = [py[keep]], [px[keep]]
+    boxes = ndimage.find_objects(labels)
+    for k in busy:
+        sl = boxes[k - 1]
+        sub = local.values[sl]
+        thr = local.threshold[sl] if np.ndim(local.threshold) else local.threshold
+        include = sub >= thr * local.include_factor if local.include_factor > 1 else None
+        sub_labels, nz = kept_labels(sub >= thr, include, min_pixels)
+        ys, xs = local_maxima(sub, sub_labels > 0, nz)
+        own = labels[sl][ys, xs] == k
+        if own.any():
+            new_y.append(ys[own] + sl[0].start)
+            new_x.append(xs[own] + sl[1].start)
+        else:
+            mine = np.nonzero(plab == k)[0]
+            top = mine[np.argmax(values[py[mine], px[mine]])]
+            new_y.append(py[top: top + 1])
+            new_x.append(px[top: top + 1])
+    return np.concatenate(new_y), np.concatenate(new_x)
+
+
 def find_footprints(
     smoothed: np.ndarray,
     above: np.ndarray,
@@ -301,15 +361,20 @@ def find_footprints(
     grow: int,
     isotropic: bool,
     min_contrast: float = 0.0,
+    local: LocalPeaks | None = None,
 ) -> FootprintSet:
     """Footprints of the pixels ``above`` threshold, their peaks, grown by ``grow`` pixels.
 
     ``include`` marks pixels above threshold × includeThresholdMultiplier: a footprint is kept
     only if it has one (None when the multiplier is ≤ 1, so every footprint has). Peaks
     (pixels ≥ their 8 neighbours in the smoothed image, inside the footprint) are found
-    before growing and sorted by height within each footprint.
+    before growing, replaced by those above the local background when ``local`` is given
+    (`update_peaks`), and sorted by their height in ``smoothed`` within each footprint.
+    (LSST keeps updatePeaks' peaks in the order it found them, each with its height above the
+    local background; here every peak's value is its height in the smoothed image, the same
+    quantity for footprints whose peaks were updated and those whose peaks were not.)
     """
-    if min_pixels > 1 or include is not None or grow <= 0:
+    if min_pixels > 1 or include is not None or grow <= 0 or local is not None:
         labels, nz = kept_labels(above, include, min_pixels)
         kept = labels > 0
     else:  # every component is kept and growing relabels them: no labelling before that
@@ -320,6 +385,8 @@ def find_footprints(
     if grow > 0:
         grown = grow_mask(kept, grow, isotropic)
         labels = ndimage.label(grown, structure=EIGHT_CONNECTED)[0]
+    if local is not None:
+        py, px = update_peaks(py, px, labels, smoothed, local, min_pixels)
 
     # group peaks by final footprint, sorted by height within each
     plab = labels[py, px]
@@ -344,6 +411,34 @@ def _set_border(image: np.ndarray, half: int, value: object) -> None:
             region[...] = value
         else:
             region |= value
+
+
+def _temp_local_background(exposure: Exposure, smoothed: np.ndarray, kernel: np.ndarray,
+                           half: int, threshold: np.ndarray | float, config: DetectionConfig
+                           ) -> tuple[np.ndarray, np.ndarray | float] | None:
+    """applyTempLocalBackground: the smoothed image less a fine-binned background, and the
+    threshold made again on it (None when ``doTempLocalBackground`` is off).
+
+    The background is fitted to the unsmoothed image before any DETECTED bit is set, so the
+    sources' own wings are part of it, as in LSST; it is taken from a copy of the smoothed
+    image, which the footprints are still drawn from. Only the ``stdev`` and ``variance``
+    thresholds depend on the image; the others are ``threshold`` again.
+    """
+    if not config.doTempLocalBackground:
+        return None
+    planes = exposure.planes
+    # held at its edges beyond the outermost cells (LSST extrapolates): a background only
+    # subtracted for the peak search must not run away at the border
+    bkg = estimate_background(exposure.image, exposure.mask, planes, config.tempLocalBackground,
+                              hold_edges=True)
+    local = np.subtract(smoothed, bkg, out=bkg)  # the background's buffer, not a new image
+    if config.thresholdType not in ("stdev", "variance"):
+        return local, threshold
+    stdev = smoothed_stdev(local, exposure.mask,
+                           np.int32(planes.bitmask(config.excludeMaskPlanes)), half)
+    if not np.isfinite(stdev) or stdev <= 0:
+        stdev = 0.0
+    return local, _threshold(local, exposure.variance, kernel, float(stdev), config)
 
 
 def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> DetectionResult:
@@ -372,6 +467,7 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
                              "use thresholdType 'value' for a noiseless image")
         stdev = 0.0
     threshold = _threshold(smoothed, exposure.variance, kernel, float(stdev), config)
+    local = _temp_local_background(exposure, smoothed, kernel, half, threshold, config)
     grow = int(config.nSigmaToGrow * sigma + 0.5)
     shape = dict(min_pixels=config.minPixels, grow=grow, isotropic=config.isotropicGrow)
     scale = 1.0
@@ -401,8 +497,12 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
             np.bitwise_or(mask, bit, out=mask, where=covered)
             return None
         values = smoothed if sign > 0 else -smoothed
+        peaks = None
+        if local is not None:
+            peaks = LocalPeaks(local[0] if sign > 0 else -local[0], local[1], mult,
+                               config.nPeaksMaxSimple)
         fps = find_footprints(values, above(sign), include, **shape,
-                              min_contrast=config.minPeakContrast * float(stdev))
+                              min_contrast=config.minPeakContrast * float(stdev), local=peaks)
         np.bitwise_or(mask, bit, out=mask, where=fps.to_labels() > 0)
         if sign < 0:
             for fp in fps:

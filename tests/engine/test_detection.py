@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from app.engine.background import estimate_background
 from app.engine.config import DetectionConfig
-from app.engine.detection import detect, dilate_disk, gaussian_kernel_1d, kernel_width, smooth
+from app.engine.detection import (
+    LocalPeaks,
+    detect,
+    dilate_disk,
+    gaussian_kernel_1d,
+    kernel_width,
+    smooth,
+    update_peaks,
+)
 from app.engine.exposure import Exposure
 from app.engine.psf import pixel_gaussian
 
@@ -162,3 +171,65 @@ def test_reestimated_background_is_subtracted_and_kept():
     assert abs(float(np.median(result.background)) - 2.0) < 0.3
     assert abs(float(np.median(ex.image))) < 0.3
     np.testing.assert_allclose(ex.background, result.background)
+
+
+def _wing(ex: Exposure, amplitude: float, sigma: float, x: int, y: int) -> None:
+    """Add a broad Gaussian (a bright object's wing) of total ``amplitude`` at (x, y)."""
+    h, w = ex.shape
+    pad = np.pad(amplitude * pixel_gaussian(201, sigma), 300)
+    ex.image += pad[300 + 100 - y: 300 + 100 - y + h, 300 + 100 - x: 300 + 100 - x + w].astype(
+        np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_temp_local_background_drops_noise_peaks_in_a_wing_and_keeps_a_pair(seed):
+    # a bright star on a wide wing 3σ of the smoothed noise high at its centre: without the
+    # local background the wing's noise bumps rise above threshold as peaks of its footprint
+    ex = _exposure([(150.0, 150.0, 3e5), (50.0, 250.0, 2000.0), (57.5, 250.0, 1500.0)],
+                   seed=seed)
+    _wing(ex, 3e4, 20.0, 150, 150)
+    peaks = {}
+    for local in (False, True):
+        found = detect(ex.copy(), SIGMA, _config(doTempLocalBackground=local)).positive
+        star = next(f for f in found if f.contains(np.array([150]), np.array([150]))[0])
+        pair = next(f for f in found if f.contains(np.array([50]), np.array([250]))[0])
+        peaks[local] = star.peaks
+        # the pair 2 FWHM apart, far from the wing, keeps both its peaks either way
+        assert sorted(pair.peaks["x"].tolist()) in ([50, 57], [50, 58])
+    assert len(peaks[False]) >= 5
+    assert len(peaks[True]) == 1 and (peaks[True]["x"][0], peaks[True]["y"][0]) == (150, 150)
+    assert DetectionConfig().doTempLocalBackground and DetectionConfig().minPeakContrast == 0
+
+
+def test_update_peaks_keeps_the_brightest_when_none_rise_above_the_local_background():
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:15, 5:15] = 1
+    labels[5:7, 5:7] = 0  # a notch: (6, 6) is in the footprint's box, not in the footprint
+    values = np.zeros((20, 20))
+    values[8, 8], values[11, 12] = 5.0, 9.0
+    py, px = np.array([8, 11]), np.array([8, 12])
+    gone = LocalPeaks(values - 100.0, 1.0, 1.0, 1)  # a local background over everything
+    assert update_peaks(py, px, labels, values, gone, 1) == (py[1:], px[1:])
+    moved = values.copy()
+    moved[9, 9] = 20.0  # above the local background the peak at (8, 8) has moved to (9, 9)
+    ny, nx = update_peaks(py, px, labels, values, LocalPeaks(moved, 1.0, 1.0, 1), 1)
+    assert (ny.tolist(), nx.tolist()) == ([9, 11], [9, 12])
+    outside = moved.copy()
+    outside[6, 6] = 50.0  # a maximum off the footprint (in its box) is not one of its peaks
+    ny, nx = update_peaks(py, px, labels, values, LocalPeaks(outside, 1.0, 1.0, 1), 1)
+    assert (ny.tolist(), nx.tolist()) == ([9, 11], [9, 12])
+    simple = LocalPeaks(values - 100.0, 1.0, 1.0, 2)  # two peaks are "simple": left alone
+    assert update_peaks(py, px, labels, values, simple, 1) == (py, px)
+
+
+def test_local_background_stays_local_next_to_a_bright_object():
+    # a bright blob fills one 32-px cell: Akima's spline moves the background within two
+    # cells of it and leaves the rest of the image at the sky's level
+    ex = _exposure([(150.0, 150.0, 3e5)], shape=(320, 320))
+    _wing(ex, 1e6, 8.0, 150, 150)
+    bkg = estimate_background(ex.image, ex.mask, ex.planes, DetectionConfig().tempLocalBackground,
+                              hold_edges=True)
+    yy, xx = np.mgrid[:320, :320]
+    far = np.maximum(abs(xx - 150), abs(yy - 150)) > 2 * 32 + 16
+    assert bkg[150, 150] > 100
+    assert np.abs(bkg[far]).max() < 0.1 * NOISE

@@ -87,15 +87,16 @@ def decam_catalog(weight: Path) -> tuple[Table, Exposure]:
     """The DECam cutout measured with its weight and data-quality maps, with what would
     otherwise depend on the weights held fixed, so only their effect on the errors differs
     between weight maps: the Gaussian of the header's FWHM (3.69 px) as the PSF, no aperture
-    corrections (their stars are chosen by S/N), and 3 ``stdev`` detection (one level from
-    the smoothed image). The background is subtracted as by default."""
+    corrections (their stars are chosen by S/N), no deblending (its point-source test is a
+    χ²), and 3 ``stdev`` detection (one level from the smoothed image). The background is
+    subtracted as by default."""
     options = ReadOptions(weight=PlaneRef(weight), mask=PlaneRef(REAL / "decam_ood.fits"),
                           mask_map=MaskMap.parse("codes", "decam"))
     exposure = read_exposure(REAL / "decam_ooi.fits", options)
     fwhm = fits.getheader(REAL / "decam_ooi.fits", 1)["FWHM"]
     exposure.psf = GaussianPsf(fwhm / 2.3548)
     config = DetectConfig.model_validate({
-        "characterize": {"doMeasurePsf": False, "doApCorr": False},
+        "characterize": {"doMeasurePsf": False, "doApCorr": False}, "doDeblend": False,
         "detection": {"thresholdType": "stdev", "thresholdValue": 3.0}})
     result = run_detect(exposure, config)
     return result.catalog, result.exposure

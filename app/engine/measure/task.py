@@ -17,7 +17,7 @@ from astropy.table import Table
 
 from app.engine.apcorr import APCORR_FLUXES, ApCorr
 from app.engine.config import MeasurementConfig
-from app.engine.deblend import DEBLEND_FLAGS, SourceRecord
+from app.engine.deblend import DEBLEND_FLAGS, DEBLEND_VALUES, SourceRecord
 from app.engine.exposure import Exposure
 from app.engine.measure.context import MeasurementContext
 from app.engine.measure.registry import APCORR_ORDER, Column, Plugin, resolve, run_plugins
@@ -37,6 +37,8 @@ def base_columns() -> list[Column]:
         Column("peak_value", "f4", "ct", "PSF-smoothed image value at the peak."),
     ]
     cols += [Column(name, "bool", None, desc) for name, desc in DEBLEND_FLAGS.items()]
+    cols += [Column(name, dtype, unit, desc)
+             for name, (dtype, unit, desc, _) in DEBLEND_VALUES.items()]
     return cols
 
 
@@ -59,6 +61,9 @@ def measure_sources(
     out["peak_value"] = np.array([r.peak_value for r in records], dtype=np.float32)
     for name in DEBLEND_FLAGS:
         out[name] = np.array([r.flags.get(name, False) for r in records], dtype=bool)
+    for name, (dtype, _, _, unset) in DEBLEND_VALUES.items():
+        offset = ox if name.endswith("_x") else oy if name.endswith("_y") else 0
+        out[name] = np.array([r.values.get(name, unset) for r in records], dtype=dtype) + offset
 
     ctx = MeasurementContext(
         exposure=exposure, ids=out["id"], parents=out["parent"],

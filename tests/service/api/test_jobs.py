@@ -54,7 +54,7 @@ def test_detect_job_is_queued_with_its_full_config(client: TestClient) -> None:
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["kind"] == "detect" and job["exposure_id"] == exposure_id
     assert job["config"]["detection"]["thresholdValue"] == 4
-    assert job["config"]["deblend"]["maxFootprintArea"] == 10000  # defaults filled in
+    assert job["config"]["deblend"]["maxFootprintArea"] == 1_000_000  # defaults filled in
     assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
 
 
