@@ -350,3 +350,18 @@ def test_defects_interpolated_within_the_noise_and_marked():
                                np.median(ex.variance[defects]), rtol=0.05)
     with pytest.raises(ValueError, match="shape"):
         interpolate_defects(work, np.zeros((3, 3), bool))
+
+
+def test_sky_left_in_gives_the_same_cosmic_rays():
+    """CR.cc measures peaks against the image's median: a frame whose 1000-count sky is still
+    in gets the same pixels flagged, and the same repair plus that sky."""
+    _, hit, _, _, _, _ = _with_rays(4.0, seed=2, n_rays=200)
+    psf = GaussianPsf(4.0 / 2.3548)
+    flat, with_sky = hit.copy(), hit.copy()
+    with_sky.image += np.float32(SKY)
+    r_flat = repair_cosmic_rays(flat, psf, RepairConfig())
+    r_sky = repair_cosmic_rays(with_sky, psf, RepairConfig())
+    assert r_sky.background == pytest.approx(r_flat.background + SKY, abs=0.5)
+    np.testing.assert_array_equal(r_sky.y, r_flat.y)
+    np.testing.assert_array_equal(r_sky.x, r_flat.x)
+    np.testing.assert_allclose(with_sky.image - SKY, flat.image, atol=0.05)
