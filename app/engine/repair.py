@@ -24,7 +24,8 @@ changed (as in LSST).
 
 Speed: conditions 2 and 3 are tested on whole rows of the image at once only in a cheap
 necessary form (condition 2 against the lowest pair); the few pixels that pass, and every
-later step, work on pixel lists, so a 4k × 4k image takes a fraction of a second in numpy.
+later step, work on pixel lists: on a 4000 × 4072 calexp, 0.20 s of CPU without a cosmic ray,
+0.25 s with 100, 1.5 s with 3000 (bench/repair.py).
 
 Departures from LSST, each for a reason:
 
