@@ -103,6 +103,52 @@ class ApCorrConfig(_Config):
         "(not applied, flagged).")
 
 
+class FindCosmicRaysConfig(_Config):
+    """meas_algorithms' FindCosmicRaysConfig (the CR.cc conditions), LSST's defaults."""
+
+    nCrPixelMax: int = Field(
+        1_000_000, ge=1,
+        description="Most cosmic-ray pixels; more is an error (usually a PSF broader than the "
+        "stars, which makes every star core look sharper than the PSF).",
+    )
+    minSigma: float = Field(
+        6.0, gt=0,
+        description="A cosmic-ray pixel stands this many of its own noise sigmas above the "
+        "mean of an opposite pair of its neighbours (halved when growing a cosmic ray).",
+    )
+    min_DN: float = Field(
+        150.0, ge=0,
+        description="A cosmic ray holds at least this many counts above the background.",
+    )
+    cond3_fac: float = Field(
+        2.0, ge=0,
+        description="Noise sigmas the peak is lowered and the neighbours raised by before "
+        "the sharpness test (0 when growing).",
+    )
+    cond3_fac2: float = Field(
+        0.35, gt=0,
+        description="The neighbours / peak ratio must fall below this × the PSF's own ratio "
+        "(next pixel along rows, columns and diagonals) for a pixel to be a cosmic ray.",
+    )
+    niteration: int = Field(
+        6, ge=0, description="Rounds of growing each cosmic ray into its neighbours."
+    )
+    keepCRs: bool = Field(
+        False, description="Set the CR plane but leave the pixels as they are (no "
+        "interpolation)."
+    )
+
+
+class RepairConfig(_Config):
+    """pipe_tasks' RepairTask: defects interpolated, cosmic rays found and interpolated."""
+
+    doInterpolate: bool = Field(
+        True, description="Interpolate over defects (only when a defect list is given)."
+    )
+    doCosmicRay: bool = Field(True, description="Find, mask and interpolate cosmic rays.")
+    cosmicray: FindCosmicRaysConfig = Field(default_factory=FindCosmicRaysConfig)
+
+
 class CharacterizeConfig(_Config):
     """CharacterizeImageTask: background, PSF and aperture corrections."""
 
