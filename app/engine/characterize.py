@@ -40,6 +40,7 @@ from app.engine.measure.plugins.shape import SdssShape
 from app.engine.measure.registry import run_plugins
 from app.engine.psf import SIGMA_TO_FWHM, GaussianPsf, PsfModel, psf_fwhm
 from app.engine.psf_model import PixelPsf, fit_pixel_psf, one_blas_thread
+from app.engine.repair import RepairResult, TooManyCosmicRaysError, repair_cosmic_rays
 from app.engine.star_selector import select_stars
 
 log = logging.getLogger(__name__)
@@ -116,17 +117,27 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
             result.stars.used[:] = ~result.stars.reserved
         else:
             psf: PsfModel = GaussianPsf(config.initialPsfFwhm / SIGMA_TO_FWHM)
-            for it in range(config.psfIterations):
+            rounds, done, repaired, owed = config.psfIterations, 0, None, False
+            while True:
                 work, every, stdev = _detect_candidates(exposure, psf, config)
                 result = _determine_psf(work, every, stdev, config, psf)
                 psf = result.psf
+                done += 1
                 log.info("psf iteration", extra={
-                    "iteration": it + 1, "stars": result.n_psf_stars,
+                    "iteration": done, "stars": result.n_psf_stars,
                     "source": result.psf_source,
                     "fwhm_px": psf_fwhm(psf, exposure.width / 2, exposure.height / 2)})
-                if result.psf_source != "measured":
+                if repaired is None:  # after the first round: see _repair
+                    repaired = _repair(exposure, psf if result.psf_source != "none" else prior,
+                                       config)
+                    owed = bool(repaired.n_cosmic_rays) and result.psf_source != "none"
+                    rounds += owed  # one more round, on the repaired image
+                else:
+                    owed = False
+                if done >= rounds or (result.psf_source != "measured" and not owed):
                     break
             result.background = background
+            result.notes.extend(_repair_notes(repaired))
             if result.psf_source == "none" and prior is None:
                 raise CharacterizeError(
                     f"{result.notes[-1]}, so the PSF cannot be measured nor its size guessed; "
@@ -155,6 +166,38 @@ def characterize(exposure: Exposure, config: CharacterizeConfig) -> Characterize
             exposure.ap_corr = result.ap_corr.fields
             exposure.info.provenance["ap_corr"] = result.ap_corr.describe()
     return result
+
+
+def _repair(exposure: Exposure, psf: PsfModel | None, config: CharacterizeConfig
+            ) -> RepairResult:
+    """RepairTask.cosmicRay with the PSF first measured.
+
+    Departure from LSST, which searches with the initial Gaussian before measuring the PSF:
+    against a PSF broader than the stars (LSST's guess is 3.5 px FWHM; an undersampled
+    image's stars may be 1.5 px) every star core looks sharper than a star can be. So the
+    PSF is measured first, cosmic rays are then found against it and interpolated, and the
+    PSF is measured again on the repaired image when any were found. An exposure whose CR
+    plane already marks pixels (a calexp) is left as it is; too many cosmic-ray pixels
+    leave the image unrepaired, with a note, where LSST would stop.
+    """
+    if psf is None:
+        return RepairResult.nothing("no PSF to compare the pixels with")
+    try:
+        result = repair_cosmic_rays(exposure, psf, config.repair, keep_crs=False)
+    except TooManyCosmicRaysError as exc:
+        return RepairResult.nothing(f"{exc}: the image is not repaired")
+    if result.n_cosmic_rays:
+        exposure.info.provenance["cosmic_rays"] = (
+            f"{result.n_cosmic_rays} found and interpolated ({result.n_pixels} pixels)")
+    elif result.skipped:
+        exposure.info.provenance["cosmic_rays"] = result.skipped
+    return result
+
+
+def _repair_notes(result: RepairResult | None) -> list[str]:
+    if result is None or not result.skipped or "too many" not in result.skipped.lower():
+        return []
+    return [f"cosmic rays: {result.skipped}"]
 
 
 def _subtract(exposure: Exposure, background: np.ndarray) -> None:

@@ -176,6 +176,9 @@ class CharacterizeConfig(_Config):
     psfReserveSeed: int = Field(0, description="Seed of the choice of reserved stars.")
     psfStampSize: int = Field(41, ge=11, description="Side of the PSF model stamp (odd).")
     psfSpatialOrder: int = Field(2, ge=0, le=4, description="Polynomial order of PSF variation.")
+    repair: RepairConfig = Field(
+        default_factory=RepairConfig, description="Cosmic rays (RepairTask), found with the "
+        "PSF first measured and skipped on an exposure whose CR plane marks pixels already.")
     doApCorr: bool = Field(True, description="Measure aperture corrections.")
     apCorr: ApCorrConfig = Field(default_factory=ApCorrConfig)
 
