@@ -27,19 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.interpolate import Akima1DInterpolator, CubicSpline
 from scipy.special import erf
 
 from app.engine.config import BackgroundConfig
 from app.engine.cutouts import gather_windows
 from app.engine.fields import ChebyshevBoundedField, chebyshev_basis
+from app.engine.interpolation import MIN_POINTS, STYLE_NAMES, STYLES, richest_style
+from app.engine.interpolation import interpolate as interpolate_1d
 from app.engine.masks import MaskPlanes
 from app.engine.stats import clipped_stats
 
 EVAL_ROWS = 256  # rows of the background evaluated per block (float64 only per block)
-MIN_POINTS = {"AKIMA_SPLINE": 5, "NATURAL_SPLINE": 3, "LINEAR": 2, "CONSTANT": 1}
-LOWER_STYLE = {"AKIMA_SPLINE": "NATURAL_SPLINE", "NATURAL_SPLINE": "LINEAR",
-               "LINEAR": "CONSTANT"}
 
 
 class BackgroundError(ValueError):
@@ -176,30 +174,13 @@ def evaluate_field(field: ChebyshevBoundedField, shape: tuple[int, int]) -> np.n
 
 
 def _interpolator(style: str, nodes: np.ndarray, values: np.ndarray, hold: bool = False):
-    """A 1-d interpolant along axis 0 of ``values`` (nodes × columns), continued beyond the
-    outermost nodes linearly (a cubic extrapolated over half a cell amplifies noise), or
-    held at the end values (``hold``)."""
-    if style == "CONSTANT" or len(nodes) == 1:
-        mean = values.mean(axis=0, keepdims=True)
-        return lambda t: np.broadcast_to(mean, (len(t), values.shape[1]))
-    if style == "LINEAR":
-        def linear(t: np.ndarray) -> np.ndarray:
-            idx = np.clip(np.searchsorted(nodes, t) - 1, 0, len(nodes) - 2)
-            f = ((t - nodes[idx]) / (nodes[idx + 1] - nodes[idx]))[:, None]
-            return values[idx] * (1 - f) + values[idx + 1] * f
-        return linear
-    spline = (Akima1DInterpolator(nodes, values, axis=0) if style == "AKIMA_SPLINE"
-              else CubicSpline(nodes, values, axis=0, bc_type="natural"))
-    slope = spline.derivative()
-
-    def evaluate(t: np.ndarray) -> np.ndarray:
-        inside = np.clip(t, nodes[0], nodes[-1])
-        out = spline(inside)
-        beyond = t != inside
-        if beyond.any() and not hold:
-            out[beyond] += slope(inside[beyond]) * (t - inside)[beyond, None]
-        return out
-    return evaluate
+    """A 1-d interpolant along axis 0 of ``values`` (nodes × columns) in afw's ``style``,
+    continued beyond the outermost nodes linearly (a cubic extrapolated over half a cell
+    amplifies noise; departure: afw continues it quadratically), or held at the end values
+    (``hold``)."""
+    code = STYLES[style]
+    beyond = "hold" if hold else "linear"
+    return lambda t: interpolate_1d(nodes, values, code, t, beyond)
 
 
 def interpolate(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tuple[int, int],
@@ -221,16 +202,17 @@ def interpolate(values: np.ndarray, yc: np.ndarray, xc: np.ndarray, shape: tuple
 
 
 def _style_for(points: int, config: BackgroundConfig) -> str:
-    """The interpolation style ``points`` cell centres support (REDUCE_INTERP_ORDER)."""
+    """The interpolation style ``points`` cell centres support: afw's REDUCE_INTERP_ORDER
+    takes the richest they allow."""
     style = config.algorithm
-    while MIN_POINTS[style] > points:
-        if config.undersampleStyle == "THROW_EXCEPTION":
-            raise BackgroundError(
-                f"{points} background cells along an axis are too few for {style} "
-                "interpolation; use a smaller background.binSize or undersampleStyle "
-                "REDUCE_INTERP_ORDER")
-        style = LOWER_STYLE[style]
-    return style
+    if MIN_POINTS[STYLES[style]] <= points:
+        return style
+    if config.undersampleStyle == "THROW_EXCEPTION":
+        raise BackgroundError(
+            f"{points} background cells along an axis are too few for {style} "
+            "interpolation; use a smaller background.binSize or undersampleStyle "
+            "REDUCE_INTERP_ORDER")
+    return STYLE_NAMES[richest_style(points)]
 
 
 def smooth_mesh(values: np.ndarray, weights: np.ndarray | None, mesh: Mesh,

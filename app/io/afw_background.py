@@ -31,15 +31,18 @@ from __future__ import annotations
 
 import numpy as np
 from astropy.io import fits
-from scipy.interpolate import CubicSpline
 
 from app.engine.fields import ChebyshevBoundedField, chebyshev_basis
+from app.engine.interpolation import (
+    AKIMA_PERIODIC,
+    CUBIC_PERIODIC,
+    MIN_POINTS,
+    STYLE_NAMES,
+    interpolate,
+    richest_style,
+)
 from app.io.errors import ExposureReadError
 
-CONSTANT, LINEAR, NATURAL_SPLINE, CUBIC_SPLINE, CUBIC_PERIODIC, AKIMA, AKIMA_PERIODIC = range(7)
-STYLE_NAMES = ("CONSTANT", "LINEAR", "NATURAL_SPLINE", "CUBIC_SPLINE", "CUBIC_SPLINE_PERIODIC",
-               "AKIMA_SPLINE", "AKIMA_SPLINE_PERIODIC")
-MIN_POINTS = (1, 2, 3, 3, 3, 5, 5)  # afw's lookupMinInterpPoints
 THROW_EXCEPTION, REDUCE_INTERP_ORDER, INCREASE_NXNYSAMPLE = range(3)
 NO_APPROXIMATION, CHEBYSHEV = -1, 0
 KEYS = ("INTERPSTYLE", "UNDERSAMPLESTYLE", "BKGD_X0", "BKGD_Y0", "BKGD_WIDTH", "BKGD_HEIGHT")
@@ -123,7 +126,7 @@ def _background(stats: np.ndarray, variance: np.ndarray, header: fits.Header, wi
                 "bad_background",
                 f"{nx}×{ny} bins are too few for {STYLE_NAMES[style]} interpolation and "
                 f"UNDERSAMPLESTYLE is {undersample}, not REDUCE_INTERP_ORDER (1)")
-        style = _richest_style(min(nx, ny))
+        style = richest_style(min(nx, ny))
     xcen, ycen = bin_centres(width, nx), bin_centres(height, ny)
     if int(header.get("APPROXSTYLE", NO_APPROXIMATION)) == CHEBYSHEV:
         return _approximation(stats, variance, header, xcen, ycen, width, height, xs, ys)
@@ -147,11 +150,6 @@ def _background(stats: np.ndarray, variance: np.ndarray, header: fits.Header, wi
     return out
 
 
-def _richest_style(n: int) -> int:
-    """afw's lookupMaxInterpStyle: the richest interpolation ``n`` points allow."""
-    return AKIMA if n > 4 else (CONSTANT, CONSTANT, LINEAR, CUBIC_SPLINE, CUBIC_SPLINE)[n]
-
-
 def _interpolate_with_fallback(x: np.ndarray, y: np.ndarray, style: int, undersample: int,
                                xi: np.ndarray) -> np.ndarray:
     """``_interpolate``, reduced as afw reduces it when there are too few finite nodes:
@@ -165,67 +163,8 @@ def _interpolate_with_fallback(x: np.ndarray, y: np.ndarray, style: int, undersa
                 "REDUCE_INTERP_ORDER")
         if not len(x):
             return np.full((len(xi), y.shape[1]), np.nan)
-        style = _richest_style(len(x))
-    return _interpolate(x, y, style, xi)
-
-
-def _interpolate(x: np.ndarray, y: np.ndarray, style: int, xi: np.ndarray) -> np.ndarray:
-    """afw's Interpolate of nodes ``x`` (increasing) and values ``y`` (n, m): m series at
-    once, evaluated at ``xi``: (len(xi), m)."""
-    n = len(x)
-    if style == CONSTANT:
-        if n == 1:
-            return np.repeat(y[:1], len(xi), axis=0)
-        # afw's recenter: edges of the bins, the values between them averaged
-        edges = np.concatenate([[0.5 * (3 * x[0] - x[1])], 0.5 * (x[:-1] + x[1:]),
-                                [0.5 * (3 * x[-1] - x[-2])]])
-        levels = np.concatenate([y[:1], 0.5 * (y[:-1] + y[1:]), y[-1:]])
-        k = np.clip(np.searchsorted(edges, xi, side="right") - 1, 0, n)
-        return levels[k]
-    b, c, d = _cubic_pieces(x, y, style)
-    seg = np.clip(np.searchsorted(x, xi, side="right") - 1, 0, n - 2)
-    t = (xi - x[seg])[:, None]
-    out = y[seg] + t * (b[seg] + t * (c[seg] + t * d[seg]))
-    # beyond the end nodes: the quadratic Taylor series there (afw's InterpolateGsl)
-    h = x[-1] - x[-2]
-    for outside, node, slope, curve in (
-        (xi < x[0], 0, b[0], 2 * c[0]),
-        (xi > x[-1], n - 1, b[-1] + h * (2 * c[-1] + 3 * d[-1] * h), 2 * c[-1] + 6 * d[-1] * h),
-    ):
-        if outside.any():
-            s = (xi[outside] - x[node])[:, None]
-            out[outside] = y[node] + s * slope + 0.5 * s * s * curve
-    return out
-
-
-def _cubic_pieces(x: np.ndarray, y: np.ndarray, style: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per segment (n - 1, m): ``y_i + t (b + t (c + t d))`` for GSL's linear, natural cubic
-    spline (CUBIC_SPLINE is GSL's cspline too) and Akima interpolants."""
-    h = np.diff(x)[:, None]
-    slopes = np.diff(y, axis=0) / h
-    if style == LINEAR:
-        zero = np.zeros_like(slopes)
-        return slopes, zero, zero
-    if style in (NATURAL_SPLINE, CUBIC_SPLINE):
-        pieces = CubicSpline(x, y, axis=0, bc_type="natural").c
-        return pieces[2], pieces[1], pieces[0]
-    # GSL's akima.c, non-periodic: two slopes extrapolated at each end
-    n = len(x)
-    m = np.concatenate([3 * slopes[:1] - 2 * slopes[1:2], 2 * slopes[:1] - slopes[1:2], slopes,
-                        2 * slopes[-1:] - slopes[-2:-1], 3 * slopes[-1:] - 2 * slopes[-2:-1]])
-    mi, mip1, mip2 = m[2:n + 1], m[3:n + 2], m[4:n + 3]
-    mim1, mim2 = m[1:n], m[0:n - 1]
-    ne = np.abs(mip1 - mi) + np.abs(mim1 - mim2)
-    ne_next = np.abs(mip2 - mip1) + np.abs(mi - mim1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        alpha = np.abs(mim1 - mim2) / ne
-        alpha_next = np.abs(mi - mim1) / ne_next
-    t_next = np.where(ne_next == 0, mi, (1 - alpha_next) * mi + alpha_next * mip1)
-    b = np.where(ne == 0, mi, (1 - alpha) * mim1 + alpha * mi)
-    c = np.where(ne == 0, 0.0, (3 * mi - 2 * b - t_next) / h)
-    d = np.where(ne == 0, 0.0, (b + t_next - 2 * mi) / (h * h))
-    return b, c, d
+        style = richest_style(len(x))
+    return interpolate(x, y, style, xi)
 
 
 def _approximation(stats: np.ndarray, variance: np.ndarray, header: fits.Header,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from app.io.afw_background import evaluate_background_list, is_background_list
 from app.io.errors import ExposureReadError
 from app.io.fits_open import Source, first_image, header_shape, open_fits, plane_name
 from app.io.fits_pixels import read_float
@@ -12,7 +13,10 @@ from app.io.fits_pixels import read_float
 def read_background_file(source: Source, shape: tuple[int, int]) -> np.ndarray:
     """The full-resolution background image in ``source``, float32 of ``shape``.
 
-    The HDU named BACKGROUND is read if there is one, else the first 2-d image. Values
+    An afw BackgroundList (the butler's ``calexpBackground``: per-bin statistics with their
+    interpolation keywords) is evaluated to full resolution over the exposure, taken to
+    start where the list's box does (`app.io.afw_background`). Otherwise the HDU named
+    BACKGROUND is read if there is one, else the first 2-d image. Values
     that are not finite (no background where there are no data) become 0, so adding the
     background back never turns a pixel into NaN.
 
@@ -23,6 +27,10 @@ def read_background_file(source: Source, shape: tuple[int, int]) -> np.ndarray:
         none; the file errors of `app.io.fits_open.open_fits`.
     """
     with open_fits(source, []) as hdul:
+        if is_background_list(hdul):  # the butler's calexpBackground
+            background = evaluate_background_list(hdul, None, shape)
+            background[~np.isfinite(background)] = 0.0
+            return background
         index = next((i for i, h in enumerate(hdul) if plane_name(h) == "BACKGROUND"), None)
         if index is None:
             index = first_image(hdul)

@@ -10,12 +10,8 @@ import pytest
 from astropy.io import fits
 from scipy.interpolate import Akima1DInterpolator, CubicSpline
 
+from app.engine.interpolation import AKIMA, CONSTANT, CUBIC_SPLINE, LINEAR, NATURAL_SPLINE
 from app.io.afw_background import (
-    AKIMA,
-    CONSTANT,
-    CUBIC_SPLINE,
-    LINEAR,
-    NATURAL_SPLINE,
     REDUCE_INTERP_ORDER,
     THROW_EXCEPTION,
     bin_centres,
@@ -164,3 +160,27 @@ def test_a_cutout_gets_its_part_and_a_wrong_box_is_refused():
         evaluate_background_list(hdul, (X0 - 1, Y0), (10, 10))
     with pytest.raises(ExposureReadError, match="BackgroundList keys"):
         evaluate_background_list(fits.HDUList([fits.PrimaryHDU(np.zeros((3, 3)))]))
+
+
+def test_a_calexp_background_file_is_read_as_its_full_resolution_sky(tmp_path):
+    """The tutorial's calexpBackground given beside a calexp (``ReadOptions.background``, the
+    CLI's ``--background``): the exposure's background is the list evaluated, so adding it
+    back restores the sky."""
+    from app.engine.exposure import Exposure
+    from app.io.fits_exposure import read_exposure, write_exposure
+    from app.io.read_options import PlaneRef, ReadOptions
+
+    hdul = background_list({"stats": binned(plane, 8, 6), "interp": AKIMA})
+    list_path = tmp_path / "calexpBackground.fits"
+    hdul.writeto(list_path)
+    truth = evaluate_background_list(hdul)
+    rng = np.random.default_rng(3)
+    sky_free = rng.normal(0, 5, (HEIGHT, WIDTH)).astype(np.float32)
+    calexp = tmp_path / "calexp.fits"
+    write_exposure(Exposure(sky_free, np.zeros(sky_free.shape, np.int32),
+                            np.full(sky_free.shape, 25.0, np.float32), xy0=(X0, Y0)), calexp)
+    exposure = read_exposure(calexp, ReadOptions(background=PlaneRef(list_path)))
+    np.testing.assert_array_equal(exposure.background, truth)
+    with_sky = exposure.with_background_added()
+    np.testing.assert_allclose(with_sky.image - sky_free, plane(
+        np.arange(WIDTH)[None, :], np.arange(HEIGHT)[:, None]), atol=0.05)
