@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from app.cli import main
 from app.io.catalogs import read_catalog
@@ -106,3 +107,22 @@ def test_forced_refuses_positions_without_coordinates(calexp, tmp_path, capsys):
     assert main(["forced", str(calexp), "--positions", str(tmp_path / "bad.csv"), "-o",
                  str(tmp_path / "o.fits"), "--set", "psfCandidateThreshold=1e9"]) == 2
     assert "none could be measured" in capsys.readouterr().err
+
+
+def test_simulate_writes_plain_frames_and_variants(tmp_path, capsys):
+    path = tmp_path / "raw.fits.fz"
+    assert main(["simulate", str(path), "--width", "256", "--height", "256", "--stars", "40",
+                 "--galaxies", "10", "--psf", "moffat", "--beta", "2.5", "--ellipticity",
+                 "0.05", "--sky-in", "--sky-gradient", "200", "--encoding", "rice"]) == 0
+    assert "plain image (sky in), moffat PSF" in capsys.readouterr().out
+    frame = read_exposure(path)
+    assert frame.background is None and not frame.mask.any()
+    assert np.median(frame.image) > 800
+    assert len(read_catalog(tmp_path / "raw_truth.fits")) == 40 + 10 + 3
+    scaled = tmp_path / "scaled.fits"
+    assert main(["simulate", str(scaled), "--width", "256", "--height", "256", "--stars", "40",
+                 "--galaxy-fraction", "0.5", "--encoding", "int16"]) == 0
+    with fits.open(scaled) as hdul:
+        assert hdul["IMAGE"].header["BITPIX"] == 16 and "BSCALE" in hdul["IMAGE"].header
+    assert main(["simulate", str(scaled), "--psf", "kolmogorov", "--ellipticity", "0.1"]) == 2
+    assert "psf_ellipticity needs" in capsys.readouterr().err
