@@ -26,7 +26,7 @@ import numpy as np
 
 SIGMA_TO_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
 MAX_BATCH_ELEMENTS = 2_000_000  # complex Fourier cells per rendering chunk (~32 MB)
-OTF_NEGLIGIBLE = 1e-10  # aliases whose |OTF · sinc| stays below this are left out
+OTF_NEGLIGIBLE = 1e-9  # aliases whose |OTF · sinc| stays below this are left out
 OVERSAMPLING = 4  # fine samples per pixel on which PSF shapes are measured
 EE_STAMP = 256  # stamp side on which encircled energies are summed (wrapped light ≲ 1e-6)
 _MOMENT_TOL = 1e-10

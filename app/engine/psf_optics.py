@@ -15,7 +15,9 @@ pointing radially. So the PSF's shape — ellipticity, its direction, the coma's
 not only its size changes over the image. The aberrations are evaluated on a grid of nodes and
 the optical OTF interpolated bilinearly between them: the true PSF at any position is that
 weighted sum of the nodes' PSFs (a PSF itself: positive weights summing to 1), which is what
-every method here evaluates, exactly.
+every method here evaluates, exactly. Each node's PSF is shifted so that its centroid (first
+moment: the pupil's mean wavefront tilt, from the OTF's slope at k = 0) lies at the source's
+position, so a source's true position is the centroid of its light, whatever its coma.
 """
 
 from __future__ import annotations
@@ -111,11 +113,21 @@ def pupil_otf(optics: Optics, zernikes: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Node:
-    """One node's optical OTF as two bicubic splines (real, imaginary) over frequency."""
+    """One node's optical OTF as two bicubic splines (real, imaginary) over frequency,
+    normalized to 1 at k = 0 and shifted so that the PSF's centroid is at its origin."""
 
     real: RectBivariateSpline
     imag: RectBivariateSpline
     norm: complex = field(default=1.0 + 0.0j)
+    centroid: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        zero = np.zeros(1)
+        self.norm = complex(self.real(0.0, 0.0)[0, 0] + 1j * self.imag(0.0, 0.0)[0, 0])
+        # OTF ≈ 1 − 2πi k·c near 0 for a PSF of centroid c (the pupil's mean wavefront tilt)
+        dkx = float(self.imag(zero, zero, dy=1)[0, 0] / self.norm.real)
+        dky = float(self.imag(zero, zero, dx=1)[0, 0] / self.norm.real)
+        self.centroid = (-dkx / (2 * np.pi), -dky / (2 * np.pi))
 
     def at(self, kx: np.ndarray, ky: np.ndarray) -> np.ndarray:
         """The OTF on the grid ``ky[:, None], kx[None, :]`` (unsorted axes allowed)."""
@@ -124,7 +136,9 @@ class _Node:
         ix[ox], iy[oy] = np.arange(ox.size), np.arange(oy.size)
         re = self.real(ky[oy], kx[ox], grid=True)[np.ix_(iy, ix)]
         im = self.imag(ky[oy], kx[ox], grid=True)[np.ix_(iy, ix)]
-        return (re + 1j * im) / self.norm
+        cx, cy = self.centroid
+        recentre = np.exp(2j * np.pi * (ky[:, None] * cy + kx[None, :] * cx))
+        return (re + 1j * im) / self.norm * recentre
 
 
 class AberratedPsf(FourierPsf):
@@ -176,10 +190,8 @@ class AberratedPsf(FourierPsf):
         grid = pupil_otf(self.optics, self.optics.zernikes_at(fx, fy))
         half = grid.shape[0] // 2
         k = (np.arange(grid.shape[0]) - half) * (self.optics.cutoff / PUPIL_SAMPLES)
-        node = _Node(RectBivariateSpline(k, k, grid.real, s=0),
+        return _Node(RectBivariateSpline(k, k, grid.real, s=0),
                      RectBivariateSpline(k, k, grid.imag, s=0))
-        node.norm = complex(node.at(np.zeros(1), np.zeros(1))[0, 0])
-        return node
 
     def _solve_atmosphere(self) -> float:
         """The Kolmogorov k0 giving the requested FWHM at the image centre."""

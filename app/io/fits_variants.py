@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,8 @@ import numpy as np
 from astropy.io import fits
 
 from app.engine.exposure import Exposure
+from app.engine.matrix import MatrixCase
+from app.engine.simulate import SimulatedExposure
 from app.io.fits_exposure import Source, read_exposure, write_exposure
 
 Layout = Literal["calexp", "plain"]
@@ -121,6 +124,23 @@ def round_trip(exposure: Exposure, layout: Layout, encoding: Encoding, *,
         path = Path(tmp) / f"{layout}_{encoding}.fits"
         write(path)
         return read_exposure(path)
+
+
+def case_loader(directory: str | os.PathLike[str] | None = None
+                ) -> Callable[[SimulatedExposure, MatrixCase], Exposure]:
+    """For :func:`app.engine.matrix.run_case`: a case's exposure read back through its kind of
+    file (``case.file``), written in ``directory`` (in memory when None)."""
+
+    def load(sim: SimulatedExposure, case: MatrixCase) -> Exposure:
+        if case.file is None:
+            return sim.exposure
+        c = case.config
+        layout, encoding = case.file
+        return round_trip(sim.exposure, layout, encoding, gain=c.gain,  # type: ignore[arg-type]
+                          read_noise=c.read_noise, saturation=c.saturation,
+                          directory=directory)
+
+    return load
 
 
 def int16_scaling(data: np.ndarray) -> tuple[float, float]:
