@@ -14,7 +14,7 @@ star's PSF S/N and Cramér–Rao bound) and the catalog alone, so the same code 
   on the few hundred faint stars a field holds its own scatter (±0.07) would exceed the
   target's ±0.05; the clipped std's is ±0.03 on 600 stars;
 * blank sky: forced PSF photometry (``run_forced``) at ≥ 2000 random positions where the true
-  sources put less than 0.03 σ into a PSF fit, F/σ mean and std;
+  sources put less than 0.05 σ into a PSF fit, F/σ mean and std;
 * centroids of isolated stars: scatter about the common offset (a smooth quadratic over the
   field, which a WCS absorbs) in units of each star's bound (S/N > 50), and the absolute rms
   (S/N > 100);
@@ -41,7 +41,7 @@ from app.engine.truth import Match, leaf_rows, match_positions, purity
 CALIB_RADIUS = 12.0  # px: slot_CalibFlux = base_CircularApertureFlux_12_0, as LSST
 SN_BINS = ((7.0, 10.0), (10.0, 20.0), (20.0, np.inf))
 BLANK_POSITIONS = 2000
-BLANK_CONTAMINATION = 0.03  # × σ of a PSF fit: what the true sources may add at a blank position
+BLANK_CONTAMINATION = 0.05  # × σ of a PSF fit: what the true sources may add at a blank position
 MIN_SAMPLE = {"completeness": 20, "flux": 20, "faint": 40, "blank": BLANK_POSITIONS,
               "centroid": 20, "centroid_bright": 10, "pairs": 15, "purity": 100}
 
@@ -223,7 +223,7 @@ def faint_chi(s: Scored, targets: Targets) -> list[Metric]:
 
 def blank_positions(sim: SimulatedExposure, n: int = BLANK_POSITIONS, seed: int = 0
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` random positions where the true sources add < 0.03 σ to a PSF fit.
+    """Up to ``n`` random positions where the true sources add < 0.05 σ to a PSF fit.
 
     The expected forced flux of the noiseless sources, ``(model ⊛ P)/ΣP²`` with the true
     PSF at the centre, is compared with the fit's sky noise; positions also keep a PSF radius
