@@ -51,6 +51,9 @@ def report(run: CaseRun) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="*", help="case names (default: all)")
+    parser.add_argument("--cpu-limit", type=float, default=300.0,
+                        help="CPU seconds a case's detect run may take before it is stopped "
+                        "and reported as an error (default 300)")
     args = parser.parse_args()
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     unknown = set(args.cases or ()) - {c.name for c in CASES}
@@ -60,7 +63,7 @@ def main() -> None:
     totals = {"PASS": 0, "FAIL": 0, "n/a": 0, "ERROR": 0}
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            run = run_case(case, case_loader(tmp))
+            run = run_case(case, case_loader(tmp), args.cpu_limit)
             print("\n".join(report(run)), flush=True)
             if run.error is not None:
                 totals["ERROR"] += 1

@@ -8,9 +8,12 @@ pipeline at its defaults, and scores the result; a case the engine cannot run ke
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from app.engine.config import DetectConfig
@@ -100,9 +103,37 @@ class CaseRun:
     galaxy_fraction: tuple[float, int] | None = None
 
 
-def run_case(case: MatrixCase, load: Loader | None = None) -> CaseRun:
+class CpuLimitExceeded(Exception):
+    """The detect pipeline used more CPU time than the case allows."""
+
+
+@contextmanager
+def cpu_limit(seconds: float | None) -> Iterator[None]:
+    """Raise `CpuLimitExceeded` once the process has used ``seconds`` more CPU time (a
+    profiling timer, so a busy machine does not trip it; main thread, POSIX only)."""
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise CpuLimitExceeded(f"detect used more than {seconds:g} s of CPU time")
+
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, float(seconds))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0.0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def run_case(case: MatrixCase, load: Loader | None = None,
+             cpu_seconds: float | None = None) -> CaseRun:
     """Simulate ``case``, read it back through ``load`` (for file cases), detect at the
-    defaults and score; an exception from reading or detecting is kept, not raised."""
+    defaults (within ``cpu_seconds`` of CPU time, when given) and score; an exception from
+    reading or detecting is kept, not raised."""
     started, cpu = time.perf_counter(), time.process_time()
     sim = simulate_exposure(case.config)
     seconds = {"simulate": time.perf_counter() - started}
@@ -111,7 +142,8 @@ def run_case(case: MatrixCase, load: Loader | None = None) -> CaseRun:
         exposure = sim.exposure if load is None or case.file is None else load(sim, case)
         seconds["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = run_detect(exposure, DetectConfig())
+        with cpu_limit(cpu_seconds):
+            result = run_detect(exposure, DetectConfig())
         seconds["detect"] = time.perf_counter() - t0
     except Exception as exc:  # the engine may fail on a case; the matrix reports it
         last = traceback.extract_tb(exc.__traceback__)[-1]
