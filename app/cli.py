@@ -112,14 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_read_arguments(p)
     p.set_defaults(handler=_forced)
 
-    p = sub.add_parser("simulate", help="write a simulated calexp and its truth table")
-    p.add_argument("output", help="calexp FITS path; the truth goes beside it as *_truth.fits")
+    p = sub.add_parser("simulate", help="write a simulated calexp (or a plain frame with its "
+                                        "sky in) and its truth table")
+    p.add_argument("output", help="FITS path; the truth goes beside it as *_truth.fits")
     p.add_argument("--width", type=int, default=2048)
     p.add_argument("--height", type=int, default=2048)
     p.add_argument("--stars", type=int, default=400)
     p.add_argument("--galaxies", type=int, default=200)
     p.add_argument("--pairs", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--psf", choices=("kolmogorov", "moffat", "aberrated"), default="kolmogorov",
+                   help="PSF family: Kolmogorov seeing, Moffat, or optics × atmosphere "
+                   "(aberrations changing the PSF's shape across the field)")
+    p.add_argument("--fwhm", type=float, default=0.75,
+                   help="PSF FWHM at the centre, arcsec (0.2″ pixels; default 0.75)")
+    p.add_argument("--beta", type=float, default=3.5, help="Moffat β (with --psf moffat)")
+    p.add_argument("--ellipticity", type=float, default=0.0,
+                   help="PSF ellipticity (a²−b²)/(a²+b²) (moffat, aberrated)")
+    p.add_argument("--galaxy-fraction", type=float,
+                   help="galaxies' share of the objects brighter than a star of S/N 50 "
+                   "(sets the number of galaxies; --galaxies is then ignored)")
+    p.add_argument("--min-separation", type=float, default=0.0,
+                   help="keep random sources this many pixels from all others")
+    p.add_argument("--sky-in", action="store_true",
+                   help="leave the sky in and write a plain single-HDU image (GAIN, RDNOISE; "
+                   "no mask, variance or background), as a frame before processing")
+    p.add_argument("--sky-gradient", type=float, default=20.0,
+                   help="amplitude (counts) of the sky's tilt and curvature (sky level 1000)")
+    p.add_argument("--encoding", choices=("float32", "int16", "rice"), default="float32",
+                   help="pixels as float32, int16 scaled by BSCALE/BZERO, or RICE_1 "
+                   "tile-compressed")
     p.set_defaults(handler=_simulate)
 
     p = sub.add_parser("demo", help="run the tutorial's workflow over the API and write its "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from scipy import ndimage
 
 from app.cli import main
@@ -216,3 +217,22 @@ def test_reading_options_are_refused_with_their_cause(split_calexp, tmp_path, ca
     with pytest.raises(SystemExit):  # argparse: one of --variance and --weight
         main(["detect", sci, "--variance", "a.fits", "--weight", "b.fits", "-o", out])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_simulate_writes_plain_frames_and_variants(tmp_path, capsys):
+    path = tmp_path / "raw.fits.fz"
+    assert main(["simulate", str(path), "--width", "256", "--height", "256", "--stars", "40",
+                 "--galaxies", "10", "--psf", "moffat", "--beta", "2.5", "--ellipticity",
+                 "0.05", "--sky-in", "--sky-gradient", "200", "--encoding", "rice"]) == 0
+    assert "plain image (sky in), moffat PSF" in capsys.readouterr().out
+    frame = read_exposure(path)
+    assert frame.background is None and not frame.mask.any()
+    assert np.median(frame.image) > 800
+    assert len(read_catalog(tmp_path / "raw_truth.fits")) == 40 + 10 + 3
+    scaled = tmp_path / "scaled.fits"
+    assert main(["simulate", str(scaled), "--width", "256", "--height", "256", "--stars", "40",
+                 "--galaxy-fraction", "0.5", "--encoding", "int16"]) == 0
+    with fits.open(scaled) as hdul:
+        assert hdul["IMAGE"].header["BITPIX"] == 16 and "BSCALE" in hdul["IMAGE"].header
+    assert main(["simulate", str(scaled), "--psf", "kolmogorov", "--ellipticity", "0.1"]) == 2
+    assert "psf_ellipticity needs" in capsys.readouterr().err

@@ -20,7 +20,6 @@ of the pixelized profile and the FWHM of the atmospheric profile alone are avail
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -29,7 +28,24 @@ from scipy.interpolate import CubicSpline
 from scipy.optimize import brentq
 from scipy.special import j0
 
-SIGMA_TO_FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+from app.engine.psf_fourier import (
+    OTF_NEGLIGIBLE,
+    SIGMA_TO_FWHM,
+    GalaxyShape,
+    GradientPsf,
+    adaptive_moments,
+    adaptive_sigma,
+    disk_overlap,
+    exponential_denominator,
+    stamp_origin,
+)
+
+__all__ = [
+    "ATMOSPHERIC_FWHM_K0", "SIGMA_TO_FWHM", "GalaxyShape", "KolmogorovPsf", "adaptive_moments",
+    "adaptive_sigma", "atmospheric_fwhm_k0", "disk_overlap", "fwhm_range", "k0_for_fwhm",
+    "psf_stamp_size", "render_batch", "stamp_origin",
+]
+
 KOLMOGOROV_COEFF = 3.44
 FIVE_THIRDS = 5.0 / 3.0
 MAX_BATCH_ELEMENTS = 2_000_000  # complex Fourier cells per rendering chunk (~32 MB)
@@ -60,78 +76,6 @@ def atmospheric_fwhm_k0(compute: bool = False) -> float:
 
     peak = profile(0.0)
     return 2.0 * brentq(lambda r: profile(r) - 0.5 * peak, 0.1, 2.0, xtol=1e-13)
-
-
-def adaptive_moments(
-    stamp: np.ndarray, sigma0: float = 2.0, max_iter: int = 500, tol: float = 1e-10
-) -> tuple[float, float, float, float, float]:
-    """Adaptive (elliptical-Gaussian-weighted) second moments of a stamp, as SdssShape does.
-
-    Iterates weight = Gaussian of the current moments until ``M = 2 <x xᵀ>_W`` (the fixed point
-    where the weight matches the object). Returns ``(xc, yc, ixx, iyy, ixy)`` in pixels
-    (array coordinates of the stamp); the determinant radius is ``(ixx iyy − ixy²)^¼``.
-    This is how LSST's ``ImagePsf.computeShape`` sizes a PSF; unweighted moments diverge for
-    atmospheric PSFs.
-    """
-    img = np.asarray(stamp, dtype=float)
-    ny, nx = img.shape
-    yy, xx = np.mgrid[:ny, :nx].astype(float)
-    jpk, ipk = np.unravel_index(np.argmax(img), img.shape)
-    xc, yc = float(ipk), float(jpk)
-    ixx = iyy = float(sigma0) ** 2
-    ixy = 0.0
-    for _ in range(max_iter):
-        det = ixx * iyy - ixy**2
-        if not det > 1e-8:
-            raise ValueError("adaptive moments failed: moments collapsed (undersampled?)")
-        dx, dy = xx - xc, yy - yc
-        w = img * np.exp(-0.5 * (iyy * dx * dx - 2 * ixy * dx * dy + ixx * dy * dy) / det)
-        total = w.sum()
-        if not total > 0:
-            raise ValueError("adaptive moments failed: non-positive weighted flux")
-        xc_new = xc + (w * dx).sum() / total
-        yc_new = yc + (w * dy).sum() / total
-        nxx = 2.0 * (w * dx * dx).sum() / total
-        nyy = 2.0 * (w * dy * dy).sum() / total
-        nxy = 2.0 * (w * dx * dy).sum() / total
-        change = abs(nxx - ixx) + abs(nyy - iyy) + abs(nxy - ixy)
-        change += abs(xc_new - xc) + abs(yc_new - yc)
-        xc, yc, ixx, iyy, ixy = xc_new, yc_new, nxx, nyy, nxy
-        if change < tol * (ixx + iyy):
-            return xc, yc, ixx, iyy, ixy
-    raise ValueError("adaptive moments did not converge")
-
-
-def adaptive_sigma(stamp: np.ndarray) -> float:
-    """Determinant radius ``(ixx iyy − ixy²)^¼`` of a stamp's adaptive moments, in pixels."""
-    _, _, ixx, iyy, ixy = adaptive_moments(stamp)
-    return float((ixx * iyy - ixy**2) ** 0.25)
-
-
-@dataclass(frozen=True)
-class GalaxyShape:
-    """Exponential-disk shapes for a batch: arrays of scale length, axis ratio, angle.
-
-    ``scale_px`` is the circularized scale length ``r_s = hlr / 1.67835`` in pixels (the
-    major/minor scale lengths are ``r_s/√q`` and ``r_s √q``, area-preserving); ``pa_rad`` is
-    the major axis's angle counter-clockwise from +x.
-    """
-
-    scale_px: np.ndarray
-    q: np.ndarray
-    pa_rad: np.ndarray
-
-    def quadratic(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Coefficients (a, b, c) of ``(2π)²|Aᵀk|² = a kx² + 2b kx ky + c ky²``."""
-        ra2 = self.scale_px**2 / self.q
-        rb2 = self.scale_px**2 * self.q
-        cos, sin = np.cos(self.pa_rad), np.sin(self.pa_rad)
-        f = (2.0 * np.pi) ** 2
-        return (
-            f * (ra2 * cos**2 + rb2 * sin**2),
-            f * (ra2 - rb2) * sin * cos,
-            f * (ra2 * sin**2 + rb2 * cos**2),
-        )
 
 
 def render_batch(
@@ -207,23 +151,9 @@ def _folded_spectrum(
             amp = np.exp(-np.multiply.outer(s, k2 ** (FIVE_THIRDS / 2)))
             amp *= np.sinc(kyt)[:, None] * np.sinc(kxt)[None, :]
             if coeffs is not None:
-                a, b, c = (v[:, None, None] for v in coeffs)
-                q = 1.0 + a * kxt[None, None, :] ** 2 + c * kyt[None, :, None] ** 2
-                q += 2.0 * b * (kyt[:, None] * kxt[None, :])[None]
-                amp /= q * np.sqrt(q)
+                amp /= exponential_denominator(coeffs, kxt, kyt)
             total += amp * phase_y[:, :, None] * phase_x[:, None, :]
     return total
-
-
-def stamp_origin(x: np.ndarray, y: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
-    """Integer stamp origins ``(x0, y0)`` and in-stamp positions ``(px, py)`` for sources.
-
-    The source's nearest pixel lands on the stamp's pixel ``size // 2``.
-    """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ix, iy = np.floor(x + 0.5).astype(np.int64), np.floor(y + 0.5).astype(np.int64)
-    c = size // 2
-    return ix - c, iy - c, x - ix + c, y - iy + c
 
 
 @lru_cache(maxsize=1)
@@ -278,13 +208,13 @@ def k0_for_fwhm(fwhm: np.ndarray) -> np.ndarray:
     return atmospheric_fwhm_k0() / np.exp(atm_of_adaptive(np.log(f)))
 
 
-class KolmogorovPsf:
-    """The simulator's PSF: Kolmogorov seeing × square pixels, FWHM varying linearly.
+class KolmogorovPsf(GradientPsf):
+    """The simulator's default PSF: Kolmogorov seeing × square pixels, FWHM varying linearly.
 
     ``fwhm`` (pixels) is the FWHM at the image centre in LSST's convention (2.3548 × the
-    determinant radius of the adaptive moments of the pixelized PSF). Across the image it
-    varies as ``fwhm · (1 + gradient · u)``, ``u = ((x − xc)/hx + (y − yc)/hy) / 2`` ∈ [−1, 1]
-    (−gradient at pixel (0, 0), +gradient at the far corner). Implements
+    determinant radius of the adaptive moments of the pixelized PSF, to which ``k0`` is
+    calibrated: ``adaptive_sigma(self.kernel(x, y)) = self.sigma(x, y)`` to ~1e-6); across
+    the image it varies as :class:`~app.engine.psf_fourier.GradientPsf` says. Implements
     :class:`app.engine.psf.PsfModel`.
 
     Parameters
@@ -299,52 +229,29 @@ class KolmogorovPsf:
         Side (odd) of the stamps :meth:`kernel` returns by default.
     """
 
-    def __init__(
-        self,
-        fwhm: float,
-        *,
-        gradient: float = 0.0,
-        width: int | None = None,
-        height: int | None = None,
-        kernel_size: int = 41,
-    ) -> None:
-        if not fwhm > 0:
-            raise ValueError(f"fwhm must be positive, got {fwhm}")
-        if gradient != 0.0 and (width is None or height is None):
-            raise ValueError("a FWHM gradient needs the image width and height")
-        if not abs(gradient) < 1:
-            raise ValueError(f"gradient must be within (-1, 1), got {gradient}")
-        if kernel_size < 3 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and ≥ 3, got {kernel_size}")
-        self.fwhm0 = float(fwhm)
-        self.gradient = float(gradient)
-        self.width, self.height = width, height
-        self.kernel_size = int(kernel_size)
-        k0_for_fwhm(np.array([self.fwhm0 * (1 - abs(gradient)), self.fwhm0 * (1 + abs(gradient))]))
+    def __init__(self, fwhm: float, *, gradient: float = 0.0, width: int | None = None,
+                 height: int | None = None, kernel_size: int = 41) -> None:
+        super().__init__(fwhm, gradient=gradient, width=width, height=height,
+                         kernel_size=kernel_size)
+        k0_for_fwhm(np.array(self.fwhm_extremes()))
 
     def __repr__(self) -> str:
         return (f"KolmogorovPsf(fwhm={self.fwhm0}, gradient={self.gradient}, "
                 f"width={self.width}, height={self.height}, kernel_size={self.kernel_size})")
 
-    def _u(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Normalized position along the gradient, −1 at (0, 0) and +1 at the far corner."""
-        if self.gradient == 0.0 or self.width is None or self.height is None:
-            return np.zeros(np.broadcast(np.asarray(x), np.asarray(y)).shape)
-        hx, hy = max(self.width - 1, 1) / 2.0, max(self.height - 1, 1) / 2.0
-        return 0.5 * ((np.asarray(x, float) - hx) / hx + (np.asarray(y, float) - hy) / hy)
+    def otf(self, kx: np.ndarray, ky: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``exp(−3.44 (k/k0)^(5/3))`` with the local ``k0``."""
+        s = KOLMOGOROV_COEFF * self.k0(x, y) ** (-FIVE_THIRDS)
+        k2 = ky[:, None] ** 2 + kx[None, :] ** 2
+        return np.exp(-np.multiply.outer(s, k2 ** (FIVE_THIRDS / 2)))
 
-    def fwhm(self, x: float | np.ndarray, y: float | np.ndarray) -> float | np.ndarray:
-        """FWHM in pixels at (x, y): 2.3548 × adaptive determinant radius (LSST convention)."""
-        out = self.fwhm0 * (1.0 + self.gradient * self._u(x, y))
-        return float(out) if np.ndim(out) == 0 else out
+    def bandwidth(self) -> float:
+        k0 = float(k0_for_fwhm(np.array([self.fwhm_extremes()[0]]))[0])
+        return k0 * (np.log(1.0 / OTF_NEGLIGIBLE) / KOLMOGOROV_COEFF) ** 0.6
 
-    def sigma(self, x: float | np.ndarray, y: float | np.ndarray) -> float | np.ndarray:
-        """Determinant radius (pixels) of the adaptive moments of the pixelized PSF at (x, y).
-
-        Equal by calibration to ``adaptive_sigma(self.kernel(x, y))`` (to ~1e-6 relative).
-        """
-        out = np.asarray(self.fwhm(x, y)) / SIGMA_TO_FWHM
-        return float(out) if np.ndim(out) == 0 else out
+    def wing(self, r: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """≈ 0.0244 fwhm^(5/3) r^(−11/3): the Kolmogorov wing, fraction of the flux per pixel."""
+        return 0.0244 * np.asarray(self.fwhm(x, y)) ** FIVE_THIRDS * np.asarray(r) ** (-11 / 3)
 
     def k0(self, x: float | np.ndarray, y: float | np.ndarray) -> np.ndarray:
         """Kolmogorov cutoff frequency (cycles/pixel) at (x, y)."""
@@ -368,64 +275,16 @@ class KolmogorovPsf:
         """
         return psf_stamp_size(np.array([flux]), np.array([fwhm]), tolerance)[0]
 
-    def render(
-        self, x: float, y: float, flux: float = 1.0, size: int | None = None
-    ) -> tuple[np.ndarray, tuple[int, int]]:
-        """A star of ``flux`` counts at (x, y): its stamp and the stamp's origin ``(x0, y0)``.
+    def point_stamp_sizes(self, flux: np.ndarray, x: np.ndarray, y: np.ndarray,
+                          tolerance: float) -> np.ndarray:
+        return psf_stamp_size(flux, np.asarray(self.fwhm(x, y), float), tolerance)
 
-        Stamp pixel ``[j, i]`` is image pixel ``(x0 + i, y0 + j)``; the stamp sums to ``flux``
-        exactly. ``size`` defaults to one chosen by flux (see :meth:`stamp_size`).
-        """
-        if size is None:
-            size = self.stamp_size(flux, float(self.fwhm(x, y)))
-        x0, y0, px, py = stamp_origin(np.array([x]), np.array([y]), size)
-        stamp = render_batch(size, self.k0(x, y), px, py, np.array([flux]))[0]
-        return stamp, (int(x0[0]), int(y0[0]))
-
-    def kernel(self, x: float, y: float, size: int | None = None) -> np.ndarray:
-        """Odd ``size`` stamp (default ``kernel_size``) of the PSF centred on its middle pixel.
-
-        Rendered on a grid ≥ 4× larger (so the light wrapped around by the FFT, a pedestal
-        of ~2e-9 of the flux per pixel, is negligible), cropped, and normalized to sum 1 as an
-        LSST PSF kernel image is.
-        """
-        size = self.kernel_size if size is None else int(size)
-        if size < 3 or size % 2 == 0:
-            raise ValueError(f"kernel size must be odd and ≥ 3, got {size}")
-        big = max(256, 4 * size + 4)
-        c = big // 2
-        stamp = render_batch(big, self.k0(x, y), np.array([c]), np.array([c]), np.array([1.0]))
-        half = size // 2
-        out = stamp[0, c - half : c + half + 1, c - half : c + half + 1]
-        return out / out.sum()
-
-    def encircled_energy(self, x: float, y: float, radius: float) -> float:
-        """Fraction of a centred star's flux in a circular aperture of ``radius`` pixels.
-
-        What exact-overlap aperture photometry measures on the (pixel-integrated) image:
-        pixel values weighted by the pixel's area inside the circle (supersampled 32×32 on
-        pixels that straddle the edge). Use it to set aperture corrections.
-        """
-        size = int(max(256, 8 * np.ceil(radius)))
-        size += size % 2
-        c = size // 2
-        stamp = render_batch(size, self.k0(x, y), np.array([c]), np.array([c]),
-                             np.array([1.0]))[0]
-        return float((stamp * disk_overlap(size, c, c, radius)).sum())
-
-
-def disk_overlap(size: int, xc: float, yc: float, radius: float, sub: int = 32) -> np.ndarray:
-    """Fraction of each pixel of a ``size × size`` grid inside a circle (supersampled)."""
-    idx = np.arange(size, dtype=float)
-    d = np.hypot(idx[None, :] - xc, idx[:, None] - yc)
-    frac = (d <= radius).astype(float)
-    edge = np.abs(d - radius) < 0.75
-    jj, ii = np.nonzero(edge)
-    offs = (np.arange(sub) + 0.5) / sub - 0.5
-    sx = ii[:, None, None] + offs[None, None, :] - xc
-    sy = jj[:, None, None] + offs[None, :, None] - yc
-    frac[jj, ii] = ((sx**2 + sy**2) <= radius**2).mean(axis=(1, 2))
-    return frac
+    def stamps(self, size: int, x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray,
+               flux: np.ndarray, galaxy: GalaxyShape | None = None) -> np.ndarray:
+        """As :meth:`FourierPsf.stamps`, by :func:`render_batch` (the simulator's original
+        renderer, two alias terms per axis, so a configuration's pixels never change)."""
+        return render_batch(size, self.k0(np.atleast_1d(x), np.atleast_1d(y)), px, py, flux,
+                            galaxy)
 
 
 def psf_stamp_size(flux: np.ndarray, fwhm: np.ndarray, tolerance: float) -> np.ndarray:

@@ -1,11 +1,17 @@
-"""Simulated LSST-like calexps with exactly known truth.
+"""Simulated LSST-like calexps (or raw-ish frames with their sky in) with exactly known truth.
 
-Stars and pairs of stars are Kolmogorov PSFs (:class:`~app.engine.psf_kolmogorov.KolmogorovPsf`,
-FWHM varying across the field); galaxies are exponential disks convolved with that PSF. Every
-source is rendered in Fourier space on its own stamp, so its pixels sum to its truth flux exactly.
+Stars and pairs of stars are drawn with one of three PSF families (``psf_family``): Kolmogorov
+seeing (:class:`~app.engine.psf_kolmogorov.KolmogorovPsf`, the default), Moffat
+(:class:`~app.engine.psf_moffat.MoffatPsf`, β and an elliptical profile) or optics × atmosphere
+(:class:`~app.engine.psf_optics.AberratedPsf`, shape changing across the field); galaxies are
+exponential disks convolved with that PSF. Every source is rendered in Fourier space on its own
+stamp, so its pixels sum to its truth flux exactly.
 The exposure is what LSST's ISR + characterization leaves: a background-subtracted image (the
 subtracted sky model kept in ``background``), a variance plane including the sources' Poisson
 noise, SAT / BAD|INTRP / EDGE mask planes, a TAN (optionally TAN-SIP) WCS and a PhotoCalib.
+With ``sky_in`` the image keeps its sky (``background`` None): a frame as an astronomer has
+it before any background subtraction, to be written as a plain image
+(:func:`app.io.fits_variants.write_plain_image`).
 Its PSF is left unset: the engine must measure it (tests can install ``SimulatedExposure.psf``).
 
 Conventions: arrays are ``[y, x]``; positions are 0-based with integer values at pixel centres;
@@ -25,20 +31,18 @@ from scipy.spatial import cKDTree
 
 from app.engine.exposure import Exposure, ExposureInfo, PhotoCalib
 from app.engine.masks import MaskPlanes
-from app.engine.psf_kolmogorov import (
-    GalaxyShape,
-    KolmogorovPsf,
-    k0_for_fwhm,
-    psf_stamp_size,
-    render_batch,
-    stamp_origin,
-)
+from app.engine.psf_fourier import FourierPsf, GalaxyShape, fisher_bounds, stamp_origin
+from app.engine.psf_kolmogorov import KolmogorovPsf
+from app.engine.psf_moffat import MoffatPsf
+from app.engine.psf_optics import AberratedPsf, Optics
 from app.engine.sky_frame import WCS_FRAMES, frame_of, pixel_to_icrs, reframed
 
 EXP_HLR_PER_SCALE = 1.678346990016661  # half-light radius / scale length of an exponential
 _STAMP_CELLS = 4_000_000  # stamp pixels rendered per chunk (≈32 MB of float64)
 _NOISE_ROWS = 256  # image rows per noise block (fixed: results depend on it)
 _PSF_SN_STAMP = 64  # stamp on which psf_sn's PSF is summed for galaxies
+_BRIGHT_SN = 50.0  # "bright": brighter than a star of this PSF S/N (bright_galaxy_fraction)
+PSF_FAMILIES = ("kolmogorov", "moffat", "aberrated")
 _WING_TOLERANCE = 0.01  # stamp edges (and the light wrapped onto stamps) below this × sky σ
 
 Position = tuple  # (x, y, flux, kind) or (x, y, flux, kind, hlr_arcsec, q, pa_deg)
@@ -57,6 +61,12 @@ class SimulationConfig:
     pixel_scale_arcsec: float = 0.2
     fwhm_arcsec: float = 0.75  # PSF FWHM at the centre (2.3548 × adaptive determinant radius)
     fwhm_gradient: float = 0.04  # fractional FWHM change centre → far corner (−: near corner)
+    psf_family: str = "kolmogorov"  # or "moffat", "aberrated" (optics × atmosphere)
+    moffat_beta: float = 3.5
+    psf_ellipticity: float = 0.0  # distortion of the Moffat profile / the atmospheric core
+    psf_angle_deg: float = 0.0  # its major axis, counter-clockwise from +x
+    optics: Optics = field(default_factory=Optics)  # pupil and aberrations ("aberrated")
+    sky_in: bool = False  # leave the sky in the image (no background subtracted)
     sky_counts: float = 1000.0  # mean sky level per pixel (subtracted from the calexp)
     sky_gradient: float = 20.0  # amplitude (counts) of the sky's smooth tilt + curvature
     gain: float = 1.0  # electrons per count
@@ -65,6 +75,7 @@ class SimulationConfig:
     n_stars: int = 300
     star_mag_range: tuple[float, float] = (15.0, 24.3)
     n_galaxies: int = 300
+    bright_galaxy_fraction: float | None = None  # if set, n_galaxies is chosen for it
     galaxy_mag_range: tuple[float, float] = (18.0, 24.0)
     hlr_range_arcsec: tuple[float, float] = (0.3, 1.5)
     q_range: tuple[float, float] = (0.3, 1.0)
@@ -96,6 +107,14 @@ class SimulationConfig:
         _require(self.width >= 16 and self.height >= 16, "width and height must be ≥ 16")
         _require(self.pixel_scale_arcsec > 0, "pixel_scale_arcsec must be positive")
         _require(self.fwhm_arcsec > 0, "fwhm_arcsec must be positive")
+        _require(self.psf_family in PSF_FAMILIES,
+                 f"psf_family must be one of {', '.join(PSF_FAMILIES)}, got {self.psf_family!r}")
+        _require(self.psf_family != "kolmogorov" or self.psf_ellipticity == 0,
+                 "psf_ellipticity needs psf_family 'moffat' or 'aberrated' (Kolmogorov is round)")
+        _require(0 <= self.psf_ellipticity < 0.5, "psf_ellipticity must be within [0, 0.5)")
+        _require(1.5 <= self.moffat_beta <= 10, "moffat_beta must be within 1.5–10")
+        _require(self.bright_galaxy_fraction is None or 0 <= self.bright_galaxy_fraction < 1,
+                 "bright_galaxy_fraction must be within [0, 1)")
         _require(0 <= self.fwhm_gradient < 0.5, "fwhm_gradient must be within [0, 0.5)")
         _require(self.sky_counts >= 0, "sky_counts must be ≥ 0")
         _require(abs(self.sky_gradient) <= self.sky_counts or self.sky_gradient == 0,
@@ -165,7 +184,7 @@ class SimulatedExposure:
 
     exposure: Exposure
     truth: Table
-    psf: KolmogorovPsf
+    psf: FourierPsf
     model: np.ndarray
 
 
@@ -272,7 +291,45 @@ def power_law_mags(rng: np.random.Generator, n: int, lo: float, hi: float,
     return np.log10(a + u * (b - a)) / slope
 
 
-def _draw_sources(cfg: SimulationConfig, psf: KolmogorovPsf, rng: np.random.Generator) -> _Sources:
+def _mag_cdf(m: float, lo: float, hi: float, slope: float) -> float:
+    """Fraction of :func:`power_law_mags` draws brighter than ``m``."""
+    if m <= lo:
+        return 0.0
+    if m >= hi:
+        return 1.0
+    if slope == 0 or hi == lo:
+        return (m - lo) / (hi - lo)
+    a, b = 10.0 ** (slope * lo), 10.0 ** (slope * hi)
+    return (10.0 ** (slope * m) - a) / (b - a)
+
+
+def bright_magnitude(cfg: SimulationConfig, psf: FourierPsf) -> float:
+    """Magnitude of a star of PSF S/N 50 at the image centre (sky and its own Poisson noise)."""
+    p = psf.kernel((cfg.width - 1) / 2.0, (cfg.height - 1) / 2.0, 65)
+    n_eff = 1.0 / float((p * p).sum())
+    sky_var = cfg.sky_counts / cfg.gain + (cfg.read_noise / cfg.gain) ** 2
+    s2 = _BRIGHT_SN**2
+    flux = 0.5 * (s2 / cfg.gain + np.sqrt((s2 / cfg.gain) ** 2 + 4 * s2 * n_eff * sky_var))
+    return cfg.magzero - 2.5 * float(np.log10(flux))
+
+
+def galaxy_count(cfg: SimulationConfig, psf: FourierPsf) -> int:
+    """``n_galaxies``, or with ``bright_galaxy_fraction`` the count that makes galaxies that
+    share (in expectation) of the objects brighter than a star of PSF S/N 50 (pairs and the
+    saturated stars aside)."""
+    f = cfg.bright_galaxy_fraction
+    if f is None:
+        return cfg.n_galaxies
+    m = bright_magnitude(cfg, psf)
+    stars = cfg.n_stars * _mag_cdf(m, *cfg.star_mag_range, cfg.mag_slope)
+    per_galaxy = _mag_cdf(m, *cfg.galaxy_mag_range, cfg.mag_slope)
+    if f > 0 and not per_galaxy > 0:
+        raise ValueError(f"bright_galaxy_fraction needs galaxies brighter than magnitude {m:.2f}"
+                         " (a star of PSF S/N 50); lower galaxy_mag_range")
+    return 0 if f == 0 else int(round(f / (1.0 - f) * stars / per_galaxy))
+
+
+def _draw_sources(cfg: SimulationConfig, psf: FourierPsf, rng: np.random.Generator) -> _Sources:
     """All objects: injected, saturated stars, pairs, stars, galaxies (in that order)."""
 
     def flux_of(mag: np.ndarray) -> np.ndarray:
@@ -288,8 +345,8 @@ def _draw_sources(cfg: SimulationConfig, psf: KolmogorovPsf, rng: np.random.Gene
     rows = placer.draw(cfg.n_stars)
     mags = power_law_mags(rng, cfg.n_stars, *cfg.star_mag_range, cfg.mag_slope)
     parts.append(_Sources.build(rows[:, 0], rows[:, 1], flux_of(mags)))
-    rows = placer.draw(cfg.n_galaxies)
-    n = cfg.n_galaxies
+    n = galaxy_count(cfg, psf)
+    rows = placer.draw(n)
     mags = power_law_mags(rng, n, *cfg.galaxy_mag_range, cfg.mag_slope)
     hlr = rng.uniform(*cfg.hlr_range_arcsec, size=n)
     q = rng.uniform(*cfg.q_range, size=n)
@@ -312,7 +369,7 @@ def _injected(cfg: SimulationConfig) -> _Sources:
     )
 
 
-def _draw_pairs(cfg: SimulationConfig, psf: KolmogorovPsf, rng: np.random.Generator,
+def _draw_pairs(cfg: SimulationConfig, psf: FourierPsf, rng: np.random.Generator,
                 placer: _Placer, flux_of: Callable[[np.ndarray], np.ndarray]) -> _Sources:
     """``n_pairs`` pairs of stars ``pair_separation_fwhm`` × local FWHM apart, midpoint drawn."""
 
@@ -382,13 +439,13 @@ def make_wcs(cfg: SimulationConfig) -> WCS:
     return wcs if cfg.sky_frame == "icrs" else reframed(wcs, cfg.sky_frame)
 
 
-def _stamp_sizes(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,
+def _stamp_sizes(cfg: SimulationConfig, psf: FourierPsf, src: _Sources, fwhm: np.ndarray,
                  tolerance: float) -> np.ndarray:
     """Per-object FFT stamp sizes: wings below ``tolerance`` counts/pixel at the edge.
 
     Galaxies also keep ≥ 99.9 % of their light within the stamp (9.23 major scale lengths).
     """
-    size = psf_stamp_size(src.flux, fwhm, tolerance)
+    size = psf.point_stamp_sizes(src.flux, src.x, src.y, tolerance)
     g = src.galaxy
     if np.any(g):
         rs = src.hlr_arcsec[g] / cfg.pixel_scale_arcsec / EXP_HLR_PER_SCALE
@@ -407,6 +464,8 @@ class _RenderStats:
     in_image: np.ndarray
     psf_sn: np.ndarray
     saturated: np.ndarray
+    crb_x: np.ndarray
+    crb_y: np.ndarray
 
 
 def _add_stamp(image: np.ndarray, stamp: np.ndarray, x0: int,
@@ -424,9 +483,10 @@ def _add_stamp(image: np.ndarray, stamp: np.ndarray, x0: int,
     return slice(ya - y0, yb - y0), slice(xa - x0, xb - x0), slice(ya, yb), slice(xa, xb)
 
 
-def _render_sources(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,
+def _render_sources(cfg: SimulationConfig, psf: FourierPsf, src: _Sources, fwhm: np.ndarray,
                     sky: np.ndarray) -> tuple[np.ndarray, _RenderStats]:
-    """The noiseless model image (float64) and per-object in-image fraction, psf_sn, saturation.
+    """The noiseless model image (float64) and per-object in-image fraction, psf_sn, saturation
+    and the centroid bounds of stars.
 
     Objects are grouped by stamp size and rendered in batches; only the placement loops over
     objects. ``psf_sn = flux / σ_F`` with ``σ_F² = Σ P² V / (Σ P²)²`` over in-image pixels, P the
@@ -434,12 +494,12 @@ def _render_sources(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,
     """
     n = src.x.size
     model = np.zeros((cfg.height, cfg.width))
-    stats = _RenderStats(np.zeros(n), np.full(n, np.nan), np.zeros(n, bool))
+    stats = _RenderStats(np.zeros(n), np.full(n, np.nan), np.zeros(n, bool), np.full(n, np.nan),
+                         np.full(n, np.nan))
     if n == 0:
         return model, stats
     noise = np.sqrt(cfg.sky_counts / cfg.gain + (cfg.read_noise / cfg.gain) ** 2)
-    sizes = _stamp_sizes(cfg, src, fwhm, max(_WING_TOLERANCE * noise, 1e-3))
-    k0 = k0_for_fwhm(fwhm)
+    sizes = _stamp_sizes(cfg, psf, src, fwhm, max(_WING_TOLERANCE * noise, 1e-3))
     rs = src.hlr_arcsec / cfg.pixel_scale_arcsec / EXP_HLR_PER_SCALE
     shape = GalaxyShape(rs, src.q, np.deg2rad(src.pa_deg))
     for size in np.unique(sizes):
@@ -448,25 +508,26 @@ def _render_sources(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray,
             step = max(1, _STAMP_CELLS // (size * size))
             for start in range(0, idx.size, step):
                 chunk = idx[start : start + step]
-                _render_chunk(cfg, int(size), chunk, src, k0, shape if is_gal else None,
+                _render_chunk(cfg, psf, int(size), chunk, src, shape if is_gal else None,
                               sky, model, stats)
     return model, stats
 
 
-def _render_chunk(cfg: SimulationConfig, size: int, chunk: np.ndarray, src: _Sources,
-                  k0: np.ndarray, shape: GalaxyShape | None, sky: np.ndarray,
+def _render_chunk(cfg: SimulationConfig, psf: FourierPsf, size: int, chunk: np.ndarray,
+                  src: _Sources, shape: GalaxyShape | None, sky: np.ndarray,
                   model: np.ndarray, stats: _RenderStats) -> None:
     """Render one batch of same-size stamps, add them to ``model``, fill ``stats``."""
-    x0, y0, px, py = stamp_origin(src.x[chunk], src.y[chunk], size)
-    gal = None if shape is None else GalaxyShape(*(a[chunk] for a in
-                                                   (shape.scale_px, shape.q, shape.pa_rad)))
-    stamps = render_batch(size, k0[chunk], px, py, src.flux[chunk], gal)
+    x, y = src.x[chunk], src.y[chunk]
+    x0, y0, px, py = stamp_origin(x, y, size)
+    gal = None if shape is None else shape.take(chunk)
+    stamps = psf.stamps(size, x, y, px, py, src.flux[chunk], gal)
+    ps = min(size, _PSF_SN_STAMP)
+    off = size // 2 - ps // 2
     if gal is None:
-        psfs, off = stamps / src.flux[chunk, None, None], 0
+        psfs, poff = stamps / src.flux[chunk, None, None], 0
+        grads = psf.gradients(ps, x, y, px - off, py - off)
     else:
-        ps = min(size, _PSF_SN_STAMP)
-        off = size // 2 - ps // 2
-        psfs = render_batch(ps, k0[chunk], px - off, py - off, np.ones(chunk.size))
+        psfs, poff = psf.stamps(ps, x, y, px - off, py - off, np.ones(chunk.size)), off
     for j, i in enumerate(chunk):
         sl = _add_stamp(model, stamps[j], int(x0[j]), int(y0[j]))
         if sl is None:
@@ -475,27 +536,55 @@ def _render_chunk(cfg: SimulationConfig, size: int, chunk: np.ndarray, src: _Sou
         own = stamps[j][sy, sx]
         stats.in_image[i] = own.sum() / src.flux[i]
         stats.saturated[i] = bool((own + sky[iy, ix]).max() > cfg.saturation)
-        stats.psf_sn[i] = _psf_sn(cfg, src.flux[i], psfs[j], int(x0[j]) + off, int(y0[j]) + off,
-                                  stamps[j], int(x0[j]), int(y0[j]), sky)
+        stats.psf_sn[i] = _psf_sn(cfg, src.flux[i], psfs[j], int(x0[j]) + poff,
+                                  int(y0[j]) + poff, stamps[j], int(x0[j]), int(y0[j]), sky)
+        if gal is None:
+            bounds = _centroid_bounds(cfg, src.flux[i], psfs[j][off : off + ps, off : off + ps],
+                                      grads[0][j], grads[1][j], int(x0[j]) + off,
+                                      int(y0[j]) + off, stamps[j], int(x0[j]), int(y0[j]), sky)
+            stats.crb_x[i], stats.crb_y[i] = bounds
+
+
+def _on_image(cfg: SimulationConfig, n: int, px0: int, py0: int, own: np.ndarray, x0: int,
+              y0: int, sky: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The in-image part of an ``n``-pixel stamp at (px0, py0) lying within the object's own
+    stamp ``own`` (origin x0, y0): its slices, and the expected variance there,
+    ``V = (sky + own)/gain + (read_noise/gain)²`` counts². None if off the image."""
+    h, w = sky.shape
+    xa, xb, ya, yb = max(px0, 0), min(px0 + n, w), max(py0, 0), min(py0 + n, h)
+    if xa >= xb or ya >= yb:
+        return None
+    var = (sky[ya:yb, xa:xb] + own[ya - y0 : yb - y0, xa - x0 : xb - x0]) / cfg.gain
+    var += (cfg.read_noise / cfg.gain) ** 2
+    return (slice(ya - py0, yb - py0), slice(xa - px0, xb - px0)), var
 
 
 def _psf_sn(cfg: SimulationConfig, flux: float, psf: np.ndarray, px0: int, py0: int,
             own: np.ndarray, x0: int, y0: int, sky: np.ndarray) -> float:
     """Expected S/N of PSF photometry: ``flux ΣP² / sqrt(Σ P² V)`` over in-image pixels.
 
-    ``psf`` (sum 1, origin px0, py0) lies within the object's own stamp ``own`` (origin x0, y0);
-    ``V = (sky + own)/gain + (read_noise/gain)²`` counts².
+    ``psf`` (sum 1, origin px0, py0) lies within the object's own stamp ``own`` (origin x0, y0).
     """
-    h, w = sky.shape
-    n = psf.shape[0]
-    xa, xb, ya, yb = max(px0, 0), min(px0 + n, w), max(py0, 0), min(py0 + n, h)
-    if xa >= xb or ya >= yb:
+    on = _on_image(cfg, psf.shape[0], px0, py0, own, x0, y0, sky)
+    if on is None:
         return float("nan")
-    p = psf[ya - py0 : yb - py0, xa - px0 : xb - px0]
-    var = (sky[ya:yb, xa:xb] + own[ya - y0 : yb - y0, xa - x0 : xb - x0]) / cfg.gain
-    var += (cfg.read_noise / cfg.gain) ** 2
-    p2 = p * p
+    (sy, sx), var = on
+    p2 = psf[sy, sx] * psf[sy, sx]
     return float(flux * p2.sum() / np.sqrt((p2 * var).sum()))
+
+
+def _centroid_bounds(cfg: SimulationConfig, flux: float, psf: np.ndarray, dx: np.ndarray,
+                     dy: np.ndarray, px0: int, py0: int, own: np.ndarray, x0: int, y0: int,
+                     sky: np.ndarray) -> tuple[float, float]:
+    """Cramér–Rao bounds (σx, σy) of a star's centroid over its in-image pixels
+    (:func:`~app.engine.psf_fourier.fisher_bounds`; flux and position free, sky known)."""
+    on = _on_image(cfg, psf.shape[0], px0, py0, own, x0, y0, sky)
+    if on is None:
+        return float("nan"), float("nan")
+    (sy, sx), var = on
+    bx, by = fisher_bounds(psf[None, sy, sx], dx[None, sy, sx], dy[None, sy, sx],
+                           np.array([flux]), var[None])
+    return float(bx[0]), float(by[0])
 
 
 def _observe(cfg: SimulationConfig, sky: np.ndarray, model: np.ndarray,
@@ -504,6 +593,7 @@ def _observe(cfg: SimulationConfig, sky: np.ndarray, model: np.ndarray,
 
     Electrons ~ Poisson((sky + model)·gain) + Normal(0, read_noise); SAT where the true or
     the observed raw value reaches ``saturation`` (those pixels then read ``saturation``).
+    With ``sky_in`` the sky is not subtracted.
     """
     h, w = model.shape
     image = np.empty((h, w), np.float32)
@@ -521,7 +611,7 @@ def _observe(cfg: SimulationConfig, sky: np.ndarray, model: np.ndarray,
         raw /= cfg.gain
         sat = (expected > cfg.saturation) | (raw >= cfg.saturation)
         raw[sat] = cfg.saturation
-        image[b] = raw - sky[b]
+        image[b] = raw if cfg.sky_in else raw - sky[b]
         mask[b][sat] |= sat_bit
     return image, variance, mask
 
@@ -580,6 +670,10 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
          "expected PSF-flux S/N: flux / sqrt(sum P^2 V / (sum P^2)^2), sky + own light"),
         ("nearest_px", nearest, "pix", "distance to the nearest other object"),
         ("fwhm_px", fwhm, "pix", "PSF FWHM here (2.3548 x adaptive-moment determinant radius)"),
+        ("crb_x", stats.crb_x, "pix",
+         "Cramer-Rao bound of a star's centroid x (flux and position free, sky known; NaN for "
+         "galaxies)"),
+        ("crb_y", stats.crb_y, "pix", "Cramer-Rao bound of a star's centroid y"),
         ("in_image_fraction", stats.in_image, None, "fraction of the flux on the image"),
     ]
     return Table([Column(data, name=name, unit=unit, description=desc)
@@ -587,8 +681,23 @@ def _truth_table(cfg: SimulationConfig, src: _Sources, fwhm: np.ndarray, wcs: WC
                  meta={"PIXSCALE": cfg.pixel_scale_arcsec})
 
 
+def make_psf(cfg: SimulationConfig) -> FourierPsf:
+    """The configuration's true PSF (``psf_family``, FWHM at the centre, its variation)."""
+    if cfg.psf_family == "moffat":
+        return MoffatPsf(cfg.fwhm_px, cfg.moffat_beta, ellipticity=cfg.psf_ellipticity,
+                         angle_deg=cfg.psf_angle_deg, gradient=cfg.fwhm_gradient,
+                         width=cfg.width, height=cfg.height)
+    if cfg.psf_family == "aberrated":
+        # the optics make the size and shape vary; fwhm_gradient does not apply
+        return AberratedPsf(cfg.fwhm_px, width=cfg.width, height=cfg.height, optics=cfg.optics,
+                            ellipticity=cfg.psf_ellipticity, angle_deg=cfg.psf_angle_deg)
+    return KolmogorovPsf(cfg.fwhm_px, gradient=cfg.fwhm_gradient, width=cfg.width,
+                         height=cfg.height)
+
+
 def simulate_exposure(config: SimulationConfig) -> SimulatedExposure:
-    """Simulate a background-subtracted calexp with exactly known sources.
+    """Simulate a background-subtracted calexp (or a frame with its sky in) with exactly known
+    sources.
 
     Parameters
     ----------
@@ -599,18 +708,18 @@ def simulate_exposure(config: SimulationConfig) -> SimulatedExposure:
     -------
     SimulatedExposure
         ``exposure`` (image = noisy sky + sources − true sky, counts; ``background`` = that
-        sky; variance in counts²; SAT/BAD/INTRP/EDGE mask; WCS; PhotoCalib; ``psf=None``),
+        sky; with ``sky_in`` the image keeps the sky and ``background`` is None; variance in
+        counts²; SAT/BAD/INTRP/EDGE mask; WCS; PhotoCalib; ``psf=None``),
         ``truth`` (one row per object), ``psf`` (the exact PSF) and ``model`` (noiseless
         sources, float64 counts).
     """
     cfg = config
     rng = np.random.default_rng(cfg.seed)
-    psf = KolmogorovPsf(cfg.fwhm_px, gradient=cfg.fwhm_gradient, width=cfg.width,
-                        height=cfg.height)
+    psf = make_psf(cfg)
     src = _draw_sources(cfg, psf, rng)
     fwhm = np.asarray(psf.fwhm(src.x, src.y), float).reshape(-1)
     sky = sky_model(cfg)
-    model, stats = _render_sources(cfg, src, fwhm, sky)
+    model, stats = _render_sources(cfg, psf, src, fwhm, sky)
     planes = MaskPlanes()
     image, variance, mask = _observe(cfg, sky, model, rng, planes)
     _interpolate_bad_columns(cfg, image, variance, mask, planes)
@@ -625,10 +734,12 @@ def simulate_exposure(config: SimulationConfig) -> SimulatedExposure:
         visit=cfg.visit, detector=cfg.detector, band=cfg.band,
         physical_filter=cfg.physical_filter, mjd=cfg.mjd, exptime=cfg.exptime,
         extra={"simulated": True, "seed": cfg.seed, "fwhm_px": cfg.fwhm_px,
-               "sky_counts": cfg.sky_counts, "saturation": cfg.saturation},
+               "sky_counts": cfg.sky_counts, "saturation": cfg.saturation,
+               **({} if cfg.psf_family == "kolmogorov" else {"psf_family": cfg.psf_family}),
+               **({"sky_in": True} if cfg.sky_in else {})},
     )
     exposure = Exposure(image=image, mask=mask, variance=variance, planes=planes, wcs=wcs,
                         psf=None, photo_calib=calib, info=info,
-                        background=sky.astype(np.float32))
+                        background=None if cfg.sky_in else sky.astype(np.float32))
     truth = _truth_table(cfg, src, fwhm, wcs, calib, stats)
     return SimulatedExposure(exposure=exposure, truth=truth, psf=psf, model=model)
