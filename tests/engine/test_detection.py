@@ -196,8 +196,12 @@ def test_temp_local_background_drops_noise_peaks_in_a_wing_and_keeps_a_pair(seed
         peaks[local] = star.peaks
         # the pair 2 FWHM apart, far from the wing, keeps both its peaks either way
         assert sorted(pair.peaks["x"].tolist()) in ([50, 57], [50, 58])
-    assert len(peaks[False]) >= 5
-    assert len(peaks[True]) == 1 and (peaks[True]["x"][0], peaks[True]["y"][0]) == (150, 150)
+    # with it, the bumps in the star's own footprint go (LSST updates the peaks of the
+    # footprints as found); those that made footprints of their own, joined to the star's
+    # by growing, stay, as in LSST: 16-22 peaks become 3-7
+    assert len(peaks[False]) >= 15
+    assert len(peaks[True]) <= 0.45 * len(peaks[False])
+    assert (peaks[True]["x"][0], peaks[True]["y"][0]) == (150, 150)
     assert DetectionConfig().doTempLocalBackground and DetectionConfig().minPeakContrast == 0
 
 
@@ -227,8 +231,9 @@ def test_local_background_stays_local_next_to_a_bright_object():
     # cells of it and leaves the rest of the image at the sky's level
     ex = _exposure([(150.0, 150.0, 3e5)], shape=(320, 320))
     _wing(ex, 1e6, 8.0, 150, 150)
-    bkg = estimate_background(ex.image, ex.mask, ex.planes, DetectionConfig().tempLocalBackground,
-                              hold_edges=True)
+    bkg = estimate_background(ex.image, ex.mask, ex.planes,
+                              DetectionConfig().tempLocalBackground.model_copy(
+                                  update={"binSize": 32}), hold_edges=True)
     yy, xx = np.mgrid[:320, :320]
     far = np.maximum(abs(xx - 150), abs(yy - 150)) > 2 * 32 + 16
     assert bkg[150, 150] > 100

@@ -71,7 +71,9 @@ def test_galactic_exposure_is_found_and_measured_at_icrs_positions(
     assert row["exposure_id"] == exposure_id
     assert (row["x"], row["y"]) == pytest.approx((STAR[0] + XY0[0], STAR[1] + XY0[1]),
                                                  abs=1e-4)
-    njy = STAR_FLUX * sim.exposure.photo_calib.njy_per_count
+    # PSF fluxes are tied to slot_CalibFlux: the star's light within 12 px
+    ee12 = sim.psf.encircled_energy(float(STAR[0]), float(STAR[1]), 12.0)
+    njy = STAR_FLUX * ee12 * sim.exposure.photo_calib.njy_per_count
     assert abs(row["base_PsfFlux_flux"] - njy) < 3 * row["base_PsfFlux_fluxErr"]
 
     # a cutout by ICRS RA/Dec is centred on the star's pixel
