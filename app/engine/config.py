@@ -125,6 +125,13 @@ class CharacterizeConfig(_Config):
     psfReserveSeed: int = Field(0, description="Seed of the choice of reserved stars.")
     psfStampSize: int = Field(41, ge=11, description="Side of the PSF model stamp (odd).")
     psfSpatialOrder: int = Field(2, ge=0, le=4, description="Polynomial order of PSF variation.")
+    psfSamplingSize: float = Field(
+        1.0, ge=0, le=1, description="Sampling step (pixels) of the PSF model of an "
+        "undersampled image, LSST's samplingSize; 0 is PSFEx's automatic step, half the "
+        "stars' sigma (LSST's 0.5 leaves a 1.5-px-FWHM model wrong by ~1 % at some sub-pixel "
+        "phases). As PSFEx's PIXEL_AUTO, only a PSF under 3 px FWHM is oversampled. The "
+        "default, 1, does not oversample yet: on simulated fields the oversampled fit is not "
+        "yet within 0.5 % at every phase in the pipeline (see app.engine.psf_oversampled).")
     doApCorr: bool = Field(True, description="Measure aperture corrections.")
     apCorr: ApCorrConfig = Field(default_factory=ApCorrConfig)
 
