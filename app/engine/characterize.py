@@ -33,13 +33,14 @@ from app.engine.deblend import deblend
 from app.engine.detection import NoNoiseError, detect
 from app.engine.exposure import Exposure
 from app.engine.footprints import Footprint, FootprintSet
-from app.engine.measure.context import MeasurementContext, shift_cube
+from app.engine.measure.context import MeasurementContext
 from app.engine.measure.plugins.centroid import SdssCentroid
 from app.engine.measure.plugins.flux import CircularApertureFlux, GaussianFlux, PsfFlux
 from app.engine.measure.plugins.shape import SdssShape
 from app.engine.measure.registry import run_plugins
 from app.engine.psf import SIGMA_TO_FWHM, GaussianPsf, PsfModel, psf_fwhm
-from app.engine.psf_model import PixelPsf, fit_pixel_psf, one_blas_thread
+from app.engine.psf_fit import fit_psf_stamps
+from app.engine.psf_model import one_blas_thread
 from app.engine.repair import RepairResult, TooManyCosmicRaysError, repair_cosmic_rays
 from app.engine.star_selector import select_stars
 
@@ -390,49 +391,3 @@ def psf_star_flags(x: np.ndarray, y: np.ndarray, stars: PsfStars, radius: float 
     flags["calib_psf_used"][target[stars.used[hit]]] = True
     flags["calib_psf_reserved"][target[stars.reserved[hit]]] = True
     return flags
-
-
-def fit_psf_stamps(exposure: Exposure, labels: np.ndarray, x: np.ndarray, y: np.ndarray,
-                   config: CharacterizeConfig) -> tuple[PixelPsf, np.ndarray]:
-    """Fit the pixel PSF to stars at (x, y); returns the model and which stars were kept."""
-    k = config.psfStampSize | 1
-    half = k // 2
-    h, w = exposure.shape
-    ix, iy = np.round(x).astype(int), np.round(y).astype(int)
-    off = np.arange(k)
-    yy = iy[:, None, None] - half + off[None, :, None]
-    xx = ix[:, None, None] - half + off[None, None, :]
-    on = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-    yc, xc = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
-    own = labels[iy, ix]
-    lab = labels[yc, xc]
-    bad = exposure.planes.any(exposure.mask[yc, xc], ["SAT", "BAD", "NO_DATA", "CR"])
-    usable = on & ~bad & ((lab == 0) | (lab == own[:, None, None]))
-    data = np.where(usable, exposure.image[yc, xc], 0.0)
-    var = np.where(usable, exposure.variance[yc, xc], np.inf)
-    # centre every star on its middle pixel; the shifted usable mask keeps interpolated
-    # pixels only where all their Lanczos inputs were usable
-    dx, dy = x - ix, y - iy
-    data = shift_cube(data, -dx, -dy)
-    usable_s = shift_cube(usable.astype(float), -dx, -dy) > 0.999
-    var = np.where(usable_s, np.where(usable, var, np.inf), np.inf)
-    r2 = (off[None, :, None] - half) ** 2 + (off[None, None, :] - half) ** 2
-    flux = np.where(usable_s & (r2 <= (half * 0.6) ** 2), data, 0).sum(axis=(1, 2))
-    keep = flux > 0
-    model = None
-    for _ in range(4):
-        norm = data / flux[:, None, None]
-        weights = np.where(usable_s & keep[:, None, None],
-                           flux[:, None, None] ** 2 / var, 0.0)
-        model = fit_pixel_psf(norm, weights, x, y, config.psfSpatialOrder, w, h)
-        p = model.kernels(x, y)
-        pw = np.where(usable_s, p / np.where(np.isfinite(var), var, np.inf), 0)
-        flux = (pw * data).sum(axis=(1, 2)) / (pw * p).sum(axis=(1, 2))
-        resid = np.where(usable_s, (data - flux[:, None, None] * p) ** 2 / var, 0)
-        core = usable_s & (r2 <= (3 * half / 4) ** 2)
-        chi2 = np.where(core, resid, 0).sum(axis=(1, 2)) / np.maximum(core.sum(axis=(1, 2)), 1)
-        med = np.median(chi2[keep])
-        mad = 1.4826 * np.median(np.abs(chi2[keep] - med))
-        keep = keep & (flux > 0) & (chi2 < med + 4 * max(mad, 0.05 * med))
-    assert model is not None
-    return model, keep

@@ -179,6 +179,13 @@ class CharacterizeConfig(_Config):
     repair: RepairConfig = Field(
         default_factory=RepairConfig, description="Cosmic rays (RepairTask), found with the "
         "PSF first measured and skipped on an exposure whose CR plane marks pixels already.")
+    psfSamplingSize: float = Field(
+        1.0, ge=0, le=1, description="Sampling step (pixels) of the PSF model of an "
+        "undersampled image, LSST's samplingSize; 0 is PSFEx's automatic step, half the "
+        "stars' sigma (LSST's 0.5 leaves a 1.5-px-FWHM model wrong by ~1 % at some sub-pixel "
+        "phases). As PSFEx's PIXEL_AUTO, only a PSF under 3 px FWHM is oversampled. The "
+        "default, 1, does not oversample yet: on simulated fields the oversampled fit is not "
+        "yet within 0.5 % at every phase in the pipeline (see app.engine.psf_oversampled).")
     doApCorr: bool = Field(True, description="Measure aperture corrections.")
     apCorr: ApCorrConfig = Field(default_factory=ApCorrConfig)
 

@@ -1,7 +1,8 @@
 """PSF images at many sub-pixel positions, fast: the kernel shifted onto each position's grid.
 
 For the measured :class:`~app.engine.psf_model.PixelPsf` the model is linear in its basis
-images, and so is shifting: each basis image is shifted once to a grid of sub-pixel phases,
+images, and so is shifting: each basis image is shifted once to a grid of sub-pixel phases
+(by Lanczos-5, or for an oversampled model resampled from its fine grid at each phase),
 and a position's PSF is its polynomial terms times the (bilinearly interpolated) shifted
 basis. The basis has far fewer independent images than polynomial terms (a mean image and
 two components with polynomial amplitudes span it), so it is first factored into those
@@ -17,6 +18,7 @@ from scipy import sparse
 
 from app.engine.psf import PsfModel
 from app.engine.psf_model import PixelPsf, poly_terms
+from app.engine.psf_oversampled import phase_weights
 
 N_PHASES = 16  # sub-pixel phases per axis in the pre-shifted basis
 LANCZOS_ORDER = 5  # of the shifts of the basis images
@@ -57,7 +59,7 @@ class PsfSampler:
             cache = psf.__dict__.setdefault("_shifted_basis", {})
             if radius not in cache:  # built once per model and fit radius, reused by every call
                 mix, images = factor_basis(psf.basis)
-                grid = _shifted_images(images, half)[:, self._disk]
+                grid = _shifted_images(images, half, psf.step)[:, self._disk]
                 cache[radius] = (mix, np.ascontiguousarray(grid))
             self._mix, self._grid = cache[radius]
 
@@ -122,13 +124,20 @@ def factor_basis(basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u[:, :rank] * s[:rank], vt[:rank].reshape(rank, *basis.shape[1:])
 
 
-def _shifted_images(images: np.ndarray, half: int) -> np.ndarray:
-    """((P+1)²·R, S²): every image shifted by each phase pair, cropped, flattened."""
+def _shifted_images(images: np.ndarray, half: int, step: float = 1.0) -> np.ndarray:
+    """((P+1)²·R, S²): every image shifted by each phase pair, cropped, flattened; images
+    sampled every ``step`` < 1 pixels are resampled to the pixels at each phase instead."""
     from app.engine.measure.context import shift_axis
 
-    k = images.shape[-1] // 2
     size = 2 * half + 1
     n_images = len(images)
+    if step < 1:
+        phases = np.linspace(-0.5, 0.5, N_PHASES + 1)
+        w = phase_weights(images.shape[-1], size, step, phases)  # (P+1, S, M)
+        # (y phase, x phase, image, S, S)
+        shifted = np.einsum("ayi,rij,bxj->abryx", w, images, w, optimize=True)
+        return shifted.reshape(len(phases) ** 2 * n_images, size * size)
+    k = images.shape[-1] // 2
     pad = max(0, half - k)
     # the kept pixels read at most LANCZOS_ORDER + 1 pixels beyond the crop: shift no more
     keep = min(k, half + LANCZOS_ORDER + 1)

@@ -12,15 +12,18 @@ Each is converted exactly, so a decoded PSF gives the kernel image afw's
 - ``PsfexPsf`` (meas_extensions_psfex): PSFEx's model is component images, at its own pixel
   step ``pixstep`` (image pixels per PSF sample), weighted by a polynomial in
   ``(x - offset) / scale`` of the parent-frame position. Resampling to image pixels is linear,
-  so each component is resampled once (:func:`resample_psfex`, PSFEx's ``vignet_resample``),
-  and the polynomial is re-expanded in skyphot's ``u, v`` (the array position scaled to
-  [-1, 1] over the image): the result is a ``PixelPsf`` of the same kernels everywhere.
+  so each component is resampled once (:func:`~app.engine.psf_resample.resample_images`,
+  PSFEx's ``vignet_resample``), and the polynomial is re-expanded in skyphot's ``u, v`` (the
+  array position scaled to [-1, 1] over the image): the result is a ``PixelPsf`` of the same
+  kernels everywhere. An oversampled model (``pixstep`` < 1) is kept at its own sampling, a
+  ``PixelPsf`` of that ``step``, so kernels at sub-pixel phases are resampled from it as
+  afw resamples them.
 
 The conversion is exact but for rounding: PSFEx sums its components in float32 and resamples
 through a float32 buffer; here it is float64 (differences of order 1e-7 of the peak).
-Shifting a kernel to a sub-pixel position is skyphot's (Lanczos-5 of the resampled kernel),
-where afw's PsfexPsf resamples the oversampled image at the shifted phase: the same at
-``pixstep = 1``, and close (a fraction of a per cent in the wings) for oversampled models.
+Shifting a kernel to a sub-pixel position is as afw's: an oversampled model is resampled at
+the shifted phase; a pixel-resolution one is shifted by Lanczos-5, the same resampling at
+``pixstep = 1``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 
 from app.engine.psf import GaussianPsf, PsfModel
 from app.engine.psf_model import PixelPsf, term_exponents
+from app.engine.psf_resample import kernel_side, resample_images
 from app.io.afw_archive import (
     ArchivedObject,
     ArchiveError,
@@ -40,10 +44,6 @@ from app.io.afw_archive import (
     Field,
     value,
 )
-
-# PSFEx's vignet.h: the interpolant and its reach, in input samples
-INTERP_HALF_WIDTH = 4.5  # INTERPW / 2
-INTERP_FACTOR = 5.0  # INTERPFAC: Lanczos-5
 
 Shape = tuple[int, int]  # (height, width) of the exposure
 Origin = tuple[int, int]  # xy0 of the exposure
@@ -139,15 +139,19 @@ def _psfex(obj: ArchivedObject, shape: Shape, xy0: Origin) -> PsfModel:
     if len(exponents) != n_comp or comp.size != n_comp * w * h:
         raise ValueError(f"{n_comp} components of {w}×{h} do not match {len(exponents)} "
                          f"polynomial terms and {comp.size} pixels")
-    # PsfexPsf::_doComputeBBox: int(w * pixstep) in float32, made odd
-    out_w = int(np.float32(w) * pixstep) | 1
-    out_h = int(np.float32(h) * pixstep) | 1
-    resampled = resample_psfex(comp.reshape(n_comp, h, w), pixstep, out_w, out_h)
-    centred = _centred(resampled, out_w // 2, out_h // 2)
     order = max(p + q for p, q in exponents)
     mix = _reexpand(exponents, order, offsets, scales, shape, xy0)
-    basis = np.einsum("tc,cij->tij", mix, centred)
-    return PixelPsf(basis, order, shape[1], shape[0])
+    images = comp.reshape(n_comp, h, w)
+    if pixstep < 1:
+        # an oversampled model stays oversampled: its kernels at any sub-pixel phase are
+        # then resampled from its own grid, as PsfexPsf's computeImage does
+        centred = _centred(images, w // 2, h // 2)
+        return PixelPsf(np.einsum("tc,cij->tij", mix, centred), order, shape[1], shape[0],
+                        step=float(pixstep))
+    out_w, out_h = kernel_side(w, pixstep), kernel_side(h, pixstep)
+    resampled = resample_images(images, pixstep, out_w, out_h)
+    centred = _centred(resampled, out_w // 2, out_h // 2)
+    return PixelPsf(np.einsum("tc,cij->tij", mix, centred), order, shape[1], shape[0])
 
 
 def psfex_exponents(group: list[int], degree: list[int]) -> list[tuple[int, int]]:
@@ -211,63 +215,6 @@ def _reexpand(exponents: list[tuple[int, int]], order: int, offsets: np.ndarray,
     return mix
 
 
-def _interpolant(x: np.ndarray) -> np.ndarray:
-    """PSFEx's INTERPF: Lanczos-5, 1 within 1e-5 of 0, 0 beyond ±5."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (np.sin(np.pi * x) * np.sin(np.pi / INTERP_FACTOR * x)
-               / (np.pi * np.pi / INTERP_FACTOR * x * x))
-    out = np.where(np.abs(x) > INTERP_FACTOR, 0.0, out)
-    return np.where((x < 1e-5) & (x > -1e-5), 1.0, out)
-
-
-def _resample_axis(n_in: int, n_out: int, step: float, shift: float) -> np.ndarray:
-    """(n_out, n_in) weights of one axis of ``vignet_resample`` (with ``stepi = 1``): output
-    pixel j samples input position ``n_in // 2 + shift + (j - n_out // 2) · step`` with
-    normalized Lanczos-5 weights of the input samples within reach; outputs whose position
-    falls off the input stay 0. Its index arithmetic (C truncations included) is PSFEx's."""
-    weights = np.zeros((n_out, n_in))
-    half = int(INTERP_HALF_WIDTH) + 2  # hmw, with dstepi = 1
-    taps = 2 * half
-    xs1 = n_in // 2 + shift - (n_out // 2) * step
-    if int(xs1) >= n_in:
-        return weights
-    first = 0
-    if xs1 < 0.0:
-        skip = int(1 - xs1 / step)
-        if skip >= n_out:
-            return weights
-        first = skip
-        xs1 += skip * step
-    count = min(int((n_in - 1 - xs1) / step + 1), n_out - first)
-    for j in range(max(count, 0)):
-        x1 = xs1 + j * step
-        ix1 = int(x1)
-        ix = ix1 - half
-        start = ix1 - x1 - half
-        n = taps
-        if ix < 0:
-            n = taps + ix
-            start -= ix
-            ix = 0
-        n = min(n, n_in - ix)
-        w = _interpolant(start + np.arange(n))
-        norm = w.sum()
-        weights[first + j, ix:ix + n] = w / norm if norm > 0 else w
-    return weights
-
-
-def resample_psfex(images: np.ndarray, pixstep: float, out_w: int, out_h: int,
-                   dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
-    """PSFEx model images (T, h, w) at its ``pixstep`` resampled to image pixels (T, out_h,
-    out_w), centred (or shifted by ``dx, dy`` image pixels) as PsfexPsf calls
-    ``vignet_resample`` (step ``1 / pixstep`` in float32, shift ``-d / pixstep``)."""
-    step = float(np.float32(1.0) / np.float32(pixstep))
-    _, h, w = images.shape
-    wx = _resample_axis(w, out_w, step, -dx * step)
-    wy = _resample_axis(h, out_h, step, -dy * step)
-    return np.einsum("yi,tij,xj->tyx", wy, images, wx)
-
-
 DECODERS: dict[str, Callable[[ArchivedObject, Shape, Origin], PsfModel]] = {
     "GaussianPsf": _gaussian,
     "DoubleGaussianPsf": _double_gaussian,
@@ -312,7 +259,8 @@ def _psfex_data_schema(ncoeff: int, n_pixels: int) -> tuple[Field, ...]:
 def put_psf(writer: ArchiveWriter, psf: PsfModel, xy0: Origin) -> int | None:
     """Archive ``psf`` as afw would read it back: a point-sampled GaussianPsf as afw's
     GaussianPsf, a PixelPsf as the PsfexPsf of the same kernels (``pixstep`` 1, context
-    scaled so PSFEx's variables are skyphot's ``u, v``). Other models (skyphot's integrated
+    scaled so PSFEx's variables are skyphot's ``u, v``; an oversampled one at its ``step``
+    as ``pixstep``). Other models (skyphot's integrated
     Gaussian, a simulation's exact PSF) have no afw form that gives the same image: None."""
     if isinstance(psf, GaussianPsf) and psf.sampling == "point":
         archive_id = writer.new_id()
@@ -334,11 +282,11 @@ def _put_psfex(writer: ArchiveWriter, psf: PixelPsf, xy0: Origin) -> int:
     offsets = [span_x + xy0[0], span_y + xy0[1]]
     basis = [1.0 if e == (0, 0) else 0.0 for e in exponents]  # poly_func at the centre
     archive_id = writer.new_id()
-    k = psf.size
+    k = psf.basis.shape[-1]
     writer.save(archive_id, "PsfexPsf", "lsst.meas.extensions.psfex", PSFEX_SIZES_SCHEMA, [{
         "ndim": 2, "ngroup": 1, "ncoeff": len(exponents), "_size_size": 3,
         "_comp_size": comp.size, "_context_size": 2, "averagePosition_x": offsets[0],
-        "averagePosition_y": offsets[1], "_pixstep": 1.0}], persistable_catalog=0)
+        "averagePosition_y": offsets[1], "_pixstep": psf.step}], persistable_catalog=0)
     writer.save(archive_id, "PsfexPsf", "lsst.meas.extensions.psfex",
                 _psfex_data_schema(len(exponents), comp.size), [{
                     "group": [0, 0], "degree": [psf.order], "basis": basis,

@@ -1,7 +1,8 @@
 """skyphot's own PSF extension, and the APCORR tables of files written before the afw archive.
 
 ``PSFTYPE`` says which model: ``PIXEL`` (the measured :class:`~app.engine.psf_model.PixelPsf`:
-its basis cube as float64 data, spatial order and image size in the header) or ``GAUSSIAN``
+its basis cube as float64 data, spatial order, image size and the basis's sampling step in
+the header; files without ``PSFSTEP`` hold pixel-resolution models) or ``GAUSSIAN``
 (skyphot's pixel-integrated Gaussian: sigma and kernel size in the header). The archive's
 PsfexPsf holds a PixelPsf too, but in float32 (PSFEx's ``_comp``), and afw's GaussianPsf is
 point-sampled, so these two stay here, where they read back exactly. Models of other kinds
@@ -29,6 +30,7 @@ def psf_to_hdu(psf: PsfModel | None) -> fits.ImageHDU | None:
         hdu.header["PSFORDER"] = (psf.order, "polynomial order of the spatial variation")
         hdu.header["PSFWIDTH"] = (psf.width, "image width the positions are scaled by")
         hdu.header["PSFHGHT"] = (psf.height, "image height the positions are scaled by")
+        hdu.header["PSFSTEP"] = (psf.step, "basis sampling step, image pixels")
         return hdu
     if isinstance(psf, GaussianPsf) and psf.sampling == "integrated":
         hdu = fits.ImageHDU(name="PSF")
@@ -46,7 +48,7 @@ def psf_from_hdu(hdu: fits.ImageHDU) -> PsfModel:
         if kind == "PIXEL":
             basis = np.asarray(hdu.data, dtype=np.float64)
             return PixelPsf(basis, int(hdu.header["PSFORDER"]), int(hdu.header["PSFWIDTH"]),
-                            int(hdu.header["PSFHGHT"]))
+                            int(hdu.header["PSFHGHT"]), float(hdu.header.get("PSFSTEP", 1.0)))
         if kind == "GAUSSIAN":
             return GaussianPsf(float(hdu.header["PSFSIGMA"]), int(hdu.header["PSFSIZE"]))
     except (KeyError, TypeError, ValueError) as exc:

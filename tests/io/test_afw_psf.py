@@ -10,13 +10,13 @@ import pytest
 from astropy.io import fits
 
 from app.engine.psf_model import PixelPsf
+from app.engine.psf_resample import resample_images
 from app.io.afw_archive import ArchiveReader, ArchiveWriter, Field
 from app.io.afw_psf import (
     PSFEX_SIZES_SCHEMA,
     _psfex_data_schema,
     decode_psf,
     psfex_exponents,
-    resample_psfex,
 )
 
 
@@ -66,13 +66,13 @@ def test_psfex_polynomial_order_is_psfexs():
 
 def test_resampling_at_pixstep_one_is_the_identity():
     image = np.random.default_rng(1).normal(size=(1, 11, 11))
-    np.testing.assert_allclose(resample_psfex(image, 1.0, 11, 11), image, atol=1e-14)
+    np.testing.assert_allclose(resample_images(image, 1.0, 11, 11), image, atol=1e-14)
 
 
 def test_resampling_an_oversampled_gaussian_gives_it_at_image_pixels():
     """A Gaussian of sigma 3.2 PSF samples at pixstep 0.5 is one of sigma 1.6 pixels."""
     model = gaussian(41, 3.2)[None]
-    out = resample_psfex(model, 0.5, 21, 21)[0]  # PsfexPsf: int(41 * 0.5) = 20, made odd
+    out = resample_images(model, 0.5, 21, 21)[0]  # PsfexPsf: int(41 * 0.5) = 20, made odd
     want = gaussian(21, 1.6)
     np.testing.assert_allclose(out / out.sum(), want / want.sum(), atol=2e-5)
 
@@ -95,7 +95,7 @@ def test_psfex_psf_varies_as_its_polynomial_in_the_parent_frame():
         Y = (y + xy0[1] - offsets[1]) / scales[1]
         weights = np.array([1, X, X * X, Y, X * Y, Y * Y])
         image = np.einsum("c,cij->ij", weights, comp32)[None]
-        want = resample_psfex(image, 0.8, 25, 25)[0]
+        want = resample_images(image, 0.8, 25, 25)[0]
         np.testing.assert_allclose(psf.kernel(x, y), want / want.sum(), atol=1e-13)
 
 

@@ -495,6 +495,33 @@ def test_measured_psf_round_trips(tmp_path):
     assert back.psf.sigma(5.0, 5.0) == 2.1 and back.psf.kernel(0, 0).shape == (21, 21)
 
 
+def test_an_oversampled_psf_round_trips_with_its_step(tmp_path):
+    """An oversampled PixelPsf (step 1/3) reads back oversampled, its kernels and their
+    phases the same."""
+    from app.engine.psf import pixel_gaussian
+    from app.engine.psf_model import PixelPsf
+    from app.engine.psf_oversampled import fine_side, phase_images
+
+    step, k = 1 / 3, 21
+    m = fine_side(k, step)
+    off = (np.arange(m) - m // 2) * step
+    core = np.array([[pixel_gaussian(1, 0.6, -a, -b)[0, 0] for a in off] for b in off])
+    wide = np.array([[pixel_gaussian(1, 0.8, -a, -b)[0, 0] for a in off] for b in off])
+    exposure = make_exposure()
+    h, w = exposure.shape
+    exposure.psf = PixelPsf(np.stack([core, 0.2 * (wide - core), -0.1 * (wide - core)]), 1,
+                            w, h, step=step)
+    path = tmp_path / "oversampled.fits"
+    write_exposure(exposure, path)
+    back = read_exposure(path)
+    assert isinstance(back.psf, PixelPsf) and back.psf.step == pytest.approx(step)
+    x, y = np.array([3.0, w - 4.0]), np.array([h - 2.0, 5.0])
+    np.testing.assert_allclose(back.psf.kernels(x, y), exposure.psf.kernels(x, y), atol=1e-7)
+    shifted = phase_images(exposure.psf, x, y, np.array([0.3, -0.45]), np.array([0.1, 0.5]))
+    np.testing.assert_allclose(phase_images(back.psf, x, y, np.array([0.3, -0.45]),
+                                            np.array([0.1, 0.5])), shifted, atol=1e-7)
+
+
 def test_concurrent_reads_leave_the_warning_filters_as_they_were(tmp_path):
     """Readers in several threads (the API's pool) must not swap the process's filters."""
     import threading
