@@ -6,7 +6,7 @@ import numpy as np
 
 from app.io.afw_background import evaluate_background_list, is_background_list
 from app.io.errors import ExposureReadError
-from app.io.fits_open import Source, first_image, header_shape, open_fits, plane_name
+from app.io.fits_open import Source, first_image, open_fits, plane_name, require_shape
 from app.io.fits_pixels import read_float
 
 
@@ -37,13 +37,8 @@ def read_background_file(source: Source, shape: tuple[int, int]) -> np.ndarray:
         if index is None:
             raise ExposureReadError("no_image", "the background file holds no 2-d image")
         hdu = hdul[index]
-        found = header_shape(hdu.header)
-        if found != tuple(shape):
-            raise ExposureReadError(
-                "shape_mismatch",
-                f"the background image has shape {found} but the exposure has {tuple(shape)}; "
-                "a full-resolution background matches the image pixel for pixel",
-            )
+        require_shape(hdu, shape, "the background image",
+                      "a full-resolution background matches the image pixel for pixel")
         background = read_float(hdu, "BACKGROUND", shape)
     background[~np.isfinite(background)] = 0.0
     return background

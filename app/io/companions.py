@@ -24,10 +24,10 @@ from app.io.fits_open import (
     ImageLike,
     find_hdu,
     first_image,
-    header_shape,
     is_image,
     open_fits,
     plane_name,
+    require_shape,
 )
 from app.io.fits_pixels import read_float, read_integers
 from app.io.read_options import MaskMap, PlaneRef, ReadOptions
@@ -68,13 +68,8 @@ def read_companions(
                 out.provenance["background"] = f"background file {ref.describe()}"
                 continue
             with _companion_hdu(ref, hdul, image, what, notes, max_bytes) as (hdu, where):
-                found = header_shape(hdu.header)
-                if found != tuple(shape):
-                    raise ExposureReadError(
-                        "shape_mismatch",
-                        f"it has shape {found} but the image has {tuple(shape)}; a companion "
-                        "plane must match the image pixel for pixel",
-                    )
+                require_shape(hdu, shape, "it",
+                              "a companion plane must match the image pixel for pixel")
                 if name == "mask":
                     values, blank = read_integers(hdu, what, shape, whole_floats=True)
                     out.mask = dq_to_mask(values, blank, options.mask_map, planes, what, notes)

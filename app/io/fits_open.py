@@ -328,6 +328,17 @@ def header_shape(header: fits.Header) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def require_shape(hdu: fits.hdu.base._BaseHDU, shape: tuple[int, ...], what: str,
+                  why: str) -> None:
+    """Refuse (``shape_mismatch``) a plane of another shape than the image's: "``what`` has
+    shape … but the image has …; ``why``"."""
+    found = header_shape(hdu.header)
+    if found != tuple(shape):
+        raise ExposureReadError(
+            "shape_mismatch",
+            f"{what} has shape {found} but the image has {tuple(shape)}; {why}")
+
+
 def plane_name(hdu: fits.hdu.base._BaseHDU) -> str:
     """EXTNAME, else afw's EXTTYPE (old afw files have only that), upper-case."""
     return str(hdu.header.get("EXTNAME") or hdu.header.get("EXTTYPE") or "").strip().upper()
