@@ -11,8 +11,10 @@ import numpy as np
 from astropy.io import fits
 from fastapi.testclient import TestClient
 
+from app.io.afw_background import evaluate_background_list
 from app.io.fits_exposure import read_exposure
 from service.conftest import assert_error, runtime_of
+from service.fits_files import calexp_bytes
 
 REAL = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real"
 DECAM = {part: REAL / f"decam_oo{letter}.fits" for part, letter in
@@ -157,3 +159,42 @@ def test_url_reference_options_are_checked_before_queueing(client: TestClient) -
         422, "unsafe_url")
     assert "not a public address" in error["message"]
     assert client.get("/v1/jobs").json()["total"] == 0
+
+
+def test_a_calexp_background_part_is_stored_evaluated(client: TestClient) -> None:
+    """The tutorial's calexpBackground uploaded beside its calexp (part ``background``): the
+    stored exposure carries the full-resolution sky the BackgroundList evaluates to, so
+    ``add_background=true`` restores it."""
+    height, width = 64, 80
+    yy, xx = np.mgrid[0:4, 0:5]
+    stats = (300.0 + 2.0 * xx - 1.5 * yy).astype(np.float32)  # a plane sampled on 5×4 bins
+    header = fits.Header()
+    for key, value in (("INTERPSTYLE", 3), ("UNDERSAMPLESTYLE", 2), ("APPROXSTYLE", -1),
+                       ("APPROXORDERX", 1), ("APPROXORDERY", 1), ("APPROXWEIGHTING", True),
+                       ("BKGD_X0", 0), ("BKGD_Y0", 0), ("BKGD_WIDTH", width),
+                       ("BKGD_HEIGHT", height)):
+        header[f"HIERARCH {key}" if len(key) > 8 else key] = value
+    background = fits_bytes(fits.PrimaryHDU(stats, header),
+                            fits.ImageHDU(np.zeros(stats.shape, np.int32), header),
+                            fits.ImageHDU(np.ones_like(stats), header))
+    truth = evaluate_background_list(fits.open(io.BytesIO(background)))
+    assert truth.shape == (height, width) and np.ptp(truth) > 10
+
+    response = post(client, {"file": ("calexp.fits", calexp_bytes((height, width))),
+                             "background": ("calexpBackground.fits", background)})
+    assert response.status_code == 201, response.text
+    assert response.json()["metadata"]["source"] == {
+        "image": "calexp.fits", "background": "calexpBackground.fits"}
+    exposure = read_exposure(stored(client)[0])
+    np.testing.assert_allclose(exposure.background, truth, rtol=1e-6)
+
+    cutout = post(client, {"file": ("cutout.fits", calexp_bytes((32, 40), seed=1)),
+                           "background": ("calexpBackground.fits", background)})
+    assert cutout.status_code == 201, cutout.text  # a cutout inside the box gets its part
+    [blob] = [p for p in stored(client) if p.stem == cutout.json()["sha256"]]
+    np.testing.assert_allclose(read_exposure(blob).background, truth[:32, :40], rtol=1e-6)
+    wider = post(client, {"file": ("wide.fits", calexp_bytes((64, 120))),
+                          "background": ("calexpBackground.fits", background)})
+    error = assert_error(wider, 422)
+    assert "background" in error["message"]
+    assert len(stored(client)) == 2  # nothing of the refused upload is kept
