@@ -16,6 +16,11 @@ With too few cells for the order asked (a 256-px image at binSize 128 has two pe
 image of at least one cell works; THROW_EXCEPTION refuses instead. Cells with no usable
 pixels take the value of the nearest cell that has some (and no weight in the fit).
 
+photutils' Background2D is not used: its interpolators (a spline zoom of the mesh, or
+inverse-distance weighting) are neither of LSST's, it has no inverse-variance-weighted
+Chebyshev approximation nor afw's order reduction for small meshes, and the background
+must be the one afw's BackgroundList files (calexpBackground) describe.
+
 The same mesh gives the sky noise: each cell's clipped standard deviation, smoothed the same
 way, is SExtractor's background rms map, from which a plain image's variance plane is made.
 """

@@ -28,7 +28,7 @@ from astropy.table import Table
 from app.engine.columns import ColumnInfo, ColumnSet
 from app.engine.config import ForcedConfig, radius_name
 from app.engine.exposure import Exposure
-from app.engine.measure.cubes import circle_overlap
+from app.engine.measure.cubes import exact_circle_weights
 from app.engine.measure.plugins.flux import (
     LocalBackground,
     fixed_psf_photometry,
@@ -389,16 +389,18 @@ def _apertures(exposure: Exposure, config: ForcedConfig, ax: np.ndarray, ay: np.
     the radii."""
     h, w = exposure.shape
     radii = config.apertureRadii
-    dx, dy = square_offsets(int(np.ceil(max(radii))) + 1)
+    half = int(np.ceil(max(radii))) + 1
+    dx, dy = square_offsets(half)
     step = max(1, APERTURE_PIXELS // len(dx))
     flux = np.empty((len(radii), len(ax)))
     var = np.empty((len(radii), len(ax)))
     for start in range(0, len(ax), step):
         part = slice(start, start + step)
         image, variance, _, _ = _gather(exposure, ax[part], ay[part], dx, dy)
-        ddx, ddy = _offsets_from_position(ax[part], ay[part], dx, dy)
+        ox = half + ax[part] - np.round(ax[part])  # the position in the gathered square
+        oy = half + ay[part] - np.round(ay[part])
         for k, r in enumerate(radii):
-            ov = circle_overlap(ddx, ddy, r)
+            ov = exact_circle_weights(ox, oy, 2 * half + 1, r).reshape(len(ox), -1)
             flux[k, part] = np.einsum("ij,ij->i", ov, image)
             var[k, part] = np.einsum("ij,ij->i", ov * ov, variance)
     out = {}

@@ -7,7 +7,7 @@ import numpy as np
 from app.engine.config import radius_name
 from app.engine.masks import MaskPlanes
 from app.engine.measure.context import MeasurementContext
-from app.engine.measure.cubes import circle_overlap, gaussian_weight, stamp_offsets
+from app.engine.measure.cubes import exact_circle_weights, gaussian_weight, stamp_offsets
 from app.engine.measure.registry import FLUX_ORDER, Column, Plugin, register
 from app.engine.psf import SIGMA_TO_FWHM, PsfModel
 from app.engine.psf_sampling import PsfSampler
@@ -236,11 +236,10 @@ class CircularApertureFlux(Plugin):
         if exact:
             half = int(np.ceil(max(exact))) + 1
             st = ctx.stamps(half)
-            dx, dy = stamp_offsets(half, st.x0, st.y0, ctx.x, ctx.y)
             img = np.where(st.on_image, st.image, 0)
             var = np.where(st.on_image, st.variance, 0)
             for r in exact:
-                ov = circle_overlap(dx, dy, r)
+                ov = exact_circle_weights(ctx.x - st.x0, ctx.y - st.y0, 2 * half + 1, r)
                 self._store(out, r, (ov * img).sum(axis=(1, 2)),
                             np.sqrt((ov * ov * var).sum(axis=(1, 2))))
         if naive:
