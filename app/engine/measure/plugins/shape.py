@@ -32,6 +32,8 @@ MAX_ITER = 100
 TOL_MOMENTS = 1e-5
 TOL_SHIFT = 1e-4
 MAX_SHIFT = 2.0  # pixels along either axis (SdssShapeControl.maxShift, clamped to 2–10)
+MIN_MOMENT = 0.1  # px²: the floor of the iteration's second moments
+SMALL_MOMENT = 1.2  # px²: kernel moments below it are a Gaussian fit's (kernel_moments)
 UNWEIGHTED_RADIUS = 4.0  # weight σ: the box of the unweighted moments
 SINGLE_PIXEL = 1 / 12  # the second moment of one uniform pixel
 
@@ -156,13 +158,46 @@ def psf_moments_at(psf: PsfModel, x: np.ndarray, y: np.ndarray
 
 
 def kernel_moments(kernels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Adaptive moments (xx, yy, xy) of noise-free centred kernels (N, K, K)."""
+    """Adaptive moments (xx, yy, xy) of noise-free centred kernels (N, K, K).
+
+    On the pixel samples of a PSF under FWHM ≈ 1.8 px the iteration collapses: the
+    weighted moments of a few samples fall faster than the weight, which shrinks onto the
+    central pixel, and the moments end at the floor; up to FWHM ≈ 2.3 px it converges
+    low (by 11 % in xx at 1.8 px). Kernels whose moments end below ``SMALL_MOMENT`` take
+    the covariance of the Gaussian that best fits their samples (`gaussian_fit_moments`),
+    which above it agrees with the adaptive moments to 0.1 %. Departure: LSST's
+    computeShape has no such fallback.
+    """
     n, k, _ = kernels.shape
     half = k // 2
     z = np.zeros(n)
-    res = adaptive_moments(kernels, np.zeros_like(kernels), np.ones(kernels.shape, bool),
-                           z, z, z + half, z + half, np.full(n, 4.0))
-    return res[0], res[1], res[2]
+    xx, yy, xy = adaptive_moments(kernels, np.zeros_like(kernels), np.ones(kernels.shape, bool),
+                                  z, z, z + half, z + half, np.full(n, 4.0))[:3]
+    for i in np.flatnonzero(~(np.minimum(xx, yy) > SMALL_MOMENT)):
+        xx[i], yy[i], xy[i] = gaussian_fit_moments(kernels[i])
+    return xx, yy, xy
+
+
+def gaussian_fit_moments(kernel: np.ndarray) -> tuple[float, float, float]:
+    """Covariance (xx, yy, xy) in px² of the elliptical Gaussian, sampled at the pixel
+    centres, that fits ``kernel`` best in least squares (amplitude and centre free)."""
+    from scipy.optimize import least_squares
+
+    k = kernel.shape[0]
+    yy_, xx_ = np.mgrid[:k, :k].astype(float) - k // 2
+    data = kernel.astype(float) / kernel.sum()
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        amp, x0, y0, lxx, lyy, t = p
+        sx, sy, rho = np.exp(lxx), np.exp(lyy), np.tanh(t)
+        dx, dy = (xx_ - x0) / sx, (yy_ - y0) / sy
+        q = (dx * dx - 2 * rho * dx * dy + dy * dy) / (1 - rho * rho)
+        return (amp * np.exp(-0.5 * q) - data).ravel()
+
+    fit = least_squares(residual, np.array([data.max(), 0.0, 0.0, -0.5, -0.5, 0.0]))
+    _, _, _, lxx, lyy, t = fit.x
+    sx, sy, rho = np.exp(lxx), np.exp(lyy), np.tanh(t)
+    return float(sx * sx), float(sy * sy), float(rho * sx * sy)
 
 
 def weighted_moments(wi: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -219,7 +254,8 @@ def adaptive_moments(
         nxx = np.where(ok, nxx, 2 * mxx)
         nyy = np.where(ok, nyy, 2 * myy)
         nxy = np.where(ok, nxy, 2 * mxy)
-        nxx, nyy = np.clip(nxx, 0.1, 4 * half * half), np.clip(nyy, 0.1, 4 * half * half)
+        nxx = np.clip(nxx, MIN_MOMENT, 4 * half * half)
+        nyy = np.clip(nyy, MIN_MOMENT, 4 * half * half)
         change = np.abs(nxx - xx[a]) + np.abs(nyy - yy[a]) + np.abs(nxy - xy[a])
         done = (change < TOL_MOMENTS * (xx[a] + yy[a])) & (np.hypot(mx, my) < TOL_SHIFT)
         # meas_base's calcmom fails unless Σw·I, Σw·I·dx² and Σw·I·dy² are all positive
