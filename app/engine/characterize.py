@@ -368,7 +368,7 @@ def measure_aperture_corrections(work: Exposure, every: FootprintSet, stars: Psf
     aperture correction not as well. With fewer, every PSF star is used.
     """
     use = np.flatnonzero(stars.used)
-    alone = use[~stars.blended[use]] if len(stars.blended) else use
+    alone = use[~stars.blended[use]]
     if len(alone) >= APCORR_MIN_ALONE:
         use = alone
     if not len(use):
