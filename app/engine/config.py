@@ -220,11 +220,6 @@ class DetectionConfig(_Config):
         "grown by this many PSF FWHM more, so their wings do not raise the background (not "
         "an LSST option; 0: LSST's footprints as they are)."
     )
-    doBackgroundTweak: bool = Field(
-        True, description="After the background re-estimate, shift the background by the "
-        "median PSF-weighted level of the blank sky, so forced fluxes there centre on zero "
-        "(DynamicDetectionTask's background tweak, applied to every image)."
-    )
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     doTempLocalBackground: bool = Field(
         True,

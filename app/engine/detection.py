@@ -25,8 +25,7 @@
 5. Grow each footprint by ``int(nSigmaToGrow × σ + 0.5)`` pixels with a disk (isotropic);
    footprints that touch after growing merge, keeping all their peaks.
 6. Set DETECTED (and DETECTED_NEGATIVE) mask planes; optionally re-estimate the background
-   with the detections masked and subtract it, then ``doBackgroundTweak``: shift it by the
-   median PSF-weighted level of the blank sky (DynamicDetectionTask's background tweak).
+   with the detections masked and subtract it.
 """
 
 from __future__ import annotations
@@ -105,7 +104,6 @@ class DetectionResult:
     sigma: float  # smoothing sigma, pixels
     background: np.ndarray | None  # the re-estimated background that was subtracted
     noise_scale: float = 1.0  # pixel_stdev: how much the variance plane's noise was scaled
-    background_tweak: float = 0.0  # the constant added to the re-estimated background
 
     @property
     def num_pos_peaks(self) -> int:
@@ -182,39 +180,6 @@ def sky_noise_scale(smoothed: np.ndarray, sd: np.ndarray, mask: np.ndarray, excl
     significance = smoothed[sub][blank] / sd[sub][blank]
     _, _, spread = clipped_stats(significance)
     return float(spread) if np.isfinite(spread) and spread > 0 else 1.0
-
-
-MIN_TWEAK_SAMPLES = 1000  # blank pixels below which the background is not tweaked
-
-
-def background_tweak(smoothed: np.ndarray, background: np.ndarray, mask: np.ndarray,
-                     avoided: int, half: int) -> float:
-    """The level still left on the blank sky once ``background`` is subtracted: the median
-    of the smoothed image less the background at a regular sample of pixels with no
-    ``avoided`` bit (detections as grown for the background, unusable pixels).
-
-    DynamicDetectionTask's doBackgroundTweak takes the median PSF flux per unit area
-    (base_PsfFlux instFlux / area) of sky objects placed away from the detections. For a
-    Gaussian PSF that ratio is exactly the image smoothed with the normalized PSF at the
-    sky object's centre, which detection has already made; so the sky objects here are
-    every sampled blank pixel rather than 1000 discs, which also makes the median ~5×
-    less noisy. On simulated fields the tweak is small (0.002 σ): the cells' clipped means
-    and the blank sky's median agree. Both sit ~0.02 σ above the true sky there, because
-    the sources' light spread below the noise beyond their footprints (mean 0.02 σ, median
-    0.004 σ of the noiseless sources over the blank pixels) cannot be told from sky by any
-    statistic of the pixels. Departure: LSST tweaks only in DynamicDetection (coadds);
-    skyphot after every background re-estimate. Returns 0 when fewer than
-    ``MIN_TWEAK_SAMPLES`` blank pixels are left.
-    """
-    h, w = smoothed.shape
-    step = max(1, int(np.sqrt(smoothed.size / STATS_SAMPLES)))
-    sub = (slice(half, h - half, step), slice(half, w - half, step))
-    blank = (mask[sub] & np.int32(avoided)) == 0
-    if blank.sum() < MIN_TWEAK_SAMPLES:
-        return 0.0
-    level = np.subtract(smoothed[sub], background[sub], dtype=np.float64)[blank]
-    level = level[np.isfinite(level)]
-    return float(np.median(level)) if level.size >= MIN_TWEAK_SAMPLES else 0.0
 
 
 def _background_mask(mask: np.ndarray, planes: MaskPlanes, sigma: float,
@@ -574,13 +539,8 @@ def detect(exposure: Exposure, sigma: float, config: DetectionConfig) -> Detecti
         result.negative = polarity(-1, "DETECTED_NEGATIVE")
 
     if config.reEstimateBackground:
-        bg_mask = _background_mask(mask, planes, sigma, config)
-        bkg = estimate_background(exposure.image, bg_mask, planes, config.background)
-        if config.doBackgroundTweak:
-            avoided = planes.bitmask(["DETECTED", "DETECTED_NEGATIVE",
-                                      *config.excludeMaskPlanes])
-            result.background_tweak = background_tweak(smoothed, bkg, bg_mask, avoided, half)
-            bkg += np.float32(result.background_tweak)
+        bkg = estimate_background(exposure.image, _background_mask(mask, planes, sigma, config),
+                                  planes, config.background)
         exposure.image -= bkg
         exposure.background = bkg if exposure.background is None else exposure.background + bkg
         result.background = bkg

@@ -239,29 +239,3 @@ def test_local_background_stays_local_next_to_a_bright_object():
     assert bkg[150, 150] > 100
     assert np.abs(bkg[far]).max() < 0.1 * NOISE
 
-
-def test_background_tweak_is_the_blank_skys_median_level():
-    """doBackgroundTweak: the level left on the blank sky (here 0.05 above a background
-    that missed it), detected and unusable pixels left out however bright they are, and
-    nothing when too little blank sky is left."""
-    from app.engine.detection import MIN_TWEAK_SAMPLES, background_tweak
-    from app.engine.masks import MaskPlanes
-
-    planes = MaskPlanes()
-    rng = np.random.default_rng(7)
-    smoothed = rng.normal(0.05, 1.0, (400, 400)).astype(np.float32)
-    mask = np.zeros(smoothed.shape, np.int32)
-    smoothed[100:250, 50:300] += 40.0  # a bright object, masked
-    mask[100:250, 50:300] = planes.bitmask("DETECTED")
-    smoothed[300:, :] -= 30.0  # bad rows
-    mask[300:, :] |= planes.bitmask("BAD")
-    avoided = planes.bitmask(["DETECTED", "BAD"])
-    level = background_tweak(smoothed, np.zeros_like(smoothed), mask, avoided, half=3)
-    n = int(((mask & avoided) == 0).sum())
-    assert abs(level - 0.05) < 4 * 1.2533 / np.sqrt(n)
-    tilted = background_tweak(smoothed, np.full_like(smoothed, 0.05), mask, avoided, half=3)
-    assert abs(tilted - (level - 0.05)) < 1e-6
-    mask[:, :] = planes.bitmask("DETECTED")
-    mask[:20, :20] = 0  # 400 blank pixels, fewer than the minimum
-    assert 400 < MIN_TWEAK_SAMPLES
-    assert background_tweak(smoothed, np.zeros_like(smoothed), mask, avoided, half=0) == 0.0
